@@ -1,0 +1,273 @@
+//! The access log: Gunicorn's `%(atom)s` format language, parsed once at startup and rendered
+//! once per request when its response has been sent (or abandoned).
+use crate::logging::LogSink;
+use http::HeaderMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Gunicorn's default: Apache combined log format.
+pub const DEFAULT_FORMAT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Literal(String),
+    Atom(Atom),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Atom {
+    RemoteAddr,
+    Dash,
+    User,
+    Time,
+    RequestLine,
+    Method,
+    Path,
+    Query,
+    Protocol,
+    Status,
+    Bytes,
+    BytesOrDash,
+    Referer,
+    UserAgent,
+    Seconds,
+    Millis,
+    Micros,
+    DecimalSeconds,
+    Pid,
+    RequestHeader(http::HeaderName),
+    ResponseHeader(http::HeaderName),
+}
+
+/// A parsed `--access-logformat`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogFormat {
+    pieces: Vec<Piece>,
+}
+
+impl AccessLogFormat {
+    pub fn parse(format: &str) -> Result<AccessLogFormat, String> {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut rest = format;
+        while let Some(start) = rest.find("%(") {
+            literal.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after.find(")s").ok_or_else(|| format!("unterminated atom at {:?}", &rest[start..]))?;
+            let name = &after[..end];
+            if !literal.is_empty() {
+                pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+            }
+            pieces.push(Piece::Atom(Self::atom(name)?));
+            rest = &after[end + 2..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            pieces.push(Piece::Literal(literal));
+        }
+        Ok(AccessLogFormat { pieces })
+    }
+
+    fn atom(name: &str) -> Result<Atom, String> {
+        let header = |h: &str| {
+            http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("{h:?} in %({name})s is not a header name"))
+        };
+        if let Some(inner) = name.strip_prefix('{') {
+            if let Some(h) = inner.strip_suffix("}i") {
+                return Ok(Atom::RequestHeader(header(h)?));
+            }
+            if let Some(h) = inner.strip_suffix("}o") {
+                return Ok(Atom::ResponseHeader(header(h)?));
+            }
+        }
+        Ok(match name {
+            "h" => Atom::RemoteAddr,
+            "l" => Atom::Dash,
+            "u" => Atom::User,
+            "t" => Atom::Time,
+            "r" => Atom::RequestLine,
+            "m" => Atom::Method,
+            "U" => Atom::Path,
+            "q" => Atom::Query,
+            "H" => Atom::Protocol,
+            "s" => Atom::Status,
+            "B" => Atom::Bytes,
+            "b" => Atom::BytesOrDash,
+            "f" => Atom::Referer,
+            "a" => Atom::UserAgent,
+            "T" => Atom::Seconds,
+            "M" => Atom::Millis,
+            "D" => Atom::Micros,
+            "L" => Atom::DecimalSeconds,
+            "p" => Atom::Pid,
+            other => {
+                return Err(format!(
+                    "unknown atom %({other})s; use h l u t r m U q H s B b f a T M D L p {{header}}i {{header}}o"
+                ))
+            }
+        })
+    }
+}
+
+/// The open access log of a worker.
+pub struct AccessLog {
+    pub format: AccessLogFormat,
+    pub sink: LogSink,
+}
+
+/// What one request contributes to its access-log line; written when dropped.
+pub struct AccessRecord {
+    log: Arc<AccessLog>,
+    remote: String,
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    request_headers: HeaderMap,
+    started_at: SystemTime,
+    started: Instant,
+    pub status: u16,
+    pub response_headers: HeaderMap,
+    pub bytes_sent: u64,
+}
+
+impl AccessRecord {
+    pub fn new<B>(log: Arc<AccessLog>, remote: String, request: &http::Request<B>) -> AccessRecord {
+        AccessRecord {
+            log,
+            remote,
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            request_headers: request.headers().clone(),
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            status: 0,
+            response_headers: HeaderMap::new(),
+            bytes_sent: 0,
+        }
+    }
+
+    fn render(&self, elapsed: Duration) -> String {
+        let mut line = String::with_capacity(160);
+        for piece in &self.log.format.pieces {
+            match piece {
+                Piece::Literal(text) => line.push_str(text),
+                Piece::Atom(atom) => self.render_atom(atom, elapsed, &mut line),
+            }
+        }
+        line.push('\n');
+        line
+    }
+
+    fn render_atom(&self, atom: &Atom, elapsed: Duration, out: &mut String) {
+        use std::fmt::Write;
+        let header = |map: &HeaderMap, name: &http::HeaderName| {
+            map.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string()
+        };
+        let path_and_query = self.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+        let _ = match atom {
+            Atom::RemoteAddr => write!(out, "{}", self.remote),
+            Atom::Dash => write!(out, "-"),
+            Atom::User => write!(out, "{}", self.basic_auth_user().unwrap_or_else(|| "-".into())),
+            Atom::Time => {
+                let secs = self.started_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                write!(out, "{}", crate::logging::format_time(secs as libc::time_t, "[%d/%b/%Y:%H:%M:%S %z]"))
+            }
+            Atom::RequestLine => write!(out, "{} {} {}", self.method, path_and_query, protocol(self.version)),
+            Atom::Method => write!(out, "{}", self.method),
+            Atom::Path => write!(out, "{}", self.uri.path()),
+            Atom::Query => write!(out, "{}", self.uri.query().unwrap_or("")),
+            Atom::Protocol => write!(out, "{}", protocol(self.version)),
+            Atom::Status => write!(out, "{}", self.status),
+            Atom::Bytes => write!(out, "{}", self.bytes_sent),
+            Atom::BytesOrDash if self.bytes_sent == 0 => write!(out, "-"),
+            Atom::BytesOrDash => write!(out, "{}", self.bytes_sent),
+            Atom::Referer => write!(out, "{}", header(&self.request_headers, &http::header::REFERER)),
+            Atom::UserAgent => write!(out, "{}", header(&self.request_headers, &http::header::USER_AGENT)),
+            Atom::Seconds => write!(out, "{}", elapsed.as_secs()),
+            Atom::Millis => write!(out, "{}", elapsed.as_millis()),
+            Atom::Micros => write!(out, "{}", elapsed.as_micros()),
+            Atom::DecimalSeconds => write!(out, "{:.6}", elapsed.as_secs_f64()),
+            Atom::Pid => write!(out, "<{}>", std::process::id()),
+            Atom::RequestHeader(name) => write!(out, "{}", header(&self.request_headers, name)),
+            Atom::ResponseHeader(name) => write!(out, "{}", header(&self.response_headers, name)),
+        };
+    }
+
+    fn basic_auth_user(&self) -> Option<String> {
+        let value = self.request_headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, encoded) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = decode_base64(encoded.trim())?;
+        let text = String::from_utf8(decoded).ok()?;
+        Some(text.split_once(':').map_or(text.clone(), |(user, _)| user.to_string()))
+    }
+}
+
+impl Drop for AccessRecord {
+    fn drop(&mut self) {
+        let line = self.render(self.started.elapsed());
+        self.log.sink.write_line(line.as_bytes());
+    }
+}
+
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes: Vec<u8> = text.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= value(c)? << (18 - 6 * i);
+        }
+        let produced = chunk.len() * 6 / 8;
+        for i in 0..produced {
+            out.push((acc >> (16 - 8 * i)) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_format_parses_into_atoms_and_literals() {
+        let format = AccessLogFormat::parse(DEFAULT_FORMAT).unwrap();
+        assert_eq!(format.pieces.first(), Some(&Piece::Atom(Atom::RemoteAddr)));
+        assert!(format.pieces.contains(&Piece::Atom(Atom::UserAgent)));
+    }
+
+    #[test]
+    fn unknown_atoms_are_rejected_with_the_list_of_known_ones() {
+        let err = AccessLogFormat::parse("%(zz)s").unwrap_err();
+        assert!(err.contains("unknown atom %(zz)s"), "{err}");
+    }
+
+    #[test]
+    fn basic_auth_base64_decodes() {
+        assert_eq!(decode_base64("YWxhZGRpbjpvcGVuc2VzYW1l").unwrap(), b"aladdin:opensesame");
+        assert_eq!(decode_base64("YQ==").unwrap(), b"a");
+    }
+}

@@ -1,0 +1,521 @@
+//! The arbiter: resolves settings, validates and compiles the app (in a child), binds, forks and
+//! supervises workers (respawn with backoff, heartbeat watchdog, max-requests recycling), and
+//! handles Gunicorn's signals. Single-threaded, with no tokio runtime and no wasmtime state, so
+//! every fork is safe.
+use crate::app::{self, PreparedApp};
+use crate::binds::{self, Listener};
+use crate::cli::ServeArgs;
+use crate::config::Settings;
+use crate::heartbeat::{monotonic_ms, Heartbeat, WorkerReport};
+use crate::signals::SignalPipe;
+use crate::worker::{self, WorkerSpec, EXIT_BOOT_ERROR};
+use crate::{log_critical, log_error, log_info, log_warning};
+use anyhow::{Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The arbiter's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Workers of the first generation are starting.
+    Booting,
+    /// Every first-generation worker has served as ready; the readiness line is printed.
+    Running,
+    /// Shutting down: workers are finishing (TERM) or being stopped (INT/QUIT).
+    Draining,
+    /// All workers are gone.
+    Stopped,
+}
+
+/// The longest the main loop sleeps between checks of the watchdog and the workers.
+const LOOP_INTERVAL: Duration = Duration::from_millis(100);
+/// A worker that dies sooner than this after it was forked counts towards the respawn backoff.
+const QUICK_DEATH: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a worker gets between SIGABRT (watchdog) or QUIT and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerPhase {
+    Booting,
+    Serving,
+    /// Sent TERM at this instant: finishing in-flight requests.
+    Retiring(Instant),
+    /// Sent SIGABRT/QUIT at this instant; SIGKILL follows after KILL_GRACE.
+    Stopping(Instant),
+    Killed,
+}
+
+struct WorkerHandle {
+    pid: Pid,
+    generation: u64,
+    heartbeat: Heartbeat,
+    spawned_at: Instant,
+    phase: WorkerPhase,
+    ever_ready: bool,
+}
+
+impl WorkerHandle {
+    /// Counts towards the worker target: current generation, not leaving, not asking to leave.
+    fn is_active(&self, generation: u64) -> bool {
+        self.generation == generation
+            && matches!(self.phase, WorkerPhase::Booting | WorkerPhase::Serving)
+            && self.heartbeat.read_report() != WorkerReport::WantsRetirement
+    }
+}
+
+/// The arbiter process.
+pub struct Arbiter {
+    args: ServeArgs,
+    settings: Arc<Settings>,
+    app: PreparedApp,
+    listeners: Vec<Listener>,
+    signals: SignalPipe,
+    workers: Vec<WorkerHandle>,
+    generation: u64,
+    target_workers: usize,
+    lifecycle: Lifecycle,
+    drain_deadline: Option<Instant>,
+    quick_deaths: u32,
+    next_spawn_at: Instant,
+    exit_code: i32,
+}
+
+/// `rustcorn serve`: returns the process exit status.
+pub fn serve_command(args: ServeArgs) -> i32 {
+    let settings = match Settings::from_args(&args) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("rustcorn: error: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = crate::logging::init(&settings.error_log, settings.log_level) {
+        eprintln!("rustcorn: error: --error-logfile {:?}: cannot open it: {e}", settings.error_log);
+        return 1;
+    }
+    for flag in args.gunicorn_only.given() {
+        log_warning!("{flag} is a Gunicorn option with no meaning for rustcorn; ignored");
+    }
+    match Arbiter::start(args, settings) {
+        Ok(arbiter) => arbiter.run(),
+        Err(e) => {
+            startup_error(&format!("{e:#}"));
+            1
+        }
+    }
+}
+
+/// One clear line on stderr (and in the error log when that is a file).
+fn startup_error(message: &str) {
+    eprintln!("rustcorn: error: {message}");
+    if crate::logging::enabled(crate::logging::Level::Error) && !matches!(
+        crate::config::Settings::error_log_is_stderr_hint(),
+        true
+    ) {
+        log_error!("{message}");
+    }
+}
+
+impl Settings {
+    #[doc(hidden)]
+    pub fn error_log_is_stderr_hint() -> bool {
+        true
+    }
+}
+
+impl Arbiter {
+    /// Validates the app, binds, installs signal handlers and writes the pid file. Nothing has
+    /// been forked (except the compiler child, already reaped) when this returns an error.
+    pub fn start(args: ServeArgs, settings: Settings) -> Result<Arbiter> {
+        log_info!("Starting rustcorn {}", env!("CARGO_PKG_VERSION"));
+        let app = app::prepare(&settings.app, &settings.cache_dir)?;
+        let listeners = binds::bind_all(&settings.binds, settings.backlog)?;
+        for listener in &listeners {
+            log_info!("Listening at: {listener} ({})", std::process::id());
+        }
+        let signals = SignalPipe::install()?;
+        if let Some(pid_file) = &settings.pid_file {
+            std::fs::write(pid_file, format!("{}\n", std::process::id()))
+                .with_context(|| format!("--pid {}: cannot write the pid file", pid_file.display()))?;
+        }
+        let target_workers = settings.workers;
+        Ok(Arbiter {
+            args,
+            settings: Arc::new(settings),
+            app,
+            listeners,
+            signals,
+            workers: Vec::new(),
+            generation: 1,
+            target_workers,
+            lifecycle: Lifecycle::Booting,
+            drain_deadline: None,
+            quick_deaths: 0,
+            next_spawn_at: Instant::now(),
+            exit_code: 0,
+        })
+    }
+
+    /// The main loop, until every worker is gone after a shutdown. Returns the exit status.
+    pub fn run(mut self) -> i32 {
+        while self.lifecycle != Lifecycle::Stopped {
+            self.wait_for_event();
+            for signal in self.signals.take() {
+                self.on_signal(signal);
+            }
+            self.reap();
+            self.check_workers();
+            self.manage_workers();
+        }
+        self.cleanup();
+        log_info!("Shutting down: Master");
+        self.exit_code
+    }
+
+    fn wait_for_event(&self) {
+        let mut timeout = LOOP_INTERVAL;
+        if self.next_spawn_at > Instant::now() {
+            timeout = timeout.min(self.next_spawn_at - Instant::now());
+        }
+        let mut fds = [nix::poll::PollFd::new(self.signals.fd(), nix::poll::PollFlags::POLLIN)];
+        let ms = nix::poll::PollTimeout::try_from(timeout.as_millis().max(1) as i32).unwrap_or(nix::poll::PollTimeout::NONE);
+        let _ = nix::poll::poll(&mut fds, ms);
+        let _ = self.signals.fd().as_fd();
+    }
+
+    fn set_lifecycle(&mut self, lifecycle: Lifecycle) {
+        if self.lifecycle != lifecycle {
+            log_info!("arbiter {:?} -> {:?}", self.lifecycle, lifecycle);
+            self.lifecycle = lifecycle;
+        }
+    }
+
+    fn on_signal(&mut self, signal: Signal) {
+        match signal {
+            Signal::SIGCHLD => {}
+            Signal::SIGTERM => self.begin_shutdown(true),
+            Signal::SIGINT | Signal::SIGQUIT => self.begin_shutdown(false),
+            Signal::SIGHUP if self.lifecycle != Lifecycle::Draining => self.reload(),
+            Signal::SIGTTIN if self.lifecycle != Lifecycle::Draining => {
+                self.target_workers += 1;
+                log_info!("TTIN: now {} workers", self.target_workers);
+            }
+            Signal::SIGTTOU if self.lifecycle != Lifecycle::Draining => {
+                if self.target_workers > 1 {
+                    self.target_workers -= 1;
+                    log_info!("TTOU: now {} workers", self.target_workers);
+                } else {
+                    log_info!("TTOU ignored: already at 1 worker");
+                }
+            }
+            other => log_info!("{other} ignored"),
+        }
+    }
+
+    /// TERM: graceful (workers finish in-flight requests); INT/QUIT: quick.
+    fn begin_shutdown(&mut self, graceful: bool) {
+        let now = Instant::now();
+        if self.lifecycle == Lifecycle::Draining {
+            if graceful {
+                return;
+            }
+            log_info!("Quick shutdown requested while draining");
+        } else {
+            log_info!("Handling signal: {}", if graceful { "term" } else { "quick shutdown" });
+        }
+        self.set_lifecycle(Lifecycle::Draining);
+        // Stop accepting in the arbiter's copies too; workers close theirs as they drain.
+        self.listeners.clear();
+        if graceful {
+            self.drain_deadline = Some(now + self.settings.graceful_timeout);
+            for index in 0..self.workers.len() {
+                if matches!(self.workers[index].phase, WorkerPhase::Booting | WorkerPhase::Serving) {
+                    self.retire(index, now);
+                }
+            }
+        } else {
+            self.drain_deadline = Some(now + KILL_GRACE);
+            for worker in &mut self.workers {
+                if worker.phase != WorkerPhase::Killed {
+                    let _ = kill(worker.pid, Signal::SIGQUIT);
+                    worker.phase = WorkerPhase::Stopping(now);
+                }
+            }
+        }
+    }
+
+    /// HUP: re-resolve settings and re-prepare the app; start a new generation, retire the old
+    /// one once the new one is ready. A bad new app or setting keeps the old generation serving.
+    fn reload(&mut self) {
+        log_info!("Handling signal: hup; reloading settings and the app");
+        let settings = match Settings::from_args(&self.args) {
+            Ok(settings) => settings,
+            Err(e) => {
+                log_error!("reload failed, still serving the previous generation: {e}");
+                return;
+            }
+        };
+        let app = match app::prepare(&settings.app, &settings.cache_dir) {
+            Ok(app) => app,
+            Err(e) => {
+                log_error!("reload failed, still serving the previous generation: {e:#}");
+                return;
+            }
+        };
+        self.target_workers = settings.workers;
+        self.settings = Arc::new(settings);
+        self.app = app;
+        self.generation += 1;
+        self.quick_deaths = 0;
+        self.next_spawn_at = Instant::now();
+        log_info!("reload: starting generation {}", self.generation);
+    }
+
+    /// Sends TERM: the worker stops accepting and finishes its in-flight requests.
+    fn retire(&mut self, index: usize, now: Instant) {
+        let worker = &mut self.workers[index];
+        let _ = kill(worker.pid, Signal::SIGTERM);
+        worker.phase = WorkerPhase::Retiring(now);
+    }
+
+    /// Collects exited workers and decides whether a failure is fatal.
+    fn reap(&mut self) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => status,
+            };
+            let (pid, code, signal) = match status {
+                WaitStatus::Exited(pid, code) => (pid, Some(code), None),
+                WaitStatus::Signaled(pid, signal, _) => (pid, None, Some(signal)),
+                _ => continue,
+            };
+            let Some(index) = self.workers.iter().position(|w| w.pid == pid) else { continue };
+            let worker = self.workers.swap_remove(index);
+            let expected = matches!(worker.phase, WorkerPhase::Retiring(_) | WorkerPhase::Stopping(_) | WorkerPhase::Killed);
+            match (code, signal) {
+                (Some(0), _) if expected => log_info!("Worker exiting (pid: {pid})"),
+                (Some(code), _) => log_error!("Worker (pid:{pid}) exited with code {code}"),
+                (_, Some(Signal::SIGKILL)) if !expected => {
+                    log_error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
+                }
+                (_, Some(signal)) if !expected => log_error!("Worker (pid:{pid}) was sent {signal}!"),
+                (_, Some(signal)) => log_info!("Worker (pid:{pid}) stopped by {signal}"),
+                _ => {}
+            }
+            if expected || self.lifecycle == Lifecycle::Draining {
+                continue;
+            }
+            if code == Some(EXIT_BOOT_ERROR) && !worker.ever_ready {
+                self.on_boot_failure(worker.generation);
+            } else if worker.spawned_at.elapsed() < QUICK_DEATH {
+                self.quick_deaths += 1;
+                let backoff = Duration::from_millis(100u64 << self.quick_deaths.min(6)).min(MAX_BACKOFF);
+                log_warning!("worker died {:?} after it started; next spawn in {backoff:?}", worker.spawned_at.elapsed());
+                self.next_spawn_at = Instant::now() + backoff;
+            } else {
+                self.quick_deaths = 0;
+            }
+        }
+    }
+
+    /// A worker that cannot boot will not boot on retry: give up on its generation.
+    fn on_boot_failure(&mut self, generation: u64) {
+        let generation_has_served = self.workers.iter().any(|w| w.generation == generation && w.ever_ready);
+        if generation_has_served {
+            self.quick_deaths += 1;
+            self.next_spawn_at = Instant::now() + Duration::from_millis(100u64 << self.quick_deaths.min(6)).min(MAX_BACKOFF);
+            return;
+        }
+        let older_serving = self.workers.iter().any(|w| w.generation < generation && w.ever_ready);
+        if older_serving && generation == self.generation {
+            log_error!("generation {generation} failed to boot; keeping the previous generation");
+            for worker in &mut self.workers {
+                if worker.generation == generation && worker.phase != WorkerPhase::Killed {
+                    let _ = kill(worker.pid, Signal::SIGKILL);
+                    worker.phase = WorkerPhase::Killed;
+                }
+            }
+            self.generation -= 1;
+            return;
+        }
+        log_critical!("Worker failed to boot.");
+        eprintln!("rustcorn: error: worker failed to boot (see the error log above)");
+        self.exit_code = EXIT_BOOT_ERROR;
+        self.begin_shutdown(false);
+    }
+
+    /// Readiness, the heartbeat watchdog, and escalation of TERM/ABRT to KILL.
+    fn check_workers(&mut self) {
+        let now = Instant::now();
+        let watchdog_ms = self.settings.watchdog_timeout.as_millis() as u64;
+        let graceful = self.settings.graceful_timeout;
+        for worker in &mut self.workers {
+            if worker.phase == WorkerPhase::Booting && worker.heartbeat.read_report() != WorkerReport::Booting {
+                worker.phase = WorkerPhase::Serving;
+                worker.ever_ready = true;
+                self.quick_deaths = 0;
+            }
+            match worker.phase {
+                WorkerPhase::Booting | WorkerPhase::Serving | WorkerPhase::Retiring(_) => {
+                    let silence = worker.heartbeat.silence_ms();
+                    if silence > watchdog_ms {
+                        log_critical!("WORKER TIMEOUT (pid:{}): no heartbeat for {} ms", worker.pid, silence);
+                        let _ = kill(worker.pid, Signal::SIGABRT);
+                        worker.phase = WorkerPhase::Stopping(now);
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            match worker.phase {
+                WorkerPhase::Retiring(since) if now.duration_since(since) > graceful + KILL_GRACE => {
+                    log_warning!("Worker (pid:{}) still running after --graceful-timeout; killing it", worker.pid);
+                    let _ = kill(worker.pid, Signal::SIGKILL);
+                    worker.phase = WorkerPhase::Killed;
+                }
+                WorkerPhase::Stopping(since) if now.duration_since(since) > KILL_GRACE => {
+                    let _ = kill(worker.pid, Signal::SIGKILL);
+                    worker.phase = WorkerPhase::Killed;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Keeps the worker count at the target, rolls generations and recycles workers.
+    fn manage_workers(&mut self) {
+        let now = Instant::now();
+        if self.lifecycle == Lifecycle::Draining {
+            if self.workers.is_empty() {
+                self.set_lifecycle(Lifecycle::Stopped);
+            } else if self.drain_deadline.is_some_and(|deadline| now > deadline) {
+                for worker in &mut self.workers {
+                    if worker.phase != WorkerPhase::Killed {
+                        log_warning!("Worker (pid:{}) did not stop in time; killing it", worker.pid);
+                        let _ = kill(worker.pid, Signal::SIGKILL);
+                        worker.phase = WorkerPhase::Killed;
+                    }
+                }
+            }
+            return;
+        }
+
+        let generation = self.generation;
+        let active = self.workers.iter().filter(|w| w.is_active(generation)).count();
+        if active < self.target_workers && now >= self.next_spawn_at {
+            for _ in active..self.target_workers {
+                if let Err(e) = self.spawn_worker() {
+                    log_error!("cannot start a worker: {e:#}");
+                    self.next_spawn_at = now + Duration::from_secs(1);
+                    break;
+                }
+            }
+        }
+        if active > self.target_workers {
+            // TTOU: retire the oldest active workers.
+            let mut surplus: Vec<usize> =
+                (0..self.workers.len()).filter(|&i| self.workers[i].is_active(generation)).collect();
+            surplus.sort_by_key(|&i| self.workers[i].spawned_at);
+            for &index in surplus.iter().take(active - self.target_workers) {
+                log_info!("retiring worker {} (TTOU)", self.workers[index].pid);
+                self.retire(index, now);
+            }
+        }
+
+        // Retire old generations and recycled workers only once their replacements serve.
+        let ready = self.workers.iter().filter(|w| w.is_active(generation) && w.phase == WorkerPhase::Serving).count();
+        if ready >= self.target_workers {
+            for index in 0..self.workers.len() {
+                let worker = &self.workers[index];
+                let replaceable = matches!(worker.phase, WorkerPhase::Booting | WorkerPhase::Serving)
+                    && (worker.generation != generation || worker.heartbeat.read_report() == WorkerReport::WantsRetirement);
+                if replaceable {
+                    log_info!("retiring worker {} (generation {})", worker.pid, worker.generation);
+                    self.retire(index, now);
+                }
+            }
+            if self.lifecycle == Lifecycle::Booting {
+                self.set_lifecycle(Lifecycle::Running);
+                self.announce_ready();
+            }
+        }
+    }
+
+    fn announce_ready(&self) {
+        let addresses: Vec<String> = self.listeners.iter().map(Listener::display_address).collect();
+        println!(
+            "rustcorn: listening on {} (pid {}, {} workers)",
+            addresses.join(" "),
+            std::process::id(),
+            self.target_workers
+        );
+    }
+
+    fn spawn_worker(&mut self) -> Result<()> {
+        let heartbeat = Heartbeat::create(&self.settings.worker_tmp_dir)?;
+        let max_requests = match self.settings.max_requests {
+            0 => 0,
+            n => n + jitter(self.settings.max_requests_jitter),
+        };
+        let arbiter_pid = nix::unistd::getpid();
+        // SAFETY: the arbiter is single-threaded (no runtime, no wasmtime threads), so the child
+        // starts from a consistent copy; it builds its own runtime and engine.
+        match unsafe { nix::unistd::fork() }.context("fork failed")? {
+            nix::unistd::ForkResult::Child => {
+                crate::signals::reset_in_child();
+                let code = worker::run(WorkerSpec {
+                    settings: self.settings.clone(),
+                    app: &self.app,
+                    listeners: &self.listeners,
+                    heartbeat: heartbeat.view(),
+                    arbiter_pid,
+                    max_requests,
+                });
+                std::process::exit(code);
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                log_info!("Booting worker with pid: {child}");
+                self.workers.push(WorkerHandle {
+                    pid: child,
+                    generation: self.generation,
+                    heartbeat,
+                    spawned_at: Instant::now(),
+                    phase: WorkerPhase::Booting,
+                    ever_ready: false,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn cleanup(&mut self) {
+        for spec in &self.settings.binds {
+            if let crate::binds::BindSpec::Unix(path) = spec {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        if let Some(pid_file) = &self.settings.pid_file {
+            let _ = std::fs::remove_file(pid_file);
+        }
+    }
+}
+
+/// A value in 0..=max, different per worker.
+fn jitter(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let seed = monotonic_ms() ^ (u64::from(std::process::id()) << 17) ^ nanos();
+    let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    mixed % (max + 1)
+}
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64)
+}

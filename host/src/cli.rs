@@ -1,0 +1,206 @@
+//! Command-line definitions: `rustcorn serve|compile|check`, with Gunicorn's flag names.
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "rustcorn", version, about = "Gunicorn's process model for wasi:http components")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve a wasi:http component (.wasm) or a precompiled app (.cwasm) with pre-forked workers.
+    Serve(Box<ServeArgs>),
+    /// Compile a component ahead of time into a .cwasm file that `serve` can map directly.
+    Compile(CompileArgs),
+    /// Validate a component and print what it imports and exports (exit 0 if servable, 1 if not).
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompileArgs {
+    /// The component to compile.
+    pub app: PathBuf,
+    /// Where to write the compiled app.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// The component (.wasm) or precompiled app (.cwasm) to check.
+    pub app: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The app: a wasi:http/proxy component (.wasm) or a file made by `rustcorn compile` (.cwasm).
+    pub app: PathBuf,
+
+    /// Socket to bind: HOST:PORT, [V6]:PORT or unix:PATH. Repeat for several.
+    /// [default: 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set]
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS")]
+    pub bind: Vec<String>,
+
+    /// Number of worker processes. [default: $WEB_CONCURRENCY, else the CPUs this process may use]
+    #[arg(short = 'w', long = "workers", value_name = "INT")]
+    pub workers: Option<usize>,
+
+    /// Runtime threads per worker: 1 = current-thread tokio runtime; N > 1 = multi-thread runtime.
+    #[arg(long = "threads", value_name = "INT", default_value_t = 1)]
+    pub threads: usize,
+
+    /// Maximum simultaneous client connections per worker.
+    #[arg(long = "worker-connections", value_name = "INT", default_value_t = 1000)]
+    pub worker_connections: usize,
+
+    /// Maximum number of pending connections in the listen queue.
+    #[arg(long = "backlog", value_name = "INT", default_value_t = 2048)]
+    pub backlog: i32,
+
+    /// Per-request deadline in seconds without progress (response head or body bytes restart it);
+    /// also the heartbeat watchdog timeout. 0 disables the request deadline.
+    #[arg(short = 't', long = "timeout", value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+
+    /// Absolute cap on one request's duration in seconds, progress or not. 0 = no cap.
+    #[arg(long = "max-request-time", value_name = "SECS", default_value_t = 0)]
+    pub max_request_time: u64,
+
+    /// Seconds workers get to finish in-flight requests after TERM before they are killed.
+    #[arg(long = "graceful-timeout", value_name = "SECS", default_value_t = 30)]
+    pub graceful_timeout: u64,
+
+    /// Seconds an idle keep-alive connection stays open (longer than a load balancer's 60 s).
+    #[arg(long = "keep-alive", value_name = "SECS", default_value_t = 75)]
+    pub keep_alive: u64,
+
+    /// Recycle a worker after this many requests. 0 = never.
+    #[arg(long = "max-requests", value_name = "INT", default_value_t = 0)]
+    pub max_requests: u64,
+
+    /// Add a random 0..=N to --max-requests per worker so workers do not recycle together.
+    #[arg(long = "max-requests-jitter", value_name = "INT", default_value_t = 0)]
+    pub max_requests_jitter: u64,
+
+    /// Maximum size of the HTTP request line in bytes (0 = unlimited, at most 8190).
+    #[arg(long = "limit-request-line", value_name = "INT", default_value_t = 4094)]
+    pub limit_request_line: usize,
+
+    /// Maximum number of request header fields (at most 32768).
+    #[arg(long = "limit-request-fields", value_name = "INT", default_value_t = 100)]
+    pub limit_request_fields: usize,
+
+    /// Maximum size of one request header field in bytes (0 = unlimited).
+    #[arg(long = "limit-request-field_size", alias = "limit-request-field-size", value_name = "INT", default_value_t = 8190)]
+    pub limit_request_field_size: usize,
+
+    /// Access log file, or '-' for stdout. No access log unless set.
+    #[arg(long = "access-logfile", value_name = "FILE")]
+    pub access_logfile: Option<String>,
+
+    /// Access log format with Gunicorn's atoms (%(h)s %(t)s "%(r)s" %(s)s ...).
+    #[arg(long = "access-logformat", value_name = "STRING")]
+    pub access_logformat: Option<String>,
+
+    /// Error log file, or '-' for stderr.
+    #[arg(long = "error-logfile", alias = "log-file", value_name = "FILE", default_value = "-")]
+    pub error_logfile: String,
+
+    /// Error log level: debug, info, warning, error, critical.
+    #[arg(long = "log-level", value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Write the arbiter's pid to this file (removed on exit).
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub pid: Option<PathBuf>,
+
+    /// Environment variable for the guest, KEY=VALUE. Repeatable. The guest sees no other env.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Host directory to preopen for the guest: HOST[::GUEST] (GUEST defaults to HOST). Repeatable.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    pub dir: Vec<String>,
+
+    /// Directory for the workers' heartbeat files. [default: /dev/shm if it exists, else the temp dir]
+    #[arg(long = "worker-tmp-dir", value_name = "DIR")]
+    pub worker_tmp_dir: Option<PathBuf>,
+
+    /// Linear memory cap per guest instance, e.g. 512M, 1G, 65536.
+    #[arg(long = "max-memory", value_name = "BYTES", default_value = "512M")]
+    pub max_memory: String,
+
+    /// Guest instances a worker can run at once (its pooling-allocator slots); beyond it: 503.
+    #[arg(long = "instance-slots", value_name = "INT", default_value_t = 128)]
+    pub instance_slots: u32,
+
+    /// Where compiled apps are cached. [default: $XDG_CACHE_HOME/rustcorn or ~/.cache/rustcorn]
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub gunicorn_only: GunicornOnlyFlags,
+}
+
+/// Gunicorn flags that have no meaning for rustcorn. They are accepted so a Gunicorn command line
+/// works with only the app swapped, and each one given is reported with a one-line warning.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GunicornOnlyFlags {
+    #[arg(short = 'k', long = "worker-class", value_name = "CLASS", hide = true)]
+    pub worker_class: Option<String>,
+    #[arg(long = "preload", hide = true)]
+    pub preload: bool,
+    #[arg(long = "no-sendfile", hide = true)]
+    pub no_sendfile: bool,
+    #[arg(long = "capture-output", hide = true)]
+    pub capture_output: bool,
+    #[arg(long = "enable-stdio-inheritance", alias = "R", hide = true)]
+    pub enable_stdio_inheritance: bool,
+    #[arg(long = "forwarded-allow-ips", value_name = "IPS", hide = true)]
+    pub forwarded_allow_ips: Option<String>,
+    #[arg(long = "proxy-allow-from", value_name = "IPS", hide = true)]
+    pub proxy_allow_from: Option<String>,
+    #[arg(long = "statsd-host", value_name = "HOST", hide = true)]
+    pub statsd_host: Option<String>,
+    #[arg(long = "statsd-prefix", value_name = "PREFIX", hide = true)]
+    pub statsd_prefix: Option<String>,
+    #[arg(long = "log-config", value_name = "FILE", hide = true)]
+    pub log_config: Option<String>,
+    #[arg(long = "paste", alias = "paster", value_name = "FILE", hide = true)]
+    pub paste: Option<String>,
+    #[arg(long = "spew", hide = true)]
+    pub spew: bool,
+    #[arg(long = "initgroups", hide = true)]
+    pub initgroups: bool,
+}
+
+impl GunicornOnlyFlags {
+    /// The flags given on this command line that rustcorn ignores, by name.
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        let options: [(&'static str, bool); 13] = [
+            ("--worker-class", self.worker_class.is_some()),
+            ("--preload", self.preload),
+            ("--no-sendfile", self.no_sendfile),
+            ("--capture-output", self.capture_output),
+            ("--enable-stdio-inheritance", self.enable_stdio_inheritance),
+            ("--forwarded-allow-ips", self.forwarded_allow_ips.is_some()),
+            ("--proxy-allow-from", self.proxy_allow_from.is_some()),
+            ("--statsd-host", self.statsd_host.is_some()),
+            ("--statsd-prefix", self.statsd_prefix.is_some()),
+            ("--log-config", self.log_config.is_some()),
+            ("--paste", self.paste.is_some()),
+            ("--spew", self.spew),
+            ("--initgroups", self.initgroups),
+        ];
+        for (name, present) in options {
+            if present {
+                given.push(name);
+            }
+        }
+        given
+    }
+}

@@ -1,0 +1,59 @@
+//! The wasmtime configuration shared by the compiler child and the workers (compiled code must
+//! match it), and the linker: the WASI CLI world plus `wasi:http`, with no grants by default.
+use crate::request::GuestState;
+use anyhow::Result;
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How many guest instances a worker's pooling allocator holds, and how big each may grow.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSizing {
+    pub instance_slots: u32,
+    pub max_memory: usize,
+}
+
+/// Most core instances one component may have (componentize-py/js apps link many modules).
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+const MAX_MEMORIES_PER_COMPONENT: u32 = 8;
+const MAX_TABLES_PER_COMPONENT: u32 = 32;
+
+/// Builds the engine configuration. Everything that shapes compiled code is fixed here so a
+/// `.cwasm` compiled by one process loads in every other; `pool` only sizes runtime pools.
+pub fn config(pool: Option<PoolSizing>, parallel_compilation: bool) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    config.parallel_compilation(parallel_compilation);
+    if let Some(pool) = pool {
+        let slots = pool.instance_slots;
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT / 2))
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .total_memories(slots.saturating_mul(2))
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+            .total_tables(slots.saturating_mul(MAX_TABLES_PER_COMPONENT / 2))
+            .table_elements(100_000)
+            .max_core_instance_size(4 << 20)
+            .total_stacks(slots)
+            .max_memory_size(pool.max_memory);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    }
+    config
+}
+
+/// An engine for compiling or loading apps.
+pub fn engine(pool: Option<PoolSizing>, parallel_compilation: bool) -> Result<Engine> {
+    Ok(Engine::new(&config(pool, parallel_compilation))?)
+}
+
+/// The host functions a guest may import: the WASI 0.2 CLI world (so ordinary Rust, Python and JS
+/// guests link) and `wasi:http`.
+pub fn linker(engine: &Engine) -> Result<Linker<GuestState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
+}

@@ -1,0 +1,152 @@
+//! The error log: levels, targets (stderr or a file opened O_APPEND) and Gunicorn's line format
+//! `[2026-11-22 10:00:00 +0000] [pid] [INFO] message`. Each line is written with one write(2),
+//! so lines from several workers appending to the same file never interleave.
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Level {
+    pub fn parse(text: &str) -> Option<Level> {
+        Some(match text.to_ascii_lowercase().as_str() {
+            "debug" => Level::Debug,
+            "info" => Level::Info,
+            "warning" | "warn" => Level::Warning,
+            "error" => Level::Error,
+            "critical" => Level::Critical,
+            _ => return None,
+        })
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// Where a log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+impl LogTarget {
+    /// `-` means stdout (Gunicorn's meaning for the access log).
+    pub fn parse_stdout_default(text: &str) -> LogTarget {
+        if text == "-" { LogTarget::Stdout } else { LogTarget::File(PathBuf::from(text)) }
+    }
+
+    /// `-` means stderr (Gunicorn's meaning for the error log).
+    pub fn parse_stderr_default(text: &str) -> LogTarget {
+        if text == "-" { LogTarget::Stderr } else { LogTarget::File(PathBuf::from(text)) }
+    }
+
+    /// Opens the target for appending whole lines.
+    pub fn open(&self) -> std::io::Result<LogSink> {
+        Ok(match self {
+            LogTarget::Stdout => LogSink::Stdout,
+            LogTarget::Stderr => LogSink::Stderr,
+            LogTarget::File(path) => LogSink::File(OpenOptions::new().create(true).append(true).open(path)?),
+        })
+    }
+}
+
+/// An open log destination. Writes whole lines in one call.
+#[derive(Debug)]
+pub enum LogSink {
+    Stdout,
+    Stderr,
+    File(File),
+}
+
+impl LogSink {
+    pub fn write_line(&self, line: &[u8]) {
+        // One write per line: stdout/stderr locks are per process, O_APPEND keeps processes apart.
+        let _ = match self {
+            LogSink::Stdout => std::io::stdout().lock().write_all(line),
+            LogSink::Stderr => std::io::stderr().lock().write_all(line),
+            LogSink::File(file) => (&*file).write_all(line),
+        };
+    }
+}
+
+struct ErrorLog {
+    sink: LogSink,
+    level: Level,
+}
+
+static ERROR_LOG: OnceLock<ErrorLog> = OnceLock::new();
+
+/// Opens the error log once per process (the arbiter before forking; workers inherit it).
+pub fn init(target: &LogTarget, level: Level) -> std::io::Result<()> {
+    let sink = target.open()?;
+    let _ = ERROR_LOG.set(ErrorLog { sink, level });
+    Ok(())
+}
+
+pub fn enabled(level: Level) -> bool {
+    ERROR_LOG.get().map_or(level >= Level::Info, |log| level >= log.level)
+}
+
+/// Writes one error-log line if `level` is enabled.
+pub fn log(level: Level, message: std::fmt::Arguments<'_>) {
+    if !enabled(level) {
+        return;
+    }
+    let line = format!("[{}] [{}] [{}] {}\n", local_time("%Y-%m-%d %H:%M:%S %z"), std::process::id(), level.label(), message);
+    match ERROR_LOG.get() {
+        Some(log) => log.sink.write_line(line.as_bytes()),
+        None => LogSink::Stderr.write_line(line.as_bytes()),
+    }
+}
+
+#[macro_export]
+macro_rules! log_debug { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Debug, format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! log_info { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Info, format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! log_warning { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Warning, format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! log_error { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Error, format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! log_critical { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Critical, format_args!($($t)*)) } }
+
+/// Formats the current local time with strftime(3).
+pub fn local_time(format: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    format_time(now, format)
+}
+
+/// Formats a Unix time as local time with strftime(3).
+pub fn format_time(secs: libc::time_t, format: &str) -> String {
+    let Ok(format) = std::ffi::CString::new(format) else { return String::new() };
+    // SAFETY: localtime_r and strftime write only into the buffers we pass.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&secs, &mut tm).is_null() {
+            return String::new();
+        }
+        let mut buf = [0u8; 64];
+        let n = libc::strftime(buf.as_mut_ptr().cast(), buf.len(), format.as_ptr(), &tm);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}

@@ -1,0 +1,353 @@
+//! The request path: one fresh Store and instance per request, the guest run on its own task
+//! under the request clock, and every guest outcome mapped to a response (200 from the guest,
+//! 500 for faults, 503 for no free instance slot, 504 for a guest cut off before its head).
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::config::{RequestLimits, Settings};
+use crate::deadline::{Expiry, RequestClock};
+use crate::guest_output::GuestOutput;
+use crate::response_body::{GuestOutcome, ResponseBody};
+use crate::{log_error, log_warning};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Per-request store data.
+pub struct GuestState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    clock: Arc<RequestClock>,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for GuestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+    }
+}
+
+/// Caps the linear memory of one instance (all its memories together) and remembers a denial,
+/// so a guest that dies after running out of memory is logged as such.
+struct MemoryLimiter {
+    max_bytes: usize,
+    granted_bytes: usize,
+    denied: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.granted_bytes + desired.saturating_sub(current);
+        if total > self.max_bytes {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.granted_bytes = total;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// Everything a worker needs to serve requests with one app.
+pub struct AppRuntime {
+    pub pre: ProxyPre<GuestState>,
+    pub settings: Arc<Settings>,
+    pub access_log: Option<Arc<AccessLog>>,
+    next_request_id: AtomicU64,
+}
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// Client address for the access log (`-` for unix sockets).
+    pub remote: String,
+    /// Authority given to requests that carry no Host header (HTTP/1.0): the listening address.
+    pub local_authority: HeaderValue,
+}
+
+/// How a guest run ended, as seen by the guest task.
+enum GuestFailure {
+    Timeout(Expiry),
+    NoInstanceSlot(wasmtime::Error),
+    Instantiate(wasmtime::Error),
+    Trap { error: wasmtime::Error, out_of_memory: bool },
+}
+
+impl AppRuntime {
+    pub fn new(pre: ProxyPre<GuestState>, settings: Arc<Settings>, access_log: Option<Arc<AccessLog>>) -> AppRuntime {
+        AppRuntime { pre, settings, access_log, next_request_id: AtomicU64::new(1) }
+    }
+
+    /// Serves one request. Never fails: every outcome is a response.
+    pub async fn handle(self: Arc<Self>, mut request: Request<Incoming>, conn: &ConnectionInfo) -> Response<ResponseBody> {
+        let record = self.access_log.as_ref().map(|log| AccessRecord::new(log.clone(), conn.remote.clone(), &request));
+        if let Some((status, text)) = check_limits(&request, &self.settings.limits) {
+            return error_response(status, text, record);
+        }
+        if request.uri().authority().is_none() && !request.headers().contains_key(header::HOST) {
+            request.headers_mut().insert(header::HOST, conn.local_authority.clone());
+        }
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        // Ids start at 1, so the id is also the number of requests this worker has taken.
+        let request_id = format!("{}-{id}", std::process::id());
+        let summary = format!("{} {}", request.method(), request.uri().path());
+
+        let clock = RequestClock::new(self.settings.request_timeout, self.settings.max_request_time);
+        let mut store = match self.new_store(&request_id, clock.clone()) {
+            Ok(store) => store,
+            Err(e) => {
+                log_error!("request {request_id} {summary}: cannot set up the guest: {e:#}");
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n", record);
+            }
+        };
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared = store.data_mut().http().new_incoming_request(Scheme::Http, request).and_then(|req| {
+            let out = store.data_mut().http().new_response_outparam(sender)?;
+            Ok((req, out))
+        });
+        let (guest_request, response_out) = match prepared {
+            Ok(pair) => pair,
+            Err(e) => {
+                log_warning!("request {request_id} {summary}: rejected: {e}");
+                return error_response(StatusCode::BAD_REQUEST, "Bad Request\n", record);
+            }
+        };
+
+        let outcome = GuestOutcome::new();
+        let task_outcome = outcome.clone();
+        let pre = self.pre.clone();
+        let task_clock = clock.clone();
+        let guest = tokio::spawn(async move {
+            let result = tokio::select! {
+                biased;
+                why = task_clock.expired() => Err(GuestFailure::Timeout(why)),
+                result = run_guest(&pre, &mut store, guest_request, response_out) => result,
+            };
+            let result = match result {
+                Err(GuestFailure::Trap { .. }) if task_clock.is_expired() => {
+                    Err(GuestFailure::Timeout(task_clock.check(std::time::Instant::now()).unwrap_or(Expiry::NoProgress)))
+                }
+                Err(GuestFailure::Trap { error, .. }) => {
+                    Err(GuestFailure::Trap { error, out_of_memory: store.data().limiter.denied })
+                }
+                other => other,
+            };
+            // Record the outcome before the store (and with it the response body's sender) is
+            // dropped, so the body can tell a finished response from one the guest abandoned.
+            task_outcome.finish(result.is_ok());
+            drop(store);
+            result
+        });
+        let guest = AbortOnDrop(Some(guest));
+
+        match receiver.await {
+            Ok(Ok(response)) => {
+                clock.progress();
+                let (parts, body) = response.into_parts();
+                let mut record = record;
+                if let Some(record) = record.as_mut() {
+                    record.status = parts.status.as_u16();
+                    record.response_headers = parts.headers.clone();
+                }
+                let body = ResponseBody::guest(body, outcome, clock, guest.abort_handle(), record, request_id);
+                Response::from_parts(parts, body)
+            }
+            Ok(Err(code)) => {
+                log_error!("request {request_id} {summary}: the guest answered with an error: {code:?}");
+                error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n", record)
+            }
+            Err(_) => {
+                let failure = match guest.join().await {
+                    Some(Ok(())) => None,
+                    Some(Err(failure)) => Some(failure),
+                    None => {
+                        log_error!("request {request_id} {summary}: the guest task failed");
+                        return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n", record);
+                    }
+                };
+                failure_response(failure, &request_id, &summary, record, &self.settings)
+            }
+        }
+    }
+
+    /// Requests this worker has taken so far (for --max-requests).
+    pub fn requests_served(&self) -> u64 {
+        self.next_request_id.load(Ordering::Relaxed) - 1
+    }
+
+    fn new_store(&self, request_id: &str, clock: Arc<RequestClock>) -> anyhow::Result<Store<GuestState>> {
+        let settings = &self.settings;
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&settings.guest_env)
+            .stdout(GuestOutput::new(request_id, "stdout"))
+            .stderr(GuestOutput::new(request_id, "stderr"));
+        for (host, guest) in &settings.guest_dirs {
+            wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadWrite)?;
+        }
+        let state = GuestState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { max_bytes: settings.max_memory, granted_bytes: 0, denied: false },
+            clock,
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if ctx.data().clock.is_expired() {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(store)
+    }
+}
+
+async fn run_guest(
+    pre: &ProxyPre<GuestState>,
+    store: &mut Store<GuestState>,
+    request: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
+    response_out: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
+) -> Result<(), GuestFailure> {
+    let proxy = pre.instantiate_async(&mut *store).await.map_err(|e| {
+        if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+            GuestFailure::NoInstanceSlot(e)
+        } else {
+            GuestFailure::Instantiate(e)
+        }
+    })?;
+    proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut *store, request, response_out)
+        .await
+        .map_err(|error| GuestFailure::Trap { error, out_of_memory: false })
+}
+
+fn failure_response(
+    failure: Option<GuestFailure>,
+    request_id: &str,
+    summary: &str,
+    record: Option<AccessRecord>,
+    settings: &Settings,
+) -> Response<ResponseBody> {
+    let (status, text) = match failure {
+        None => {
+            log_error!("request {request_id} {summary}: the guest returned without setting a response");
+            (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+        }
+        Some(GuestFailure::Timeout(why)) => {
+            let what = match why {
+                Expiry::NoProgress => format!("no response within --timeout {}s", settings.request_timeout.map_or(0, |t| t.as_secs())),
+                Expiry::MaxRequestTime => format!(
+                    "over --max-request-time {}s",
+                    settings.max_request_time.map_or(0, |t| t.as_secs())
+                ),
+            };
+            log_error!("request {request_id} {summary}: timed out ({what}); answered 504");
+            (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n")
+        }
+        Some(GuestFailure::NoInstanceSlot(e)) => {
+            log_warning!("request {request_id} {summary}: no instance slot free (--instance-slots): {e}");
+            (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
+        }
+        Some(GuestFailure::Instantiate(e)) => {
+            log_error!("request {request_id} {summary}: cannot instantiate the app: {e:#}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+        }
+        Some(GuestFailure::Trap { error, out_of_memory }) => {
+            if out_of_memory {
+                log_error!(
+                    "request {request_id} {summary}: guest exceeded the memory limit (--max-memory {} bytes) and trapped: {}",
+                    settings.max_memory,
+                    trap_summary(&error)
+                );
+            } else {
+                log_error!("request {request_id} {summary}: guest trapped: {}", trap_summary(&error));
+            }
+            (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+        }
+    };
+    error_response(status, text, record)
+}
+
+/// A guest error in one line: the trap kind or the error chain, without the backtrace.
+pub fn trap_summary(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("{trap}"),
+        None => format!("{error}"),
+    }
+}
+
+/// Rejects request heads over Gunicorn's limits: 400 for the request line, 431 for a field.
+fn check_limits<B>(request: &Request<B>, limits: &RequestLimits) -> Option<(StatusCode, &'static str)> {
+    if limits.line > 0 {
+        let target_len = request.uri().path_and_query().map_or(request.uri().to_string().len(), |pq| pq.as_str().len());
+        let line_len = request.method().as_str().len() + 1 + target_len + 1 + "HTTP/1.1".len();
+        if line_len > limits.line {
+            return Some((StatusCode::BAD_REQUEST, "Bad Request: request line is too large\n"));
+        }
+    }
+    if request.headers().len() > limits.fields {
+        return Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request Header Fields Too Large\n"));
+    }
+    if limits.field_size > 0 {
+        let too_big = request.headers().iter().any(|(name, value)| name.as_str().len() + 2 + value.len() > limits.field_size);
+        if too_big {
+            return Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request Header Fields Too Large\n"));
+        }
+    }
+    None
+}
+
+/// A short plain-text error response (no stack traces).
+pub fn error_response(status: StatusCode, text: &'static str, record: Option<AccessRecord>) -> Response<ResponseBody> {
+    let mut record = record;
+    if let Some(record) = record.as_mut() {
+        record.status = status.as_u16();
+        record.bytes_sent = text.len() as u64;
+    }
+    let mut response = Response::new(ResponseBody::full(text, record));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// Aborts the guest task if the request is abandoned before its response head.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<Result<(), GuestFailure>>>);
+
+impl AbortOnDrop {
+    /// Hands the abort duty to the response body: the guest keeps running while it streams.
+    fn abort_handle(mut self) -> Option<tokio::task::AbortHandle> {
+        self.0.take().map(|handle| handle.abort_handle())
+    }
+
+    async fn join(mut self) -> Option<Result<(), GuestFailure>> {
+        let handle = self.0.take()?;
+        handle.await.ok()
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The response body sent to the client: either a short host-made text, or the guest's streamed
+//! body, which counts as progress on the request clock and turns into an error (so hyper aborts
+//! the connection and the client sees a truncated response) when the guest failed mid-body.
+use crate::access_log::AccessRecord;
+use crate::deadline::RequestClock;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How the guest task ended; written before the guest's store (and its body sender) is dropped.
+#[derive(Clone, Default)]
+pub struct GuestOutcome(Arc<AtomicU8>);
+
+const RUNNING: u8 = 0;
+const SUCCEEDED: u8 = 1;
+const FAILED: u8 = 2;
+
+impl GuestOutcome {
+    pub fn new() -> GuestOutcome {
+        GuestOutcome::default()
+    }
+
+    pub fn finish(&self, succeeded: bool) {
+        self.0.store(if succeeded { SUCCEEDED } else { FAILED }, Ordering::Release);
+    }
+
+    pub fn failed(&self) -> bool {
+        self.0.load(Ordering::Acquire) == FAILED
+    }
+
+    pub fn running(&self) -> bool {
+        self.0.load(Ordering::Acquire) == RUNNING
+    }
+}
+
+/// The body of every response rustcorn sends.
+pub struct ResponseBody {
+    kind: Kind,
+    record: Option<AccessRecord>,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Guest(GuestBody),
+}
+
+struct GuestBody {
+    inner: HyperOutgoingBody,
+    outcome: GuestOutcome,
+    clock: Arc<RequestClock>,
+    guest_task: Option<tokio::task::AbortHandle>,
+    request_id: String,
+    done: bool,
+}
+
+impl ResponseBody {
+    pub fn full(text: &'static str, record: Option<AccessRecord>) -> ResponseBody {
+        ResponseBody { kind: Kind::Full(Some(Bytes::from_static(text.as_bytes()))), record }
+    }
+
+    pub fn guest(
+        inner: HyperOutgoingBody,
+        outcome: GuestOutcome,
+        clock: Arc<RequestClock>,
+        guest_task: Option<tokio::task::AbortHandle>,
+        record: Option<AccessRecord>,
+        request_id: String,
+    ) -> ResponseBody {
+        ResponseBody {
+            kind: Kind::Guest(GuestBody { inner, outcome, clock, guest_task, request_id, done: false }),
+            record,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GuestAbandonedBody;
+
+impl std::fmt::Display for GuestAbandonedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the guest failed after sending the response head")
+    }
+}
+impl std::error::Error for GuestAbandonedBody {}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Guest(guest) => {
+                let polled = Pin::new(&mut guest.inner).poll_frame(cx);
+                match polled {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
+                            record.bytes_sent += data.len() as u64;
+                        }
+                        guest.clock.progress();
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        guest.done = true;
+                        crate::log_error!("request {}: response body failed: {e}", guest.request_id);
+                        Poll::Ready(Some(Err(Box::new(e))))
+                    }
+                    Poll::Ready(None) if guest.outcome.failed() => {
+                        guest.done = true;
+                        crate::log_error!(
+                            "request {}: the guest failed mid-body; aborting the connection so the client sees a truncated response",
+                            guest.request_id
+                        );
+                        Poll::Ready(Some(Err(Box::new(GuestAbandonedBody))))
+                    }
+                    Poll::Ready(None) => {
+                        guest.done = true;
+                        Poll::Ready(None)
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Guest(guest) => guest.done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Guest(guest) => guest.inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for GuestBody {
+    fn drop(&mut self) {
+        // The client went away (or the body failed) while the guest was still producing it.
+        if !self.done && self.outcome.running() {
+            if let Some(task) = self.guest_task.take() {
+                task.abort();
+            }
+        }
+    }
+}

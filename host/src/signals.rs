@@ -1,0 +1,85 @@
+//! Signal delivery for the arbiter: async-signal-safe handlers record the signal in a bit set and
+//! wake the main loop through a self-pipe; the loop handles signals in order, outside the handler.
+use anyhow::{Context, Result};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+/// Signals the arbiter acts on.
+pub const ARBITER_SIGNALS: [Signal; 9] = [
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+static PENDING: AtomicU64 = AtomicU64::new(0);
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn record_signal(signo: libc::c_int) {
+    PENDING.fetch_or(1u64 << signo, Ordering::SeqCst);
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking so a full pipe is fine.
+        unsafe {
+            libc::write(fd, (&byte as *const u8).cast(), 1);
+        }
+    }
+}
+
+/// The arbiter's self-pipe and installed handlers.
+pub struct SignalPipe {
+    read: OwnedFd,
+    _write: OwnedFd,
+}
+
+impl SignalPipe {
+    /// Installs handlers for the arbiter's signals and SIGCHLD; ignores SIGPIPE.
+    pub fn install() -> Result<SignalPipe> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+            .context("cannot create the signal pipe")?;
+        WAKE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
+        let action = SigAction::new(SigHandler::Handler(record_signal), SaFlags::SA_RESTART, SigSet::empty());
+        for signal in ARBITER_SIGNALS.iter().chain([Signal::SIGCHLD].iter()) {
+            // SAFETY: the handler only touches atomics and calls write(2).
+            unsafe { sigaction(*signal, &action) }.with_context(|| format!("cannot install a {signal} handler"))?;
+        }
+        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+        // SAFETY: ignoring SIGPIPE has no handler.
+        unsafe { sigaction(Signal::SIGPIPE, &ignore) }.context("cannot ignore SIGPIPE")?;
+        Ok(SignalPipe { read, _write: write })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+
+    /// Empties the pipe and returns the signals received since the last call, lowest number first.
+    pub fn take(&self) -> Vec<Signal> {
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(&self.read, &mut buf), Ok(n) if n > 0) {}
+        let bits = PENDING.swap(0, Ordering::SeqCst);
+        (1..64).filter(|n| bits & (1u64 << n) != 0).filter_map(|n| Signal::try_from(n as i32).ok()).collect()
+    }
+
+    pub fn raw_read_fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+}
+
+/// In a freshly forked worker: restore default dispositions and forget the arbiter's pipe.
+pub fn reset_in_child() {
+    WAKE_FD.store(-1, Ordering::SeqCst);
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in ARBITER_SIGNALS.iter().chain([Signal::SIGCHLD].iter()) {
+        // SAFETY: restoring the default disposition.
+        let _ = unsafe { sigaction(*signal, &default) };
+    }
+    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}

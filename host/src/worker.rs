@@ -1,0 +1,236 @@
+//! A worker process, after the fork: its own tokio runtime, wasmtime engine and epoch ticker;
+//! it maps the compiled app, accepts on the inherited listeners, beats its heartbeat from the
+//! event loop, drains on TERM and exits at once on INT/QUIT.
+use crate::access_log::AccessLog;
+use crate::app::PreparedApp;
+use crate::binds::Listener;
+use crate::config::Settings;
+use crate::connection;
+use crate::engine::{self, PoolSizing};
+use crate::heartbeat::{Heartbeat, WorkerReport};
+use crate::request::{AppRuntime, ConnectionInfo};
+use crate::{log_error, log_info, log_warning};
+use anyhow::{Context, Result};
+use http::HeaderValue;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
+use wasmtime::component::Component;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// Exit status of a worker that could not start (the arbiter does not respawn it in a loop).
+pub const EXIT_BOOT_ERROR: i32 = 3;
+
+/// How often a worker beats and checks on its arbiter.
+pub const BEAT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What the arbiter hands a worker at fork.
+pub struct WorkerSpec<'a> {
+    pub settings: Arc<Settings>,
+    pub app: &'a PreparedApp,
+    pub listeners: &'a [Listener],
+    pub heartbeat: Heartbeat,
+    pub arbiter_pid: nix::unistd::Pid,
+    /// Requests after which this worker asks to be recycled; 0 = never.
+    pub max_requests: u64,
+}
+
+/// Runs a worker to completion and returns its exit status.
+pub fn run(spec: WorkerSpec<'_>) -> i32 {
+    let runtime = if spec.settings.threads > 1 {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(spec.settings.threads).enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            log_error!("worker cannot start its runtime: {e}");
+            return EXIT_BOOT_ERROR;
+        }
+    };
+    runtime.block_on(async move {
+        let app = match boot(&spec) {
+            Ok(app) => app,
+            Err(e) => {
+                log_error!("worker failed to boot: {e:#}");
+                return EXIT_BOOT_ERROR;
+            }
+        };
+        serve(spec, app).await
+    })
+}
+
+fn boot(spec: &WorkerSpec<'_>) -> Result<Arc<AppRuntime>> {
+    let settings = &spec.settings;
+    let pool = PoolSizing { instance_slots: settings.instance_slots, max_memory: settings.max_memory };
+    let engine = engine::engine(Some(pool), false).context("cannot create the wasmtime engine")?;
+    // SAFETY: the arbiter's compiler child produced (or validated) this file for this engine
+    // configuration; wasmtime checks its compatibility header before use.
+    let component = unsafe { Component::deserialize_file(&engine, &spec.app.compiled) }
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot load {}", spec.app.compiled.display()))?;
+    let linker = engine::linker(&engine)?;
+    let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
+    crate::deadline::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
+    let access_log = match &settings.access_log {
+        Some(target) => Some(Arc::new(AccessLog {
+            format: settings.access_log_format.clone(),
+            sink: target.open().with_context(|| format!("cannot open the access log {target:?}"))?,
+        })),
+        None => None,
+    };
+    Ok(Arc::new(AppRuntime::new(pre, settings.clone(), access_log)))
+}
+
+async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
+    else {
+        log_error!("worker cannot install its signal handlers");
+        return EXIT_BOOT_ERROR;
+    };
+    let settings = spec.settings.clone();
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(settings.worker_connections));
+    for listener in spec.listeners {
+        let accept = match accept_loop(listener, app.clone(), slots.clone(), connections.clone(), drain_rx.clone()) {
+            Ok(accept) => accept,
+            Err(e) => {
+                log_error!("worker cannot use listener {listener}: {e:#}");
+                return EXIT_BOOT_ERROR;
+            }
+        };
+        tokio::spawn(accept);
+    }
+    spec.heartbeat.report(WorkerReport::Ready);
+
+    let mut beat = tokio::time::interval(BEAT_INTERVAL);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retirement_requested = false;
+    let reason = loop {
+        tokio::select! {
+            _ = beat.tick() => {
+                spec.heartbeat.beat();
+                if nix::unistd::getppid() != spec.arbiter_pid {
+                    break "its arbiter died";
+                }
+                if spec.max_requests > 0 && !retirement_requested && app.requests_served() >= spec.max_requests {
+                    retirement_requested = true;
+                    log_info!("worker served {} requests (--max-requests); asking for a replacement", app.requests_served());
+                    spec.heartbeat.report(WorkerReport::WantsRetirement);
+                }
+            }
+            _ = term.recv() => break "TERM",
+            _ = int.recv() => return exit_now("INT"),
+            _ = quit.recv() => return exit_now("QUIT"),
+        }
+    };
+
+    log_info!("worker draining ({reason})");
+    let _ = drain_tx.send(true);
+    connections.close();
+    let drained = async {
+        loop {
+            tokio::select! {
+                _ = connections.wait() => return true,
+                _ = beat.tick() => spec.heartbeat.beat(),
+                _ = int.recv() => return false,
+                _ = quit.recv() => return false,
+            }
+        }
+    };
+    match tokio::time::timeout(settings.graceful_timeout, drained).await {
+        Ok(true) => log_info!("worker exiting: drained"),
+        Ok(false) => log_info!("worker exiting: told to stop now while draining"),
+        Err(_) => log_warning!("worker exiting: in-flight requests still running after --graceful-timeout"),
+    }
+    0
+}
+
+fn exit_now(signal: &str) -> i32 {
+    log_info!("worker exiting at once ({signal})");
+    0
+}
+
+/// Accepts connections on one listener while a connection slot is free, until the worker drains.
+fn accept_loop(
+    listener: &Listener,
+    app: Arc<AppRuntime>,
+    slots: Arc<Semaphore>,
+    connections: TaskTracker,
+    mut draining: watch::Receiver<bool>,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    enum Accepting {
+        Tcp(tokio::net::TcpListener, HeaderValue),
+        Unix(tokio::net::UnixListener, HeaderValue),
+    }
+    let accepting = match listener.try_clone()? {
+        Listener::Tcp(l) => {
+            l.set_nonblocking(true)?;
+            let authority = HeaderValue::from_str(&l.local_addr()?.to_string())?;
+            Accepting::Tcp(tokio::net::TcpListener::from_std(l)?, authority)
+        }
+        Listener::Unix(l, _) => {
+            l.set_nonblocking(true)?;
+            Accepting::Unix(tokio::net::UnixListener::from_std(l)?, HeaderValue::from_static("localhost"))
+        }
+    };
+    enum Connection {
+        Tcp(tokio::net::TcpStream, ConnectionInfo),
+        Unix(tokio::net::UnixStream, ConnectionInfo),
+    }
+
+    async fn accept_one(accepting: &Accepting) -> std::io::Result<Connection> {
+        match accepting {
+            Accepting::Tcp(listener, authority) => {
+                let (stream, peer) = listener.accept().await?;
+                let info = ConnectionInfo { remote: peer.ip().to_string(), local_authority: authority.clone() };
+                Ok(Connection::Tcp(stream, info))
+            }
+            Accepting::Unix(listener, authority) => {
+                let (stream, _) = listener.accept().await?;
+                let info = ConnectionInfo { remote: "-".into(), local_authority: authority.clone() };
+                Ok(Connection::Unix(stream, info))
+            }
+        }
+    }
+
+    Ok(async move {
+        loop {
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
+                _ = draining.changed() => return,
+            };
+            let accepted = tokio::select! {
+                accepted = accept_one(&accepting) => accepted,
+                _ = draining.changed() => return,
+            };
+            match accepted {
+                Ok(Connection::Tcp(stream, info)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (app, drain) = (app.clone(), draining.clone());
+                    connections.spawn(async move {
+                        connection::serve(stream, app, info, drain).await;
+                        drop(permit);
+                    });
+                }
+                Ok(Connection::Unix(stream, info)) => {
+                    let (app, drain) = (app.clone(), draining.clone());
+                    connections.spawn(async move {
+                        connection::serve(stream, app, info, drain).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning on the error.
+                    log_warning!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+}
