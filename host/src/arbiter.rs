@@ -14,7 +14,6 @@ use anyhow::{Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -101,30 +100,17 @@ pub fn serve_command(args: ServeArgs) -> i32 {
     for flag in args.gunicorn_only.given() {
         log_warning!("{flag} is a Gunicorn option with no meaning for rustcorn; ignored");
     }
+    let error_log_is_a_file = matches!(settings.error_log, crate::logging::LogTarget::File(_));
     match Arbiter::start(args, settings) {
         Ok(arbiter) => arbiter.run(),
         Err(e) => {
-            startup_error(&format!("{e:#}"));
+            // One clear line on stderr, and in the error log too when that is a file.
+            eprintln!("rustcorn: error: {e:#}");
+            if error_log_is_a_file {
+                log_error!("{e:#}");
+            }
             1
         }
-    }
-}
-
-/// One clear line on stderr (and in the error log when that is a file).
-fn startup_error(message: &str) {
-    eprintln!("rustcorn: error: {message}");
-    if crate::logging::enabled(crate::logging::Level::Error) && !matches!(
-        crate::config::Settings::error_log_is_stderr_hint(),
-        true
-    ) {
-        log_error!("{message}");
-    }
-}
-
-impl Settings {
-    #[doc(hidden)]
-    pub fn error_log_is_stderr_hint() -> bool {
-        true
     }
 }
 
@@ -163,14 +149,17 @@ impl Arbiter {
 
     /// The main loop, until every worker is gone after a shutdown. Returns the exit status.
     pub fn run(mut self) -> i32 {
-        while self.lifecycle != Lifecycle::Stopped {
+        loop {
+            self.reap();
+            self.check_workers();
+            self.manage_workers();
+            if self.lifecycle == Lifecycle::Stopped {
+                break;
+            }
             self.wait_for_event();
             for signal in self.signals.take() {
                 self.on_signal(signal);
             }
-            self.reap();
-            self.check_workers();
-            self.manage_workers();
         }
         self.cleanup();
         log_info!("Shutting down: Master");
@@ -185,7 +174,6 @@ impl Arbiter {
         let mut fds = [nix::poll::PollFd::new(self.signals.fd(), nix::poll::PollFlags::POLLIN)];
         let ms = nix::poll::PollTimeout::try_from(timeout.as_millis().max(1) as i32).unwrap_or(nix::poll::PollTimeout::NONE);
         let _ = nix::poll::poll(&mut fds, ms);
-        let _ = self.signals.fd().as_fd();
     }
 
     fn set_lifecycle(&mut self, lifecycle: Lifecycle) {

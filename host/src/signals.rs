@@ -2,7 +2,7 @@
 //! wake the main loop through a self-pipe; the loop handles signals in order, outside the handler.
 use anyhow::{Context, Result};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// Signals the arbiter acts on.
@@ -20,6 +20,8 @@ pub const ARBITER_SIGNALS: [Signal; 9] = [
 
 static PENDING: AtomicU64 = AtomicU64::new(0);
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+/// In a worker: the arbiter's self-pipe, inherited through fork, to wake it on news.
+static ARBITER_WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn record_signal(signo: libc::c_int) {
     PENDING.fetch_or(1u64 << signo, Ordering::SeqCst);
@@ -67,19 +69,27 @@ impl SignalPipe {
         let bits = PENDING.swap(0, Ordering::SeqCst);
         (1..64).filter(|n| bits & (1u64 << n) != 0).filter_map(|n| Signal::try_from(n as i32).ok()).collect()
     }
-
-    pub fn raw_read_fd(&self) -> RawFd {
-        self.read.as_raw_fd()
-    }
 }
 
 /// In a freshly forked worker: restore default dispositions and forget the arbiter's pipe.
 pub fn reset_in_child() {
-    WAKE_FD.store(-1, Ordering::SeqCst);
+    ARBITER_WAKE_FD.store(WAKE_FD.swap(-1, Ordering::SeqCst), Ordering::SeqCst);
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for signal in ARBITER_SIGNALS.iter().chain([Signal::SIGCHLD].iter()) {
         // SAFETY: restoring the default disposition.
         let _ = unsafe { sigaction(*signal, &default) };
     }
     let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// From a worker: wake the arbiter's main loop now (the worker wrote news to its heartbeat page).
+pub fn wake_arbiter() {
+    let fd = ARBITER_WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let byte = 0u8;
+        // SAFETY: a one-byte write to the inherited non-blocking pipe.
+        unsafe {
+            libc::write(fd, (&byte as *const u8).cast(), 1);
+        }
+    }
 }

@@ -107,6 +107,7 @@ async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
         tokio::spawn(accept);
     }
     spec.heartbeat.report(WorkerReport::Ready);
+    crate::signals::wake_arbiter();
 
     let mut beat = tokio::time::interval(BEAT_INTERVAL);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -122,6 +123,7 @@ async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
                     retirement_requested = true;
                     log_info!("worker served {} requests (--max-requests); asking for a replacement", app.requests_served());
                     spec.heartbeat.report(WorkerReport::WantsRetirement);
+                    crate::signals::wake_arbiter();
                 }
             }
             _ = term.recv() => break "TERM",
