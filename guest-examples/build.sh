@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds every example guest from source into OUT_DIR:
+#   hello.wasm echo.wasm stream.wasm faults.wasm   (Rust, cargo --target wasm32-wasip2)
+#   python-app.wasm                                (componentize-py)
+#   js-app.wasm                                    (componentize-js)
+# Usage: guest-examples/build.sh OUT_DIR [--rust-only]
+# Each output is rebuilt only when one of its sources is newer than it.
+set -euo pipefail
+
+if [[ $# -lt 1 ]]; then
+  echo "usage: $0 OUT_DIR [--rust-only]" >&2
+  exit 2
+fi
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+mkdir -p "$1"
+out="$(cd "$1" && pwd)"
+rust_only=false
+[[ "${2:-}" == "--rust-only" ]] && rust_only=true
+
+# True when $1 is missing or older than any file under the other arguments.
+stale() {
+  local target="$1"; shift
+  [[ ! -e "$target" ]] && return 0
+  [[ -n "$(find "$@" -newer "$target" -type f -not -path '*/node_modules/*' -not -path '*/target/*' -not -path '*/__pycache__/*' -print -quit)" ]]
+}
+
+echo "== rust guests" >&2
+(cd "$here/rust" && cargo build --quiet --release --target wasm32-wasip2)
+for name in hello echo stream faults; do
+  cp -f "$here/rust/target/wasm32-wasip2/release/$name.wasm" "$out/$name.wasm"
+done
+
+$rust_only && exit 0
+
+if stale "$out/python-app.wasm" "$here/python-app" "$repo/wit"; then
+  echo "== python-app (componentize-py)" >&2
+  (cd "$here/python-app" && componentize-py -d "$repo/wit" -w app componentize app -o "$out/python-app.wasm.tmp" >&2)
+  mv -f "$out/python-app.wasm.tmp" "$out/python-app.wasm"
+fi
+
+if stale "$out/js-app.wasm" "$here/js-app/app.js" "$here/js-app/package-lock.json" "$repo/wit"; then
+  echo "== js-app (componentize-js)" >&2
+  if [[ ! -x "$here/js-app/node_modules/.bin/componentize-js" ]]; then
+    (cd "$here/js-app" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  fi
+  # componentize-js 0.23.0's StarlingMonkey engine exports wasi:http/incoming-handler@0.2.10
+  # exactly, so the JS app builds against the same WIT relabelled 0.2.10. The host accepts any
+  # wasi 0.2.x component (semver-compatible linking), so the result serves the same.
+  js_wit="$out/.wit-0.2.10"
+  rm -rf "$js_wit"
+  mkdir -p "$js_wit/deps"
+  for f in "$repo"/wit/world.wit "$repo"/wit/deps/*.wit; do
+    rel="${f#"$repo"/wit/}"
+    sed 's/@0\.2\.12/@0.2.10/g; s/version = 0\.2\.1[12]/version = 0.2.10/g' "$f" > "$js_wit/$rel"
+  done
+  (cd "$here/js-app" && node_modules/.bin/componentize-js app.js --wit "$js_wit" --world-name app -o "$out/js-app.wasm.tmp" >&2)
+  mv -f "$out/js-app.wasm.tmp" "$out/js-app.wasm"
+fi

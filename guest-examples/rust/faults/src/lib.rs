@@ -1,0 +1,244 @@
+//! `faults`: one guest whose routes misbehave on purpose, for testing how the host copes.
+//!
+//! | route                  | behaviour                                                          |
+//! |------------------------|--------------------------------------------------------------------|
+//! | `/ok`                  | 200 `ok\n`                                                         |
+//! | `/spin`                | burns CPU forever before any response                              |
+//! | `/spin?ms=N`           | burns CPU for N ms (monotonic clock), then 200 `spun\n`            |
+//! | `/sleep?ms=N`          | blocks in the host N ms (default: one hour), then 200 `slept\n`    |
+//! | `/panic`               | panics (a trap) before any response                                |
+//! | `/trap-mid-body`       | head 200 + flushed `partial body\n`, then panics                   |
+//! | `/spin-mid-body`       | head 200 + flushed `partial\n`, then spins forever                 |
+//! | `/no-response`         | returns without ever setting the response                          |
+//! | `/alloc`               | allocates 1 MiB blocks without bound until the host says no        |
+//! | `/stdout`              | two lines to stdout, one to stderr, then 200 `printed\n`           |
+//! | `/env`                 | 200, the guest environment as `KEY=VALUE\n` lines                  |
+//! | `/read-file?path=P`    | 200 with file P read through std::fs, or 404 with the error        |
+//! | `/headers`             | 200, method, path, authority, scheme and all request headers       |
+//! | anything else          | 404 `not found\n`                                                  |
+
+use std::hint::black_box;
+
+use wasi::clocks::monotonic_clock;
+use wasi::exports::http::incoming_handler::Guest;
+use wasi::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam, Scheme,
+};
+use wasi::io::streams::OutputStream;
+
+const NANOS_PER_MS: u64 = 1_000_000;
+const ONE_HOUR_MS: u64 = 60 * 60 * 1000;
+
+struct Faults;
+
+impl Guest for Faults {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let path_with_query = request.path_with_query().unwrap_or_else(|| "/".to_string());
+        let (path, query) = match path_with_query.split_once('?') {
+            Some((p, q)) => (p, q),
+            None => (path_with_query.as_str(), ""),
+        };
+        let ms = query_param(query, "ms").and_then(|v| v.parse::<u64>().ok());
+
+        match path {
+            "/ok" => respond(response_out, 200, b"ok\n"),
+            "/spin" => match ms {
+                None => spin_forever(),
+                Some(ms) => {
+                    spin_for(ms);
+                    respond(response_out, 200, b"spun\n");
+                }
+            },
+            "/sleep" => {
+                sleep_ms(ms.unwrap_or(ONE_HOUR_MS));
+                respond(response_out, 200, b"slept\n");
+            }
+            "/panic" => panic!("guest panic on purpose"),
+            "/trap-mid-body" => {
+                let (body, out) = start_response(response_out, 200);
+                out.blocking_write_and_flush(b"partial body\n").expect("write");
+                let _keep_open = (body, out);
+                panic!("guest panic on purpose, mid-body");
+            }
+            "/spin-mid-body" => {
+                let (body, out) = start_response(response_out, 200);
+                out.blocking_write_and_flush(b"partial\n").expect("write");
+                let _keep_open = (body, out);
+                spin_forever();
+            }
+            "/no-response" => {
+                // Drop the outparam unset and return.
+                drop(response_out);
+            }
+            "/alloc" => alloc_forever(),
+            "/stdout" => {
+                println!("guest stdout line 1");
+                println!("guest stdout line 2");
+                eprintln!("guest stderr line");
+                respond(response_out, 200, b"printed\n");
+            }
+            "/env" => {
+                let mut body = String::new();
+                for (k, v) in std::env::vars() {
+                    body.push_str(&k);
+                    body.push('=');
+                    body.push_str(&v);
+                    body.push('\n');
+                }
+                respond(response_out, 200, body.as_bytes());
+            }
+            "/read-file" => {
+                let file = query_param(query, "path").map(percent_decode).unwrap_or_default();
+                match std::fs::read(&file) {
+                    Ok(contents) => respond(response_out, 200, &contents),
+                    Err(e) => respond(response_out, 404, format!("{file}: {e}\n").as_bytes()),
+                }
+            }
+            "/headers" => {
+                let mut body = String::new();
+                body.push_str(&format!("method: {}\n", method_name(&request.method())));
+                body.push_str(&format!("path: {path_with_query}\n"));
+                let authority = request.authority().unwrap_or_else(|| "-".to_string());
+                body.push_str(&format!("authority: {authority}\n"));
+                let scheme = match request.scheme() {
+                    Some(Scheme::Http) => "http".to_string(),
+                    Some(Scheme::Https) => "https".to_string(),
+                    Some(Scheme::Other(s)) => s,
+                    None => "-".to_string(),
+                };
+                body.push_str(&format!("scheme: {scheme}\n"));
+                for (name, value) in request.headers().entries() {
+                    body.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(&value)));
+                }
+                respond(response_out, 200, body.as_bytes());
+            }
+            _ => respond(response_out, 404, b"not found\n"),
+        }
+    }
+}
+
+/// Sends a complete text/plain response.
+fn respond(response_out: ResponseOutparam, status: u16, body_bytes: &[u8]) {
+    let (body, out) = start_response(response_out, status);
+    write_all(&out, body_bytes);
+    drop(out);
+    OutgoingBody::finish(body, None).expect("finish body");
+}
+
+/// Sets a text/plain response head with `status` and returns its body and body stream.
+fn start_response(response_out: ResponseOutparam, status: u16) -> (OutgoingBody, OutputStream) {
+    let headers = Fields::from_list(&[("content-type".to_string(), b"text/plain".to_vec())])
+        .expect("valid header");
+    let response = OutgoingResponse::new(headers);
+    response.set_status_code(status).expect("valid status");
+    let body = response.body().expect("response body");
+    ResponseOutparam::set(response_out, Ok(response));
+    let out = body.write().expect("body stream");
+    (body, out)
+}
+
+/// `blocking_write_and_flush` takes at most 4096 bytes per call.
+fn write_all(out: &OutputStream, data: &[u8]) {
+    for chunk in data.chunks(4096) {
+        out.blocking_write_and_flush(chunk).expect("write body");
+    }
+}
+
+/// Blocks in a host call (no guest CPU) for `ms` milliseconds.
+fn sleep_ms(ms: u64) {
+    monotonic_clock::subscribe_duration(ms.saturating_mul(NANOS_PER_MS)).block();
+}
+
+/// Burns CPU forever; `black_box` keeps the loop from being optimised away.
+fn spin_forever() -> ! {
+    let mut counter: u64 = 0;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// Burns CPU for `ms` milliseconds of monotonic time.
+fn spin_for(ms: u64) {
+    let deadline = monotonic_clock::now().saturating_add(ms.saturating_mul(NANOS_PER_MS));
+    let mut counter: u64 = 0;
+    while monotonic_clock::now() < deadline {
+        // Some pure computation between clock reads, so most time is spent in guest code.
+        for _ in 0..10_000 {
+            counter = black_box(counter.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+    black_box(counter);
+}
+
+/// Allocates (and touches) 1 MiB blocks until allocation fails; the guest then aborts.
+fn alloc_forever() -> ! {
+    const MIB: usize = 1 << 20;
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut block = vec![0u8; MIB];
+        // Touch every page so the memory is really used.
+        for i in (0..MIB).step_by(4096) {
+            block[i] = (blocks.len() as u8).wrapping_add(1);
+        }
+        blocks.push(black_box(block));
+    }
+}
+
+/// First value of `name` in an `a=b&c=d` query string (not percent-decoded).
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Minimal `%XX` decoding (and `+` as space) for query values such as file paths.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn method_name(method: &Method) -> &str {
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Connect => "CONNECT",
+        Method::Options => "OPTIONS",
+        Method::Trace => "TRACE",
+        Method::Patch => "PATCH",
+        Method::Other(m) => m,
+    }
+}
+
+wasi::http::proxy::export!(Faults);

@@ -1,0 +1,1 @@
+//! Integration tests: the real rustcorn binary, real sockets, real signals.
