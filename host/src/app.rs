@@ -71,9 +71,11 @@ pub fn prepare_in_process(app: &Path, cache_dir: &Path) -> Result<PreparedApp> {
         // SAFETY: files in the cache are written only by rustcorn, atomically, for this engine.
         if let Ok(component) = unsafe { Component::deserialize_file(&engine, &cached) } {
             validate_proxy(&engine, &component, app)?;
+            crate::log_info!("using the compiled app from the cache: {}", cached.display());
             return Ok(PreparedApp { compiled: cached });
         }
     }
+    let compile_started = std::time::Instant::now();
     let compiled = engine
         .precompile_component(&bytes)
         .map_err(anyhow::Error::from)
@@ -83,6 +85,12 @@ pub fn prepare_in_process(app: &Path, cache_dir: &Path) -> Result<PreparedApp> {
     validate_proxy(&engine, &component, app)?;
     write_atomically(&cached, &compiled)
         .with_context(|| format!("cannot write the compiled app to --cache-dir {}", cache_dir.display()))?;
+    crate::log_info!(
+        "compiled {} in {} ms; cached at {}",
+        app.display(),
+        compile_started.elapsed().as_millis(),
+        cached.display()
+    );
     Ok(PreparedApp { compiled: cached })
 }
 

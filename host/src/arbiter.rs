@@ -347,6 +347,7 @@ impl Arbiter {
             if worker.phase == WorkerPhase::Booting && worker.heartbeat.read_report() != WorkerReport::Booting {
                 worker.phase = WorkerPhase::Serving;
                 worker.ever_ready = true;
+                log_info!("Worker ready (pid: {}, generation {})", worker.pid, worker.generation);
                 self.quick_deaths = 0;
             }
             match worker.phase {

@@ -57,6 +57,9 @@ struct GuestBody {
     guest_task: Option<tokio::task::AbortHandle>,
     request_id: String,
     done: bool,
+    /// The failure to report on the next poll. Held back for one poll so hyper flushes the head
+    /// and the bytes already sent before it sees the error and closes the connection.
+    failing: Option<BodyError>,
 }
 
 impl ResponseBody {
@@ -73,7 +76,7 @@ impl ResponseBody {
         request_id: String,
     ) -> ResponseBody {
         ResponseBody {
-            kind: Kind::Guest(GuestBody { inner, outcome, clock, guest_task, request_id, done: false }),
+            kind: Kind::Guest(GuestBody { inner, outcome, clock, guest_task, request_id, done: false, failing: None }),
             record,
         }
     }
@@ -98,34 +101,41 @@ impl Body for ResponseBody {
         match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Guest(guest) => {
+                if let Some(error) = guest.failing.take() {
+                    guest.done = true;
+                    return Poll::Ready(Some(Err(error)));
+                }
                 let polled = Pin::new(&mut guest.inner).poll_frame(cx);
-                match polled {
-                    Poll::Pending => Poll::Pending,
+                let failure: BodyError = match polled {
+                    Poll::Pending => return Poll::Pending,
                     Poll::Ready(Some(Ok(frame))) => {
                         if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
                             record.bytes_sent += data.len() as u64;
                         }
                         guest.clock.progress();
-                        Poll::Ready(Some(Ok(frame)))
+                        return Poll::Ready(Some(Ok(frame)));
                     }
                     Poll::Ready(Some(Err(e))) => {
-                        guest.done = true;
                         crate::log_error!("request {}: response body failed: {e}", guest.request_id);
-                        Poll::Ready(Some(Err(Box::new(e))))
+                        Box::new(e)
                     }
                     Poll::Ready(None) if guest.outcome.failed() => {
-                        guest.done = true;
                         crate::log_error!(
                             "request {}: the guest failed mid-body; aborting the connection so the client sees a truncated response",
                             guest.request_id
                         );
-                        Poll::Ready(Some(Err(Box::new(GuestAbandonedBody))))
+                        Box::new(GuestAbandonedBody)
                     }
                     Poll::Ready(None) => {
                         guest.done = true;
-                        Poll::Ready(None)
+                        return Poll::Ready(None);
                     }
-                }
+                };
+                // Report the failure on the next poll: hyper writes out what it has buffered
+                // first, so the client sees the head and the partial body, then the abort.
+                guest.failing = Some(failure);
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
         }
     }

@@ -1,1 +1,9 @@
-//! Integration tests: the real rustcorn binary, real sockets, real signals.
+//! Integration tests: the real `rustcorn` binary on ephemeral loopback ports, real sockets,
+//! real signals. Guests are built from source once per run (see `support::guests_dir`).
+
+mod support;
+
+mod faults;
+mod lifecycle;
+mod serving;
+mod startup;

@@ -4,8 +4,8 @@
 //! |------------------------|--------------------------------------------------------------------|
 //! | `/ok`                  | 200 `ok\n`                                                         |
 //! | `/spin`                | burns CPU forever before any response                              |
-//! | `/spin?ms=N`           | burns CPU for N ms (monotonic clock), then 200 `spun\n`            |
-//! | `/sleep?ms=N`          | blocks in the host N ms (default: one hour), then 200 `slept\n`    |
+//! | `/spin?ms=N`           | says so on stderr, burns CPU for N ms, then 200 `spun\n`           |
+//! | `/sleep?ms=N`          | says so on stderr, blocks in the host N ms (default 1 h), `slept\n`|
 //! | `/panic`               | panics (a trap) before any response                                |
 //! | `/trap-mid-body`       | head 200 + flushed `partial body\n`, then panics                   |
 //! | `/spin-mid-body`       | head 200 + flushed `partial\n`, then spins forever                 |
@@ -45,12 +45,15 @@ impl Guest for Faults {
             "/spin" => match ms {
                 None => spin_forever(),
                 Some(ms) => {
+                    eprintln!("spinning for {ms} ms");
                     spin_for(ms);
                     respond(response_out, 200, b"spun\n");
                 }
             },
             "/sleep" => {
-                sleep_ms(ms.unwrap_or(ONE_HOUR_MS));
+                let ms = ms.unwrap_or(ONE_HOUR_MS);
+                eprintln!("sleeping for {ms} ms");
+                sleep_ms(ms);
                 respond(response_out, 200, b"slept\n");
             }
             "/panic" => panic!("guest panic on purpose"),

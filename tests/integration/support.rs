@@ -1,0 +1,554 @@
+//! Test harness: builds the example guests once, starts the real `rustcorn` binary, reads its
+//! readiness line, captures its error log, and speaks raw HTTP/1.1 over real sockets.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to print its readiness line. Generous: the first start of the
+/// Python and JS apps compiles them (several seconds on 2 cores), later starts hit the cache.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default time allowed for an expected log line or process change.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn rustcorn_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rustcorn")
+}
+
+fn tmp_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// Compile cache shared by all tests (and kept between runs) so each app compiles once.
+pub fn cache_dir() -> PathBuf {
+    tmp_root().join("compile-cache")
+}
+
+/// Builds every example guest from source, once per test run; returns the directory of .wasm files.
+pub fn guests_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = tmp_root().join("guests");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/build.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg(&out)
+            .status()
+            .expect("run guest-examples/build.sh");
+        assert!(status.success(), "guest-examples/build.sh failed: {status}");
+        out
+    })
+}
+
+/// Path of one built example guest, e.g. `guest("hello")`.
+pub fn guest(name: &str) -> PathBuf {
+    let path = guests_dir().join(format!("{name}.wasm"));
+    assert!(path.exists(), "guest {} was not built", path.display());
+    path
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch_dir(name: &str) -> tempfile::TempDir {
+    std::fs::create_dir_all(tmp_root()).unwrap();
+    tempfile::Builder::new().prefix(name).tempdir_in(tmp_root()).unwrap()
+}
+
+/// Error-log lines collected from a child's stderr, with a way to wait for one.
+#[derive(Default)]
+pub struct LogCapture {
+    lines: Mutex<Vec<String>>,
+    changed: Condvar,
+}
+
+impl LogCapture {
+    fn follow(stream: impl Read + Send + 'static) -> Arc<LogCapture> {
+        let capture = Arc::new(LogCapture::default());
+        capture.follow_also(stream);
+        capture
+    }
+
+    /// Appends the lines of another stream (stdout, where `--access-logfile -` writes) too.
+    fn follow_also(self: &Arc<Self>, stream: impl Read + Send + 'static) {
+        let writer = Arc::clone(self);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("RUSTCORN_TEST_ECHO").is_some() {
+                    eprintln!("    | {line}");
+                }
+                writer.lines.lock().unwrap().push(line);
+                writer.changed.notify_all();
+            }
+        });
+    }
+
+    pub fn text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a line containing every one of `needles` appears; returns that line.
+    pub fn wait_for(&self, needles: &[&str], timeout: Duration) -> String {
+        self.wait_for_nth(needles, 1, timeout)
+    }
+
+    /// Waits until `count` lines contain every one of `needles`; returns the last of them.
+    pub fn wait_for_nth(&self, needles: &[&str], count: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.lines.lock().unwrap();
+        loop {
+            let matching: Vec<&String> =
+                lines.iter().filter(|line| needles.iter().all(|n| line.contains(n))).collect();
+            if matching.len() >= count {
+                return matching[count - 1].clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!(
+                    "no log line #{count} containing {needles:?} within {timeout:?}; the log so far:\n{}",
+                    lines.join("\n")
+                );
+            }
+            lines = self.changed.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    pub fn count(&self, needles: &[&str]) -> usize {
+        self.lines.lock().unwrap().iter().filter(|line| needles.iter().all(|n| line.contains(n))).count()
+    }
+}
+
+/// A running `rustcorn serve`, killed (with its workers) when dropped.
+pub struct Server {
+    child: Child,
+    pub pid: u32,
+    /// `host:port` of the first TCP listener, if any.
+    pub addr: String,
+    /// Every address from the readiness line (`http://...` or `unix:...`).
+    pub addresses: Vec<String>,
+    pub log: Arc<LogCapture>,
+}
+
+/// Builder for a server command line.
+pub struct ServerCommand {
+    args: Vec<OsString>,
+    envs: Vec<(String, String)>,
+    bind_given: bool,
+    cache_given: bool,
+}
+
+impl ServerCommand {
+    pub fn new(app: &Path) -> Self {
+        ServerCommand { args: vec!["serve".into(), app.into()], envs: Vec::new(), bind_given: false, cache_given: false }
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        let arg = arg.into();
+        if arg == "-b" || arg == "--bind" {
+            self.bind_given = true;
+        }
+        if arg == "--cache-dir" {
+            self.cache_given = true;
+        }
+        self.args.push(arg);
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
+        for arg in args {
+            self = self.arg(arg);
+        }
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(rustcorn_bin());
+        command.args(&self.args);
+        if !self.bind_given {
+            command.args(["-b", "127.0.0.1:0"]);
+        }
+        if !self.cache_given {
+            command.arg("--cache-dir").arg(cache_dir());
+        }
+        command.env_remove("WEB_CONCURRENCY").env_remove("PORT");
+        for (key, value) in &self.envs {
+            command.env(key, value);
+        }
+        command
+    }
+
+    /// Starts the server and waits for its readiness line.
+    pub fn start(self) -> Server {
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rustcorn");
+        let log = LogCapture::follow(child.stderr.take().unwrap());
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let pid = child.id();
+        let line = read_line_within(&mut stdout, READY_TIMEOUT);
+        let Some(line) = line.filter(|l| l.starts_with("rustcorn: listening on ")) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            // Give the log thread a moment to drain what the dead process wrote.
+            std::thread::sleep(Duration::from_millis(100));
+            panic!("rustcorn did not become ready; its log:\n{}", log.text());
+        };
+        let addresses: Vec<String> = line
+            .trim_start_matches("rustcorn: listening on ")
+            .split(" (pid")
+            .next()
+            .unwrap()
+            .split(' ')
+            .map(str::to_string)
+            .collect();
+        let addr = addresses
+            .iter()
+            .find_map(|a| a.strip_prefix("http://"))
+            .map(str::to_string)
+            .unwrap_or_default();
+        assert!(line.contains(&format!("(pid {pid},")), "readiness line names the arbiter pid: {line}");
+        // Everything after the readiness line on stdout (the access log with `-`) joins the log.
+        log.follow_also(stdout);
+        Server { child, pid, addr, addresses, log }
+    }
+
+    /// Runs the command expecting it to exit without becoming ready; returns (status, stderr).
+    pub fn run_to_exit(self) -> (ExitStatus, String, String) {
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rustcorn");
+        let status = wait_with_timeout(&mut child, WAIT).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("rustcorn kept running; it should have exited")
+        });
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        (status, stdout, stderr)
+    }
+}
+
+/// Reads one line from a child's stdout, giving up after `timeout`.
+fn read_line_within(stdout: &mut BufReader<ChildStdout>, timeout: Duration) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let fd = stdout.get_ref().as_raw_fd();
+    let deadline = Instant::now() + timeout;
+    let mut line = String::new();
+    loop {
+        if !stdout.buffer().is_empty() || poll_readable(fd, deadline) {
+            let mut byte = [0u8; 1];
+            match stdout.read(&mut byte) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) if byte[0] == b'\n' => return Some(line),
+                Ok(_) => line.push(byte[0] as char),
+            }
+        } else {
+            return None;
+        }
+    }
+}
+
+fn poll_readable(fd: i32, deadline: Instant) -> bool {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let mut pollfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ms = remaining.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd, count 1.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, ms) };
+    ready > 0
+}
+
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds; panics with `what` after `timeout`.
+/// Used only where the server offers no readiness signal (process tables, files on disk).
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Server {
+    pub fn start(app: &Path, args: &[&str]) -> Server {
+        ServerCommand::new(app).args(args).start()
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        http(&self.addr, "GET", path, &[], b"").unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub fn post(&self, path: &str, body: &[u8]) -> Reply {
+        http(&self.addr, "POST", path, &[], body).unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// Pids of the arbiter's live child processes (its workers and any compile helper).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        child_pids(self.pid)
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        let rc = unsafe { libc::kill(self.pid as i32, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid);
+    }
+
+    /// Waits for the arbiter to exit; panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        wait_with_timeout(&mut self.child, timeout)
+            .unwrap_or_else(|| panic!("arbiter still running after {timeout:?}; log:\n{}", self.log.text()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let workers = self.worker_pids();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in workers {
+            // SAFETY: kill(2) on pids that were our arbiter's children a moment ago.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Live children of `pid`, from /proc.
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return children };
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    children.retain(|&child| !is_zombie(child));
+    children.sort_unstable();
+    children
+}
+
+fn is_zombie(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')).unwrap_or(true),
+        Err(_) => true,
+    }
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    !is_zombie(pid)
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    /// True when the body ended as framed (content-length reached, or the last chunk seen).
+    pub complete: bool,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+}
+
+/// One request with `Connection: close` over TCP; errors are I/O errors (refused, reset...).
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Reply> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !body.is_empty() || method == "POST" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    raw_exchange(stream, &request)
+}
+
+/// Sends raw bytes on a fresh TCP connection and parses whatever comes back.
+pub fn raw_tcp(addr: &str, request: &[u8]) -> std::io::Result<Reply> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    raw_exchange(stream, request)
+}
+
+/// Sends raw bytes on a fresh unix-socket connection and parses whatever comes back.
+pub fn raw_unix(path: &Path, request: &[u8]) -> std::io::Result<Reply> {
+    let stream = UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    raw_exchange(stream, request)
+}
+
+fn raw_exchange(mut stream: impl Read + Write, request: &[u8]) -> std::io::Result<Reply> {
+    stream.write_all(request)?;
+    let mut raw = Vec::new();
+    // A reset after some bytes still leaves those bytes to parse (a truncated response).
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if raw.is_empty() => return Err(e),
+            Err(_) => break,
+        }
+    }
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Reply> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no complete response head"))?;
+    let head = String::from_utf8_lossy(&raw[..head_end]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let mut headers = HashMap::new();
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+        }
+    }
+    let rest = &raw[head_end + 4..];
+    let (body, complete) = if headers.get("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+        decode_chunked(rest)
+    } else if let Some(length) = headers.get("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        (rest[..rest.len().min(length)].to_vec(), rest.len() >= length)
+    } else {
+        (rest.to_vec(), true)
+    };
+    Ok(Reply { status, headers, body, complete })
+}
+
+/// Decodes a chunked body; `complete` is true only if the terminating zero-size chunk arrived.
+fn decode_chunked(mut data: &[u8]) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    loop {
+        let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") else { return (body, false) };
+        let size_text = String::from_utf8_lossy(&data[..line_end]);
+        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16) else {
+            return (body, false);
+        };
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return (body, true);
+        }
+        if data.len() < size + 2 {
+            body.extend_from_slice(&data[..data.len().min(size)]);
+            return (body, false);
+        }
+        body.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// Runs `requests` GETs of `path` from `threads` client threads; returns (ok, failed) counts.
+/// A request fails if it errors or gets a status other than 200.
+pub fn load(addr: &str, path: &str, threads: usize, requests: usize) -> (usize, usize) {
+    let per_thread = requests / threads;
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let addr = addr.to_string();
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                for _ in 0..per_thread {
+                    match http(&addr, "GET", &path, &[], b"") {
+                        Ok(reply) if reply.status == 200 && reply.complete => ok += 1,
+                        _ => {}
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    (ok, per_thread * threads - ok)
+}
+
+/// Load that runs until `stop` is set; counts successes and failures (with the first errors).
+pub struct BackgroundLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl BackgroundLoad {
+    pub fn start(addr: &str, path: &str, threads: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handles = (0..threads)
+            .map(|_| {
+                let addr = addr.to_string();
+                let path = path.to_string();
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut ok = 0;
+                    let mut failures = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match http(&addr, "GET", &path, &[], b"") {
+                            Ok(reply) if reply.status == 200 && reply.complete => ok += 1,
+                            Ok(reply) => failures.push(format!("status {} complete={}", reply.status, reply.complete)),
+                            Err(e) => failures.push(e.to_string()),
+                        }
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        BackgroundLoad { stop, handles }
+    }
+
+    /// Stops the load; returns (successes, failure descriptions).
+    pub fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut ok = 0;
+        let mut failures = Vec::new();
+        for handle in self.handles {
+            let (n, f) = handle.join().unwrap();
+            ok += n;
+            failures.extend(f);
+        }
+        (ok, failures)
+    }
+}
