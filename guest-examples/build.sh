@@ -35,14 +35,16 @@ $rust_only && exit 0
 
 if stale "$out/python-app.wasm" "$here/python-app" "$repo/wit"; then
   echo "== python-app (componentize-py)" >&2
-  (cd "$here/python-app" && componentize-py -d "$repo/wit" -w app componentize app -o "$out/python-app.wasm.tmp" >&2)
+  # The console script sits beside the interpreter pip installed it for (even without a PATH shim).
+  componentize_py="$(command -v componentize-py || python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "componentize-py"))')"
+  (cd "$here/python-app" && "$componentize_py" -d "$repo/wit" -w app componentize app -o "$out/python-app.wasm.tmp" >&2)
   mv -f "$out/python-app.wasm.tmp" "$out/python-app.wasm"
 fi
 
 if stale "$out/js-app.wasm" "$here/js-app/app.js" "$here/js-app/package-lock.json" "$repo/wit"; then
   echo "== js-app (componentize-js)" >&2
   if [[ ! -x "$here/js-app/node_modules/.bin/componentize-js" ]]; then
-    (cd "$here/js-app" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    (cd "$here/js-app" && npm install --no-audit --no-fund --loglevel=error >&2)
   fi
   # componentize-js 0.23.0's StarlingMonkey engine exports wasi:http/incoming-handler@0.2.10
   # exactly, so the JS app builds against the same WIT relabelled 0.2.10. The host accepts any
