@@ -137,6 +137,12 @@ pub struct ServeArgs {
     #[arg(long = "instance-slots", value_name = "INT", default_value_t = 128)]
     pub instance_slots: u32,
 
+    /// Requests one guest instance may serve, one after another (never two at once), before it
+    /// is dropped; 1 = a fresh instance per request (full isolation). Instances are dropped at
+    /// once after a trap or timeout.
+    #[arg(long = "instance-reuse", value_name = "INT", default_value_t = 1)]
+    pub instance_reuse: u32,
+
     /// Where compiled apps are cached. [default: $XDG_CACHE_HOME/rustcorn or ~/.cache/rustcorn]
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,

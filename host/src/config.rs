@@ -64,6 +64,8 @@ pub struct Settings {
     pub worker_tmp_dir: PathBuf,
     pub max_memory: usize,
     pub instance_slots: u32,
+    /// Requests per guest instance (1 = fresh instance per request).
+    pub instance_reuse: u32,
     pub cache_dir: PathBuf,
 }
 
@@ -122,6 +124,9 @@ impl Settings {
         }
         if args.instance_slots == 0 {
             return Err(bad("--instance-slots must be at least 1 (got 0)"));
+        }
+        if args.instance_reuse == 0 {
+            return Err(bad("--instance-reuse must be at least 1 (1 = a fresh instance per request; got 0)"));
         }
 
         let seconds = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
@@ -208,6 +213,7 @@ impl Settings {
             worker_tmp_dir,
             max_memory,
             instance_slots: args.instance_slots,
+            instance_reuse: args.instance_reuse,
             cache_dir,
         })
     }

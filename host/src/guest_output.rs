@@ -11,7 +11,9 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 const MAX_LINE: usize = 16 * 1024;
 
 struct LineBuffer {
-    tag: String,
+    /// The request now using the instance (it changes when an instance is reused).
+    request_id: Mutex<Arc<str>>,
+    stream: &'static str,
     pending: Mutex<Vec<u8>>,
 }
 
@@ -30,7 +32,13 @@ impl LineBuffer {
     }
 
     fn emit(&self, line: &[u8]) {
-        crate::log_info!("{}: {}", self.tag, String::from_utf8_lossy(line).trim_end_matches('\r'));
+        let request_id = self.request_id.lock().map(|id| id.clone()).unwrap_or_else(|e| e.into_inner().clone());
+        crate::log_info!(
+            "[worker {} request {request_id}] guest {}: {}",
+            crate::logging::pid(),
+            self.stream,
+            String::from_utf8_lossy(line).trim_end_matches('\r')
+        );
     }
 }
 
@@ -49,11 +57,24 @@ pub struct GuestOutput(Arc<LineBuffer>);
 
 impl GuestOutput {
     /// `stream` is "stdout" or "stderr".
-    pub fn new(request_id: &str, stream: &str) -> GuestOutput {
+    pub fn new(request_id: Arc<str>, stream: &'static str) -> GuestOutput {
         GuestOutput(Arc::new(LineBuffer {
-            tag: format!("[worker {} request {request_id}] guest {stream}", std::process::id()),
+            request_id: Mutex::new(request_id),
+            stream,
             pending: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Tags further output with another request (instance reuse). A partial line left by the
+    /// previous request is written out under its own id first.
+    pub fn set_request(&self, request_id: Arc<str>) {
+        let rest = self.0.pending.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+        if !rest.is_empty() {
+            self.0.emit(&rest);
+        }
+        if let Ok(mut id) = self.0.request_id.lock() {
+            *id = request_id;
+        }
     }
 }
 

@@ -109,7 +109,7 @@ pub fn log(level: Level, message: std::fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
-    let line = format!("[{}] [{}] [{}] {}\n", local_time("%Y-%m-%d %H:%M:%S %z"), std::process::id(), level.label(), message);
+    let line = format!("[{}] [{}] [{}] {}\n", local_time("%Y-%m-%d %H:%M:%S %z"), pid(), level.label(), message);
     match ERROR_LOG.get() {
         Some(log) => log.sink.write_line(line.as_bytes()),
         None => LogSink::Stderr.write_line(line.as_bytes()),
@@ -149,4 +149,9 @@ pub fn format_time(secs: libc::time_t, format: &str) -> String {
         let n = libc::strftime(buf.as_mut_ptr().cast(), buf.len(), format.as_ptr(), &tm);
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
+}
+
+/// This process's pid, as log lines show it.
+pub fn pid() -> u32 {
+    std::process::id()
 }

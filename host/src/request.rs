@@ -10,12 +10,12 @@ use crate::{log_error, log_warning};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Per-request store data.
@@ -25,6 +25,40 @@ pub struct GuestState {
     table: ResourceTable,
     limiter: MemoryLimiter,
     clock: Arc<RequestClock>,
+    stdout: GuestOutput,
+    stderr: GuestOutput,
+}
+
+impl GuestState {
+    /// Readies a kept instance's state for its next request (--instance-reuse).
+    fn begin_request(&mut self, request_id: &Arc<str>, clock: Arc<RequestClock>) {
+        self.clock = clock;
+        self.limiter.denied = false;
+        self.stdout.set_request(request_id.clone());
+        self.stderr.set_request(request_id.clone());
+    }
+
+    /// True when the last request left nothing of itself behind in the instance's table
+    /// (a leaked body would keep its response or its connection open if the instance lived on).
+    fn request_fully_released(&mut self) -> bool {
+        use wasmtime_wasi_http::p2::body::{HostIncomingBody, HostOutgoingBody};
+        use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostOutgoingResponse, HostResponseOutparam};
+        self.table.iter_mut().all(|entry| {
+            !(entry.is::<HostIncomingRequest>()
+                || entry.is::<HostIncomingBody>()
+                || entry.is::<HostOutgoingBody>()
+                || entry.is::<HostOutgoingResponse>()
+                || entry.is::<HostResponseOutparam>())
+        })
+    }
+}
+
+/// A guest instance kept between requests (--instance-reuse > 1); never used by two at once.
+struct IdleInstance {
+    store: Store<GuestState>,
+    proxy: Proxy,
+    /// Requests it has served so far.
+    served: u32,
 }
 
 impl WasiView for GuestState {
@@ -69,6 +103,8 @@ pub struct AppRuntime {
     pub settings: Arc<Settings>,
     pub access_log: Option<Arc<AccessLog>>,
     next_request_id: AtomicU64,
+    /// Instances waiting for their next request; empty unless --instance-reuse > 1.
+    idle: Mutex<Vec<IdleInstance>>,
 }
 
 /// The connection a request arrived on.
@@ -90,7 +126,7 @@ enum GuestFailure {
 
 impl AppRuntime {
     pub fn new(pre: ProxyPre<GuestState>, settings: Arc<Settings>, access_log: Option<Arc<AccessLog>>) -> AppRuntime {
-        AppRuntime { pre, settings, access_log, next_request_id: AtomicU64::new(1) }
+        AppRuntime { pre, settings, access_log, next_request_id: AtomicU64::new(1), idle: Mutex::new(Vec::new()) }
     }
 
     /// Serves one request. Never fails: every outcome is a response.
@@ -104,16 +140,24 @@ impl AppRuntime {
         }
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         // Ids start at 1, so the id is also the number of requests this worker has taken.
-        let request_id = format!("{}-{id}", std::process::id());
+        let request_id: Arc<str> = format!("{}-{id}", crate::logging::pid()).into();
         let summary = format!("{} {}", request.method(), request.uri().path());
 
         let clock = RequestClock::new(self.settings.request_timeout, self.settings.max_request_time);
-        let mut store = match self.new_store(&request_id, clock.clone()) {
-            Ok(store) => store,
-            Err(e) => {
-                log_error!("request {request_id} {summary}: cannot set up the guest: {e:#}");
-                return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n", record);
+        let (mut store, kept_proxy, served) = match self.take_idle() {
+            Some(idle) => {
+                let mut store = idle.store;
+                store.data_mut().begin_request(&request_id, clock.clone());
+                store.set_epoch_deadline(1);
+                (store, Some(idle.proxy), idle.served)
             }
+            None => match self.new_store(&request_id, clock.clone()) {
+                Ok(store) => (store, None, 0),
+                Err(e) => {
+                    log_error!("request {request_id} {summary}: cannot set up the guest: {e:#}");
+                    return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n", record);
+                }
+            },
         };
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = store.data_mut().http().new_incoming_request(Scheme::Http, request).and_then(|req| {
@@ -130,13 +174,13 @@ impl AppRuntime {
 
         let outcome = GuestOutcome::new();
         let task_outcome = outcome.clone();
-        let pre = self.pre.clone();
+        let app = self.clone();
         let task_clock = clock.clone();
         let guest = tokio::spawn(async move {
             let result = tokio::select! {
                 biased;
                 why = task_clock.expired() => Err(GuestFailure::Timeout(why)),
-                result = run_guest(&pre, &mut store, guest_request, response_out) => result,
+                result = run_guest(&app.pre, &mut store, kept_proxy, guest_request, response_out) => result,
             };
             let result = match result {
                 Err(GuestFailure::Trap { .. }) if task_clock.is_expired() => {
@@ -150,8 +194,16 @@ impl AppRuntime {
             // Record the outcome before the store (and with it the response body's sender) is
             // dropped, so the body can tell a finished response from one the guest abandoned.
             task_outcome.finish(result.is_ok());
-            drop(store);
-            result
+            match result {
+                Ok(proxy) => {
+                    app.keep_or_drop(store, proxy, served + 1);
+                    Ok(())
+                }
+                Err(failure) => {
+                    drop(store);
+                    Err(failure)
+                }
+            }
         });
         let guest = AbortOnDrop(Some(guest));
 
@@ -164,7 +216,7 @@ impl AppRuntime {
                     record.status = parts.status.as_u16();
                     record.response_headers = parts.headers.clone();
                 }
-                let body = ResponseBody::guest(body, outcome, clock, guest.abort_handle(), record, request_id);
+                let body = ResponseBody::guest(body, outcome, clock, guest.abort_handle(), record, request_id.to_string());
                 Response::from_parts(parts, body)
             }
             Ok(Err(code)) => {
@@ -190,12 +242,35 @@ impl AppRuntime {
         self.next_request_id.load(Ordering::Relaxed) - 1
     }
 
-    fn new_store(&self, request_id: &str, clock: Arc<RequestClock>) -> anyhow::Result<Store<GuestState>> {
+    /// An instance kept from an earlier request, if --instance-reuse allows one.
+    fn take_idle(&self) -> Option<IdleInstance> {
+        if self.settings.instance_reuse <= 1 {
+            return None;
+        }
+        self.idle.lock().ok()?.pop()
+    }
+
+    /// After a request the guest completed: keep its instance for the next request while it
+    /// has uses left and left nothing behind; otherwise drop it (freeing its pool slot).
+    fn keep_or_drop(&self, mut store: Store<GuestState>, proxy: Proxy, served: u32) {
+        if served >= self.settings.instance_reuse || !store.data_mut().request_fully_released() {
+            return;
+        }
+        // Idle instances hold pool slots; keep at most half the slots idle.
+        let max_idle = (self.settings.instance_slots / 2).max(1) as usize;
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < max_idle {
+                idle.push(IdleInstance { store, proxy, served });
+            }
+        }
+    }
+
+    fn new_store(&self, request_id: &Arc<str>, clock: Arc<RequestClock>) -> anyhow::Result<Store<GuestState>> {
         let settings = &self.settings;
+        let stdout = GuestOutput::new(request_id.clone(), "stdout");
+        let stderr = GuestOutput::new(request_id.clone(), "stderr");
         let mut wasi = WasiCtxBuilder::new();
-        wasi.envs(&settings.guest_env)
-            .stdout(GuestOutput::new(request_id, "stdout"))
-            .stderr(GuestOutput::new(request_id, "stderr"));
+        wasi.envs(&settings.guest_env).stdout(stdout.clone()).stderr(stderr.clone());
         for (host, guest) in &settings.guest_dirs {
             wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadWrite)?;
         }
@@ -205,6 +280,8 @@ impl AppRuntime {
             table: ResourceTable::new(),
             limiter: MemoryLimiter { max_bytes: settings.max_memory, granted_bytes: 0, denied: false },
             clock,
+            stdout,
+            stderr,
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
@@ -220,24 +297,31 @@ impl AppRuntime {
     }
 }
 
+/// Runs the guest's handler (instantiating the app first unless a kept instance is given) and
+/// returns the instance for possible reuse.
 async fn run_guest(
     pre: &ProxyPre<GuestState>,
     store: &mut Store<GuestState>,
+    kept: Option<Proxy>,
     request: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
     response_out: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
-) -> Result<(), GuestFailure> {
-    let proxy = pre.instantiate_async(&mut *store).await.map_err(|e| {
-        if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
-            GuestFailure::NoInstanceSlot(e)
-        } else {
-            GuestFailure::Instantiate(e)
-        }
-    })?;
+) -> Result<Proxy, GuestFailure> {
+    let proxy = match kept {
+        Some(proxy) => proxy,
+        None => pre.instantiate_async(&mut *store).await.map_err(|e| {
+            if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+                GuestFailure::NoInstanceSlot(e)
+            } else {
+                GuestFailure::Instantiate(e)
+            }
+        })?,
+    };
     proxy
         .wasi_http_incoming_handler()
         .call_handle(&mut *store, request, response_out)
         .await
-        .map_err(|error| GuestFailure::Trap { error, out_of_memory: false })
+        .map_err(|error| GuestFailure::Trap { error, out_of_memory: false })?;
+    Ok(proxy)
 }
 
 fn failure_response(

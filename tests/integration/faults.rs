@@ -122,3 +122,29 @@ fn a_cpu_bound_guest_does_not_starve_other_requests_on_its_worker() {
     assert!(!spinner.is_finished(), "/ok was answered while the CPU-bound guest was still running");
     assert_eq!(spinner.join().unwrap().text(), "spun\n");
 }
+
+#[test]
+fn a_fresh_instance_serves_every_request_by_default() {
+    let server = Server::start(&guest("faults"), &["-w", "1"]);
+    let counts: Vec<String> = (0..4).map(|_| server.get("/count").text()).collect();
+    assert_eq!(counts, ["1\n", "1\n", "1\n", "1\n"]);
+}
+
+#[test]
+fn instance_reuse_serves_n_requests_per_instance_and_drops_it_after_a_trap() {
+    let server = Server::start(&guest("faults"), &["-w", "1", "--instance-reuse", "3"]);
+    let counts: Vec<String> = (0..5).map(|_| server.get("/count").text()).collect();
+    assert_eq!(counts, ["1\n", "2\n", "3\n", "1\n", "2\n"], "three requests per instance, then a fresh one");
+}
+
+#[test]
+fn a_reused_instance_is_dropped_after_a_trap_or_timeout() {
+    let server = Server::start(&guest("faults"), &["-w", "1", "-t", "1", "--instance-reuse", "100"]);
+    assert_eq!(server.get("/count").text(), "1\n");
+    assert_eq!(server.get("/count").text(), "2\n");
+    assert_eq!(server.get("/panic").status, 500);
+    assert_eq!(server.get("/count").text(), "1\n", "the trapped instance is never reused");
+    assert_eq!(server.get("/count").text(), "2\n");
+    assert_eq!(server.get("/spin").status, 504);
+    assert_eq!(server.get("/count").text(), "1\n", "the timed-out instance is never reused");
+}

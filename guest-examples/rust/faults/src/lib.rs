@@ -15,9 +15,11 @@
 //! | `/env`                 | 200, the guest environment as `KEY=VALUE\n` lines                  |
 //! | `/read-file?path=P`    | 200 with file P read through std::fs, or 404 with the error        |
 //! | `/headers`             | 200, method, path, authority, scheme and all request headers       |
+//! | `/count`               | 200, how many requests this instance has served (`1` when fresh)   |
 //! | anything else          | 404 `not found\n`                                                  |
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasi::clocks::monotonic_clock;
 use wasi::exports::http::incoming_handler::Guest;
@@ -29,6 +31,9 @@ use wasi::io::streams::OutputStream;
 const NANOS_PER_MS: u64 = 1_000_000;
 const ONE_HOUR_MS: u64 = 60 * 60 * 1000;
 
+/// Requests this instance has handled (only ever above 1 when the host reuses instances).
+static HANDLED: AtomicU64 = AtomicU64::new(0);
+
 struct Faults;
 
 impl Guest for Faults {
@@ -39,9 +44,11 @@ impl Guest for Faults {
             None => (path_with_query.as_str(), ""),
         };
         let ms = query_param(query, "ms").and_then(|v| v.parse::<u64>().ok());
+        let handled = HANDLED.fetch_add(1, Ordering::Relaxed) + 1;
 
         match path {
             "/ok" => respond(response_out, 200, b"ok\n"),
+            "/count" => respond(response_out, 200, format!("{handled}\n").as_bytes()),
             "/spin" => match ms {
                 None => spin_forever(),
                 Some(ms) => {
