@@ -1,19 +1,21 @@
 //! The arbiter: resolves settings, validates and compiles the app (in a child), binds, forks and
 //! supervises workers (respawn with backoff, heartbeat watchdog, max-requests recycling), and
-//! handles Gunicorn's signals. Single-threaded, with no tokio runtime and no wasmtime state, so
-//! every fork is safe.
+//! handles Gunicorn's signals (including the USR2 upgrade dance). Single-threaded, with no tokio
+//! runtime and no wasmtime state, so every fork is safe.
 use crate::app::{self, PreparedApp};
 use crate::binds::{self, Listener};
 use crate::cli::ServeArgs;
 use crate::config::Settings;
 use crate::heartbeat::{monotonic_ms, Heartbeat, WorkerReport};
 use crate::signals::SignalPipe;
+use crate::upgrade::{self, StartContext};
 use crate::worker::{self, WorkerSpec, EXIT_BOOT_ERROR};
-use crate::{log_critical, log_error, log_info, log_warning};
+use crate::{log_critical, log_error, log_info, log_warning, pidfile, sd_notify};
 use anyhow::{Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,6 +84,16 @@ pub struct Arbiter {
     quick_deaths: u32,
     next_spawn_at: Instant,
     exit_code: i32,
+    /// The command line and directory to re-execute on USR2.
+    start_context: StartContext,
+    /// After USR2: the new arbiter (our child) while it runs.
+    new_arbiter: Option<Pid>,
+    /// In an arbiter started by USR2: the old arbiter, until it exits.
+    old_arbiter: Option<Pid>,
+    /// The pid file this arbiter wrote (`PIDFILE`, or `PIDFILE.2` while the old arbiter runs).
+    pid_file: Option<PathBuf>,
+    /// Unix socket files this arbiter owns and removes on exit (not inherited fd:// or systemd ones).
+    socket_files: Vec<PathBuf>,
 }
 
 /// `rustcorn serve`: returns the process exit status.
@@ -118,16 +130,25 @@ impl Arbiter {
     /// Validates the app, binds, installs signal handlers and writes the pid file. Nothing has
     /// been forked (except the compiler child, already reaped) when this returns an error.
     pub fn start(args: ServeArgs, settings: Settings) -> Result<Arbiter> {
+        let start_context = StartContext::capture()?;
         log_info!("Starting rustcorn {}", env!("CARGO_PKG_VERSION"));
+        let old_arbiter = upgrade::old_arbiter();
         let app = app::prepare(&settings.app, &settings.cache_dir)?;
-        let listeners = binds::bind_all(&settings.binds, settings.backlog)?;
+        let (listeners, socket_files) = open_listeners(&settings)?;
         for listener in &listeners {
             log_info!("Listening at: {listener} ({})", std::process::id());
         }
         let signals = SignalPipe::install()?;
-        if let Some(pid_file) = &settings.pid_file {
-            std::fs::write(pid_file, format!("{}\n", std::process::id()))
-                .with_context(|| format!("--pid {}: cannot write the pid file", pid_file.display()))?;
+        let pid_file = match &settings.pid_file {
+            // The old arbiter still owns PIDFILE; ours is PIDFILE.2 until it exits.
+            Some(path) if old_arbiter.is_some() => Some(pidfile::upgrade_path(path)),
+            other => other.clone(),
+        };
+        if let Some(path) = &pid_file {
+            pidfile::write(path, std::process::id())?;
+        }
+        if let Some(old) = old_arbiter {
+            log_info!("upgrade: started by the arbiter with pid {old}; it keeps serving until it exits");
         }
         let target_workers = settings.workers;
         Ok(Arbiter {
@@ -144,6 +165,11 @@ impl Arbiter {
             quick_deaths: 0,
             next_spawn_at: Instant::now(),
             exit_code: 0,
+            start_context,
+            new_arbiter: None,
+            old_arbiter,
+            pid_file,
+            socket_files,
         })
     }
 
@@ -151,6 +177,7 @@ impl Arbiter {
     pub fn run(mut self) -> i32 {
         loop {
             self.reap();
+            self.check_old_arbiter();
             self.check_workers();
             self.manage_workers();
             if self.lifecycle == Lifecycle::Stopped {
@@ -198,9 +225,11 @@ impl Arbiter {
                     self.target_workers -= 1;
                     log_info!("TTOU: now {} workers", self.target_workers);
                 } else {
-                    log_info!("TTOU ignored: already at 1 worker");
+                    log_info!("TTOU ignored: already at {} worker(s)", self.target_workers);
                 }
             }
+            Signal::SIGUSR2 if self.lifecycle != Lifecycle::Draining => self.upgrade(),
+            Signal::SIGWINCH if self.lifecycle != Lifecycle::Draining => self.stop_all_workers(),
             other => log_info!("{other} ignored"),
         }
     }
@@ -264,6 +293,62 @@ impl Arbiter {
         log_info!("reload: starting generation {}", self.generation);
     }
 
+    /// USR2: start a new arbiter from the same command line, handing it the listening sockets.
+    /// Both serve until the old one is told to stop (WINCH, then TERM) or the new one is (rollback:
+    /// HUP the old one, TERM the new one).
+    fn upgrade(&mut self) {
+        if let Some(pid) = self.new_arbiter {
+            log_warning!("USR2 ignored: the new arbiter (pid {pid}) from the last USR2 is still running");
+            return;
+        }
+        if let Some(pid) = self.old_arbiter {
+            log_warning!("USR2 ignored: the old arbiter (pid {pid}) is still running; stop it first");
+            return;
+        }
+        log_info!("Handling signal: usr2; starting a new arbiter with the same command line");
+        match upgrade::reexec(&self.start_context, &self.listeners) {
+            Ok(pid) => {
+                self.new_arbiter = Some(pid);
+                log_info!("upgrade: new arbiter pid {pid}");
+            }
+            Err(e) => log_error!("upgrade failed, still serving: {e:#}"),
+        }
+    }
+
+    /// WINCH: stop every worker but keep the arbiter (and its sockets); HUP or TTIN starts
+    /// workers again. Ignored in the foreground of a terminal, where WINCH means "resized".
+    fn stop_all_workers(&mut self) {
+        if crate::signals::in_terminal_foreground() {
+            log_info!("WINCH ignored: running in the foreground of a terminal (a window resize sends WINCH)");
+            return;
+        }
+        log_info!("Handling signal: winch; stopping all workers (the arbiter stays; HUP or TTIN starts them again)");
+        self.target_workers = 0;
+        let now = Instant::now();
+        for index in 0..self.workers.len() {
+            if matches!(self.workers[index].phase, WorkerPhase::Booting | WorkerPhase::Serving) {
+                self.retire(index, now);
+            }
+        }
+    }
+
+    /// In the new arbiter of an upgrade: once the old arbiter has exited (we were reparented),
+    /// take over its pid file.
+    fn check_old_arbiter(&mut self) {
+        let Some(old) = self.old_arbiter else { return };
+        if nix::unistd::getppid() == old {
+            return;
+        }
+        self.old_arbiter = None;
+        log_info!("upgrade: the old arbiter (pid {old}) has exited; this arbiter is now the only one");
+        if let (Some(current), Some(wanted)) = (&self.pid_file, &self.settings.pid_file) {
+            match std::fs::rename(current, wanted) {
+                Ok(()) => self.pid_file = Some(wanted.clone()),
+                Err(e) => log_error!("cannot rename {} to {}: {e}", current.display(), wanted.display()),
+            }
+        }
+    }
+
     /// Sends TERM: the worker stops accepting and finishes its in-flight requests.
     fn retire(&mut self, index: usize, now: Instant) {
         let worker = &mut self.workers[index];
@@ -283,6 +368,15 @@ impl Arbiter {
                 WaitStatus::Signaled(pid, signal, _) => (pid, None, Some(signal)),
                 _ => continue,
             };
+            if self.new_arbiter == Some(pid) {
+                self.new_arbiter = None;
+                match (code, signal) {
+                    (Some(code), _) => log_warning!("upgrade: the new arbiter (pid {pid}) exited with code {code}"),
+                    (_, Some(signal)) => log_warning!("upgrade: the new arbiter (pid {pid}) was stopped by {signal}"),
+                    _ => {}
+                }
+                continue;
+            }
             let Some(index) = self.workers.iter().position(|w| w.pid == pid) else { continue };
             let worker = self.workers.swap_remove(index);
             let expected = matches!(worker.phase, WorkerPhase::Retiring(_) | WorkerPhase::Stopping(_) | WorkerPhase::Killed);
@@ -429,7 +523,7 @@ impl Arbiter {
                     self.retire(index, now);
                 }
             }
-            if self.lifecycle == Lifecycle::Booting {
+            if self.lifecycle == Lifecycle::Booting && self.target_workers > 0 {
                 self.set_lifecycle(Lifecycle::Running);
                 self.announce_ready();
             }
@@ -444,6 +538,7 @@ impl Arbiter {
             std::process::id(),
             self.target_workers
         );
+        sd_notify::ready(&format!("serving with {} workers", self.target_workers));
     }
 
     fn spawn_worker(&mut self) -> Result<()> {
@@ -484,15 +579,46 @@ impl Arbiter {
     }
 
     fn cleanup(&mut self) {
-        for spec in &self.settings.binds {
-            if let crate::binds::BindSpec::Unix(path) = spec {
+        // Another arbiter of an upgrade still serves on our unix sockets: leave their files.
+        if self.new_arbiter.is_none() && self.old_arbiter.is_none() {
+            for path in &self.socket_files {
                 let _ = std::fs::remove_file(path);
             }
         }
-        if let Some(pid_file) = &self.settings.pid_file {
-            let _ = std::fs::remove_file(pid_file);
+        if let Some(pid_file) = &self.pid_file {
+            pidfile::remove_if_ours(pid_file, std::process::id());
         }
     }
+}
+
+/// The listening sockets: passed by the old arbiter of an upgrade, else bound from `--bind`.
+/// Also returns the unix socket files this arbiter owns (removed on exit).
+fn open_listeners(settings: &Settings) -> Result<(Vec<Listener>, Vec<PathBuf>)> {
+    let owned_files = |listeners: &[Listener]| {
+        listeners
+            .iter()
+            .filter_map(|l| match l {
+                Listener::Unix(_, path) => Some(path.clone()),
+                Listener::Tcp(_) => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    if let Some(listeners) = upgrade::inherited_listeners(false)? {
+        log_info!("upgrade: using the {} listening socket(s) of the old arbiter", listeners.len());
+        let files = owned_files(&listeners);
+        return Ok((listeners, files));
+    }
+    let listeners = binds::bind_all(&settings.binds, settings.backlog, false)?;
+    // fd:// sockets belong to whoever passed them: only unix sockets we bound are ours.
+    let files = settings
+        .binds
+        .iter()
+        .filter_map(|spec| match spec {
+            binds::BindSpec::Unix(path) => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    Ok((listeners, files))
 }
 
 /// A value in 0..=max, different per worker.

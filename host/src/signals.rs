@@ -93,3 +93,18 @@ pub fn wake_arbiter() {
         }
     }
 }
+
+/// True when this process is in the foreground process group of its controlling terminal: there
+/// the kernel sends WINCH whenever the window is resized, so WINCH cannot mean "stop workers".
+pub fn in_terminal_foreground() -> bool {
+    // SAFETY: open/tcgetpgrp/close on a descriptor we own; O_NOCTTY never acquires a terminal.
+    unsafe {
+        let fd = libc::open(c"/dev/tty".as_ptr(), libc::O_RDONLY | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let foreground = libc::tcgetpgrp(fd);
+        libc::close(fd);
+        foreground >= 0 && foreground == libc::getpgrp()
+    }
+}

@@ -7,3 +7,4 @@ mod faults;
 mod lifecycle;
 mod serving;
 mod startup;
+mod upgrade;
