@@ -134,7 +134,7 @@ impl Arbiter {
         log_info!("Starting rustcorn {}", env!("CARGO_PKG_VERSION"));
         let old_arbiter = upgrade::old_arbiter();
         let app = app::prepare(&settings.app, &settings.cache_dir)?;
-        let (listeners, socket_files) = open_listeners(&settings)?;
+        let (listeners, socket_files) = open_listeners(&settings, !args.bind.is_empty())?;
         for listener in &listeners {
             log_info!("Listening at: {listener} ({})", std::process::id());
         }
@@ -591,26 +591,14 @@ impl Arbiter {
     }
 }
 
-/// The listening sockets: passed by the old arbiter of an upgrade, else bound from `--bind`.
-/// Also returns the unix socket files this arbiter owns (removed on exit).
-fn open_listeners(settings: &Settings) -> Result<(Vec<Listener>, Vec<PathBuf>)> {
-    let owned_files = |listeners: &[Listener]| {
-        listeners
-            .iter()
-            .filter_map(|l| match l {
-                Listener::Unix(_, path) => Some(path.clone()),
-                Listener::Tcp(_) => None,
-            })
-            .collect::<Vec<_>>()
-    };
-    if let Some(listeners) = upgrade::inherited_listeners(false)? {
-        log_info!("upgrade: using the {} listening socket(s) of the old arbiter", listeners.len());
-        let files = owned_files(&listeners);
-        return Ok((listeners, files));
-    }
-    let listeners = binds::bind_all(&settings.binds, settings.backlog, false)?;
-    // fd:// sockets belong to whoever passed them: only unix sockets we bound are ours.
-    let files = settings
+/// The listening sockets: passed by the old arbiter of an upgrade, else by systemd socket
+/// activation, else bound (or adopted, for `fd://N`) from `--bind`. Also returns the unix socket
+/// files this arbiter owns (removed on exit).
+fn open_listeners(settings: &Settings, bind_given: bool) -> Result<(Vec<Listener>, Vec<PathBuf>)> {
+    // Ours are the unix sockets `--bind unix:PATH` names (bound by us, or by the arbiter we
+    // upgraded from with the same command line); fd:// and systemd sockets belong to whoever
+    // passed them.
+    let owned_files = settings
         .binds
         .iter()
         .filter_map(|spec| match spec {
@@ -618,7 +606,19 @@ fn open_listeners(settings: &Settings) -> Result<(Vec<Listener>, Vec<PathBuf>)> 
             _ => None,
         })
         .collect();
-    Ok((listeners, files))
+    if let Some(listeners) = upgrade::inherited_listeners(false)? {
+        log_info!("upgrade: using the {} listening socket(s) of the old arbiter", listeners.len());
+        return Ok((listeners, owned_files));
+    }
+    if let Some(listeners) = binds::systemd_listeners()? {
+        log_info!("using the {} listening socket(s) passed by systemd (LISTEN_FDS)", listeners.len());
+        if bind_given {
+            log_warning!("--bind is ignored: the sockets come from systemd socket activation");
+        }
+        return Ok((listeners, Vec::new()));
+    }
+    let listeners = binds::bind_all(&settings.binds, settings.backlog, false)?;
+    Ok((listeners, owned_files))
 }
 
 /// A value in 0..=max, different per worker.

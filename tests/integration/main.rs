@@ -3,6 +3,7 @@
 
 mod support;
 
+mod binds_ops;
 mod faults;
 mod lifecycle;
 mod serving;
