@@ -90,6 +90,8 @@ pub struct Arbiter {
     new_arbiter: Option<Pid>,
     /// In an arbiter started by USR2: the old arbiter, until it exits.
     old_arbiter: Option<Pid>,
+    /// A reload started and its generation is not serving yet (systemd gets READY=1 when it is).
+    reload_in_progress: bool,
     /// The pid file this arbiter wrote (`PIDFILE`, or `PIDFILE.2` while the old arbiter runs).
     pid_file: Option<PathBuf>,
     /// Unix socket files this arbiter owns and removes on exit (not inherited fd:// or systemd ones).
@@ -168,6 +170,7 @@ impl Arbiter {
             start_context,
             new_arbiter: None,
             old_arbiter,
+            reload_in_progress: false,
             pid_file,
             socket_files,
         })
@@ -215,7 +218,7 @@ impl Arbiter {
             Signal::SIGCHLD => {}
             Signal::SIGTERM => self.begin_shutdown(true),
             Signal::SIGINT | Signal::SIGQUIT => self.begin_shutdown(false),
-            Signal::SIGHUP if self.lifecycle != Lifecycle::Draining => self.reload(),
+            Signal::SIGHUP if self.lifecycle != Lifecycle::Draining => self.reload("Handling signal: hup"),
             Signal::SIGTTIN if self.lifecycle != Lifecycle::Draining => {
                 self.target_workers += 1;
                 log_info!("TTIN: now {} workers", self.target_workers);
@@ -244,6 +247,10 @@ impl Arbiter {
             log_info!("Quick shutdown requested while draining");
         } else {
             log_info!("Handling signal: {}", if graceful { "term" } else { "quick shutdown" });
+            // After a USR2 the new arbiter is the service now: our exit is not its stop.
+            if self.new_arbiter.is_none() {
+                sd_notify::stopping();
+            }
         }
         self.set_lifecycle(Lifecycle::Draining);
         // Stop accepting in the arbiter's copies too; workers close theirs as they drain.
@@ -268,12 +275,16 @@ impl Arbiter {
 
     /// HUP: re-resolve settings and re-prepare the app; start a new generation, retire the old
     /// one once the new one is ready. A bad new app or setting keeps the old generation serving.
-    fn reload(&mut self) {
-        log_info!("Handling signal: hup; reloading settings and the app");
+    fn reload(&mut self, why: &str) {
+        log_info!("{why}; reloading settings and the app");
+        // RELOADING=1 also names us the main pid: a HUP to the old arbiter of an upgrade is the
+        // first step of a rollback, and systemd must not lose the service when the new one stops.
+        sd_notify::reloading();
         let settings = match Settings::from_args(&self.args) {
             Ok(settings) => settings,
             Err(e) => {
                 log_error!("reload failed, still serving the previous generation: {e}");
+                sd_notify::ready("reload failed; serving the previous generation");
                 return;
             }
         };
@@ -281,9 +292,11 @@ impl Arbiter {
             Ok(app) => app,
             Err(e) => {
                 log_error!("reload failed, still serving the previous generation: {e:#}");
+                sd_notify::ready("reload failed; serving the previous generation");
                 return;
             }
         };
+        self.reload_in_progress = true;
         self.target_workers = settings.workers;
         self.settings = Arc::new(settings);
         self.app = app;
@@ -370,6 +383,8 @@ impl Arbiter {
             };
             if self.new_arbiter == Some(pid) {
                 self.new_arbiter = None;
+                // Rolled back (or the new arbiter failed): we are the service's main process again.
+                sd_notify::notify(&format!("MAINPID={}", std::process::id()));
                 match (code, signal) {
                     (Some(code), _) => log_warning!("upgrade: the new arbiter (pid {pid}) exited with code {code}"),
                     (_, Some(signal)) => log_warning!("upgrade: the new arbiter (pid {pid}) was stopped by {signal}"),
@@ -424,6 +439,9 @@ impl Arbiter {
                 }
             }
             self.generation -= 1;
+            if std::mem::take(&mut self.reload_in_progress) {
+                sd_notify::ready("reload failed; serving the previous generation");
+            }
             return;
         }
         log_critical!("Worker failed to boot.");
@@ -525,7 +543,12 @@ impl Arbiter {
             }
             if self.lifecycle == Lifecycle::Booting && self.target_workers > 0 {
                 self.set_lifecycle(Lifecycle::Running);
+                self.reload_in_progress = false;
                 self.announce_ready();
+            } else if self.reload_in_progress && self.target_workers > 0 {
+                self.reload_in_progress = false;
+                log_info!("reload: generation {} is serving", self.generation);
+                sd_notify::ready(&format!("reloaded; serving with {} workers", self.target_workers));
             }
         }
     }

@@ -32,10 +32,10 @@ pub fn ready(status: &str) {
     notify(&format!("READY=1\nMAINPID={}\nSTATUS={status}", std::process::id()));
 }
 
-/// `RELOADING=1` with the timestamp `Type=notify-reload` expects.
+/// `RELOADING=1` with the timestamp `Type=notify-reload` expects, and this process as main pid.
 pub fn reloading() {
     let usec = crate::heartbeat::monotonic_ms() * 1000;
-    notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading"));
+    notify(&format!("RELOADING=1\nMAINPID={}\nMONOTONIC_USEC={usec}\nSTATUS=reloading", std::process::id()));
 }
 
 pub fn stopping() {
