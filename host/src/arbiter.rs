@@ -231,6 +231,7 @@ impl Arbiter {
                     log_info!("TTOU ignored: already at {} worker(s)", self.target_workers);
                 }
             }
+            Signal::SIGUSR1 => self.reopen_logs(),
             Signal::SIGUSR2 if self.lifecycle != Lifecycle::Draining => self.upgrade(),
             Signal::SIGWINCH if self.lifecycle != Lifecycle::Draining => self.stop_all_workers(),
             other => log_info!("{other} ignored"),
@@ -304,6 +305,20 @@ impl Arbiter {
         self.quick_deaths = 0;
         self.next_spawn_at = Instant::now();
         log_info!("reload: starting generation {}", self.generation);
+    }
+
+    /// USR1: reopen the error log here and tell every worker to reopen its error and access logs.
+    fn reopen_logs(&mut self) {
+        log_info!("Handling signal: usr1; reopening the log files");
+        match crate::logging::reopen_error_log() {
+            Ok(()) => log_info!("reopened the error log"),
+            Err(e) => log_error!("cannot reopen the error log {:?}: {e}", self.settings.error_log),
+        }
+        for worker in &self.workers {
+            if worker.phase != WorkerPhase::Killed {
+                let _ = kill(worker.pid, Signal::SIGUSR1);
+            }
+        }
     }
 
     /// USR2: start a new arbiter from the same command line, handing it the listening sockets.

@@ -71,13 +71,17 @@ impl SignalPipe {
     }
 }
 
-/// In a freshly forked worker: restore default dispositions and forget the arbiter's pipe.
+/// In a freshly forked child: restore default dispositions and forget the arbiter's pipe. USR1
+/// (reopen logs) is ignored rather than fatal until the worker installs its own handler, so a
+/// logrotate during a worker's boot cannot kill it.
 pub fn reset_in_child() {
     ARBITER_WAKE_FD.store(WAKE_FD.swap(-1, Ordering::SeqCst), Ordering::SeqCst);
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     for signal in ARBITER_SIGNALS.iter().chain([Signal::SIGCHLD].iter()) {
-        // SAFETY: restoring the default disposition.
-        let _ = unsafe { sigaction(*signal, &default) };
+        let action = if *signal == Signal::SIGUSR1 { &ignore } else { &default };
+        // SAFETY: restoring the default disposition (or ignoring), no handler involved.
+        let _ = unsafe { sigaction(*signal, action) };
     }
     let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }

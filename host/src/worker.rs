@@ -1,6 +1,6 @@
 //! A worker process, after the fork: its own tokio runtime, wasmtime engine and epoch ticker;
 //! it maps the compiled app, accepts on the inherited listeners, beats its heartbeat from the
-//! event loop, drains on TERM and exits at once on INT/QUIT.
+//! event loop, reopens its log files on USR1, drains on TERM and exits at once on INT/QUIT.
 use crate::access_log::AccessLog;
 use crate::app::PreparedApp;
 use crate::binds::Listener;
@@ -86,9 +86,12 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<Arc<AppRuntime>> {
 
 async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::user_defined1()),
+    ) else {
         log_error!("worker cannot install its signal handlers");
         return EXIT_BOOT_ERROR;
     };
@@ -126,6 +129,7 @@ async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
                     crate::signals::wake_arbiter();
                 }
             }
+            _ = usr1.recv() => reopen_logs(&app),
             _ = term.recv() => break "TERM",
             _ = int.recv() => return exit_now("INT"),
             _ = quit.recv() => return exit_now("QUIT"),
@@ -140,6 +144,7 @@ async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
             tokio::select! {
                 _ = connections.wait() => return true,
                 _ = beat.tick() => spec.heartbeat.beat(),
+                _ = usr1.recv() => reopen_logs(&app),
                 _ = int.recv() => return false,
                 _ = quit.recv() => return false,
             }
@@ -151,6 +156,20 @@ async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
         Err(_) => log_warning!("worker exiting: in-flight requests still running after --graceful-timeout"),
     }
     0
+}
+
+/// USR1 from the arbiter: reopen the error log and the access log at their paths.
+fn reopen_logs(app: &AppRuntime) {
+    if let Err(e) = crate::logging::reopen_error_log() {
+        log_error!("worker cannot reopen the error log: {e}");
+    }
+    if let (Some(log), Some(target)) = (&app.access_log, &app.settings.access_log) {
+        if let Err(e) = log.sink.reopen(target) {
+            log_error!("worker cannot reopen the access log {target:?}: {e}");
+            return;
+        }
+    }
+    log_info!("worker reopened its log files");
 }
 
 fn exit_now(signal: &str) -> i32 {

@@ -6,6 +6,7 @@ mod support;
 mod binds_ops;
 mod faults;
 mod lifecycle;
+mod logs;
 mod ops_signals;
 mod serving;
 mod startup;
