@@ -69,6 +69,10 @@ pub struct AppRuntime {
     pub settings: Arc<Settings>,
     pub access_log: Option<Arc<AccessLog>>,
     next_request_id: AtomicU64,
+    /// `--max-requests` for this worker (with its jitter); 0 = never.
+    max_requests: u64,
+    /// Notified when the request that reaches `max_requests` arrives.
+    pub quota_reached: tokio::sync::Notify,
 }
 
 /// The connection a request arrived on.
@@ -90,7 +94,20 @@ enum GuestFailure {
 
 impl AppRuntime {
     pub fn new(pre: ProxyPre<GuestState>, settings: Arc<Settings>, access_log: Option<Arc<AccessLog>>) -> AppRuntime {
-        AppRuntime { pre, settings, access_log, next_request_id: AtomicU64::new(1) }
+        AppRuntime {
+            pre,
+            settings,
+            access_log,
+            next_request_id: AtomicU64::new(1),
+            max_requests: 0,
+            quota_reached: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Sets the request count after which `quota_reached` is notified.
+    pub fn with_max_requests(mut self, max_requests: u64) -> AppRuntime {
+        self.max_requests = max_requests;
+        self
     }
 
     /// Serves one request. Never fails: every outcome is a response.
@@ -104,6 +121,9 @@ impl AppRuntime {
         }
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         // Ids start at 1, so the id is also the number of requests this worker has taken.
+        if id == self.max_requests {
+            self.quota_reached.notify_one();
+        }
         let request_id = format!("{}-{id}", std::process::id());
         let summary = format!("{} {}", request.method(), request.uri().path());
 

@@ -81,7 +81,7 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<Arc<AppRuntime>> {
         })),
         None => None,
     };
-    Ok(Arc::new(AppRuntime::new(pre, settings.clone(), access_log)))
+    Ok(Arc::new(AppRuntime::new(pre, settings.clone(), access_log).with_max_requests(spec.max_requests)))
 }
 
 async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
@@ -122,12 +122,13 @@ async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
                 if nix::unistd::getppid() != spec.arbiter_pid {
                     break "its arbiter died";
                 }
-                if spec.max_requests > 0 && !retirement_requested && app.requests_served() >= spec.max_requests {
-                    retirement_requested = true;
-                    log_info!("worker served {} requests (--max-requests); asking for a replacement", app.requests_served());
-                    spec.heartbeat.report(WorkerReport::WantsRetirement);
-                    crate::signals::wake_arbiter();
-                }
+            }
+            // The replacement starts first; this worker serves on until the arbiter retires it.
+            _ = app.quota_reached.notified(), if spec.max_requests > 0 && !retirement_requested => {
+                retirement_requested = true;
+                log_info!("worker served {} requests (--max-requests); asking for a replacement", app.requests_served());
+                spec.heartbeat.report(WorkerReport::WantsRetirement);
+                crate::signals::wake_arbiter();
             }
             _ = usr1.recv() => reopen_logs(&app),
             _ = term.recv() => break "TERM",

@@ -51,3 +51,59 @@ fn sd_notify_ready_reloading_and_stopping() {
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
     assert!(server.wait_exit(WAIT).success());
 }
+
+#[test]
+fn winch_stops_all_workers_and_ttin_or_hup_brings_them_back() {
+    use std::io::{Read, Write};
+    let server = ServerCommand::new(&guest("hello")).args(["-w", "2"]).own_process_group().start();
+    let workers = server.worker_pids();
+    server.signal(libc::SIGWINCH);
+    server.log.wait_for(&["Handling signal: winch"], WAIT);
+    for pid in &workers {
+        server.log.wait_for(&[&format!("Worker exiting (pid: {pid})")], WAIT);
+    }
+    wait_until("no worker is left", WAIT, || server.worker_pids().is_empty());
+    assert!(process_alive(server.pid), "the arbiter stays");
+
+    // The socket stays open: a connection made now waits in the queue until a worker returns.
+    let mut waiting = std::net::TcpStream::connect(&server.addr).unwrap();
+    waiting.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    server.signal(libc::SIGTTIN);
+    server.log.wait_for(&["TTIN: now 1 workers"], WAIT);
+    let mut reply = String::new();
+    waiting.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert_eq!(server.worker_pids().len(), 1);
+
+    // WINCH again, then HUP restores the configured worker count (Gunicorn's way back).
+    server.signal(libc::SIGWINCH);
+    wait_until("no worker is left", WAIT, || server.worker_pids().is_empty());
+    server.signal(libc::SIGHUP);
+    server.log.wait_for(&["reload: generation 2 is serving"], WAIT);
+    assert_eq!(server.worker_pids().len(), 2);
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn max_requests_recycles_workers_with_no_failed_request() {
+    let server = Server::start(&guest("hello"), &["-w", "2", "--max-requests", "50", "--max-requests-jitter", "10"]);
+    let load = BackgroundLoad::start(&server.addr, "/", 4);
+    // Two workers at start, then at least four replacements.
+    server.log.wait_for_nth(&["Worker ready"], 6, WAIT);
+    let (ok, failures) = load.finish();
+    assert!(ok >= 200, "only {ok} requests");
+    assert!(failures.is_empty(), "{} failed requests while recycling: {failures:?}", failures.len());
+
+    // The replacement was serving before the recycled worker was told to stop.
+    let log = server.log.text();
+    let lines: Vec<&str> = log.lines().collect();
+    let asks = lines.iter().position(|l| l.contains("(--max-requests); asking for a replacement")).unwrap();
+    let recycled = number_after(lines[asks], "] [");
+    let retired = lines.iter().position(|l| l.contains(&format!("retiring worker {recycled} "))).unwrap();
+    assert!(
+        lines[asks..retired].iter().any(|l| l.contains("Worker ready")),
+        "a replacement became ready between the request for one and the retirement:\n{}",
+        lines[asks..=retired].join("\n")
+    );
+    wait_until("back to two workers", WAIT, || server.worker_pids().len() == 2);
+}
