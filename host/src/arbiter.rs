@@ -136,7 +136,7 @@ impl Arbiter {
         log_info!("Starting rustcorn {}", env!("CARGO_PKG_VERSION"));
         let old_arbiter = upgrade::old_arbiter();
         let app = app::prepare(&settings.app, &settings.cache_dir)?;
-        let (listeners, socket_files) = open_listeners(&settings, !args.bind.is_empty())?;
+        let (listeners, socket_files) = open_listeners(&settings, &args)?;
         for listener in &listeners {
             log_info!("Listening at: {listener} ({})", std::process::id());
         }
@@ -632,7 +632,8 @@ impl Arbiter {
 /// The listening sockets: passed by the old arbiter of an upgrade, else by systemd socket
 /// activation, else bound (or adopted, for `fd://N`) from `--bind`. Also returns the unix socket
 /// files this arbiter owns (removed on exit).
-fn open_listeners(settings: &Settings, bind_given: bool) -> Result<(Vec<Listener>, Vec<PathBuf>)> {
+fn open_listeners(settings: &Settings, args: &ServeArgs) -> Result<(Vec<Listener>, Vec<PathBuf>)> {
+    let reuse_port = args.ops.reuse_port;
     // Ours are the unix sockets `--bind unix:PATH` names (bound by us, or by the arbiter we
     // upgraded from with the same command line); fd:// and systemd sockets belong to whoever
     // passed them.
@@ -644,18 +645,21 @@ fn open_listeners(settings: &Settings, bind_given: bool) -> Result<(Vec<Listener
             _ => None,
         })
         .collect();
-    if let Some(listeners) = upgrade::inherited_listeners(false)? {
+    if let Some(listeners) = upgrade::inherited_listeners(reuse_port)? {
         log_info!("upgrade: using the {} listening socket(s) of the old arbiter", listeners.len());
         return Ok((listeners, owned_files));
     }
     if let Some(listeners) = binds::systemd_listeners()? {
         log_info!("using the {} listening socket(s) passed by systemd (LISTEN_FDS)", listeners.len());
-        if bind_given {
+        if !args.bind.is_empty() {
             log_warning!("--bind is ignored: the sockets come from systemd socket activation");
         }
         return Ok((listeners, Vec::new()));
     }
-    let listeners = binds::bind_all(&settings.binds, settings.backlog, false)?;
+    let listeners = binds::bind_all(&settings.binds, settings.backlog, reuse_port)?;
+    if reuse_port {
+        log_info!("--reuse-port: each worker listens on its own socket for the TCP binds");
+    }
     Ok((listeners, owned_files))
 }
 

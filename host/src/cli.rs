@@ -142,7 +142,19 @@ pub struct ServeArgs {
     pub cache_dir: Option<PathBuf>,
 
     #[command(flatten)]
+    pub ops: OpsArgs,
+
+    #[command(flatten)]
     pub gunicorn_only: GunicornOnlyFlags,
+}
+
+/// Operations flags (sockets, processes, development reload), read by the arbiter directly.
+#[derive(Args, Debug, Clone, Default)]
+pub struct OpsArgs {
+    /// Each worker listens on its own SO_REUSEPORT socket (TCP binds); the kernel spreads
+    /// connections across them.
+    #[arg(long = "reuse-port")]
+    pub reuse_port: bool,
 }
 
 /// Gunicorn flags that have no meaning for rustcorn. They are accepted so a Gunicorn command line

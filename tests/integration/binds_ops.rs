@@ -53,3 +53,62 @@ fn listen_fds_for_another_pid_are_ignored() {
     assert_eq!(server.log.count(&["passed by systemd"]), 0);
     assert_eq!(server.get("/").status, 200);
 }
+
+#[test]
+fn reuse_port_gives_each_worker_its_own_socket() {
+    let server = Server::start(
+        &guest("hello"),
+        &["-w", "2", "--reuse-port", "--access-logfile", "-", "--access-logformat", "%(p)s %(s)s %(U)s"],
+    );
+    server.log.wait_for(&["--reuse-port: each worker listens on its own socket"], WAIT);
+    // If the arbiter's reservation socket listened, connections hashed to it would hang here.
+    let (ok, failed) = load(&server.addr, "/rp", 8, 200);
+    assert_eq!((ok, failed), (200, 0));
+    wait_until("every request is logged", WAIT, || server.log.count(&[" 200 /rp"]) == 200);
+    let served_by: std::collections::HashSet<String> = server
+        .log
+        .text()
+        .lines()
+        .filter(|l| l.ends_with(" 200 /rp"))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(served_by.len(), 2, "the kernel spreads connections over both sockets: {served_by:?}");
+
+    // Each worker holds a listening socket of its own on the same port.
+    let port = server.addr.rsplit(':').next().unwrap();
+    let listening = |pid: u32| listening_inodes(pid, port);
+    let workers = server.worker_pids();
+    let (a, b) = (listening(workers[0]), listening(workers[1]));
+    assert!(!a.is_empty() && !b.is_empty() && a.is_disjoint(&b), "{a:?} {b:?}");
+    assert!(listening(server.pid).is_empty(), "the arbiter only reserves the port");
+
+    // A new generation binds its own sockets on the same reserved port.
+    server.signal(libc::SIGHUP);
+    server.log.wait_for(&["reload: generation 2 is serving"], WAIT);
+    let (ok, failed) = load(&server.addr, "/", 4, 40);
+    assert_eq!((ok, failed), (40, 0));
+}
+
+/// Socket inodes of `pid`'s open fds that are TCP sockets listening on `port` (from /proc).
+fn listening_inodes(pid: u32, port: &str) -> std::collections::HashSet<String> {
+    let port_hex = format!("{:04X}", port.parse::<u16>().unwrap());
+    let listening: std::collections::HashSet<String> = std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is IP:PORT in hex; state 0A is LISTEN; field 9 is the inode.
+            (fields[1].ends_with(&format!(":{port_hex}")) && fields[3] == "0A").then(|| fields[9].to_string())
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string)
+        })
+        .filter(|inode| listening.contains(inode))
+        .collect()
+}
