@@ -77,3 +77,28 @@ fn access_log_lines_from_several_workers_never_interleave() {
     }
     assert!(workers.len() >= 2, "several workers wrote to the file: {workers:?}");
 }
+
+#[test]
+fn json_access_log_has_one_object_per_line_with_every_atom() {
+    let server = Server::start(&guest("hello"), &["-w", "1", "--access-logfile", "-", "--access-logformat", "json"]);
+    let agent = r#"agent "quoted" \ back"#;
+    let reply = http(&server.addr, "GET", "/path?q=1", &[("User-Agent", agent)], b"").unwrap();
+    assert_eq!(reply.status, 200);
+    let line = server.log.wait_for(&["{\"h\":"], WAIT);
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let object = entry.as_object().unwrap();
+    for key in ["h", "l", "u", "t", "r", "m", "U", "q", "H", "s", "B", "b", "f", "a", "T", "M", "D", "L", "p"] {
+        assert!(object.contains_key(key), "{key} missing in {line}");
+    }
+    assert_eq!(entry["h"], "127.0.0.1");
+    assert_eq!(entry["r"], "GET /path?q=1 HTTP/1.1");
+    assert_eq!(entry["m"], "GET");
+    assert_eq!(entry["U"], "/path");
+    assert_eq!(entry["q"], "q=1");
+    assert_eq!(entry["s"], 200);
+    assert_eq!(entry["B"], 14);
+    assert_eq!(entry["b"], "14");
+    assert_eq!(entry["a"], agent);
+    assert!(entry["L"].is_f64() && entry["D"].is_u64(), "{line}");
+    assert_eq!(entry["p"], format!("<{}>", server.worker_pids()[0]));
+}
