@@ -7,6 +7,7 @@ use crate::binds::{self, Listener};
 use crate::cli::ServeArgs;
 use crate::config::Settings;
 use crate::heartbeat::{monotonic_ms, Heartbeat, WorkerReport};
+use crate::reload_watch::ReloadWatch;
 use crate::signals::SignalPipe;
 use crate::upgrade::{self, StartContext};
 use crate::worker::{self, WorkerSpec, EXIT_BOOT_ERROR};
@@ -94,6 +95,8 @@ pub struct Arbiter {
     reload_in_progress: bool,
     /// The pid file this arbiter wrote (`PIDFILE`, or `PIDFILE.2` while the old arbiter runs).
     pid_file: Option<PathBuf>,
+    /// `--reload`: the files whose change triggers a reload.
+    reload_watch: Option<ReloadWatch>,
     /// Unix socket files this arbiter owns and removes on exit (not inherited fd:// or systemd ones).
     socket_files: Vec<PathBuf>,
 }
@@ -152,6 +155,15 @@ impl Arbiter {
         if let Some(old) = old_arbiter {
             log_info!("upgrade: started by the arbiter with pid {old}; it keeps serving until it exits");
         }
+        let reload_watch = args.ops.reload.then(|| {
+            let files: Vec<PathBuf> =
+                std::iter::once(settings.app.clone()).chain(args.ops.reload_extra_file.iter().cloned()).collect();
+            ReloadWatch::new(files)
+        });
+        if let Some(watch) = &reload_watch {
+            let files: Vec<String> = watch.files().map(|f| f.display().to_string()).collect();
+            log_info!("--reload: watching {}", files.join(", "));
+        }
         let target_workers = settings.workers;
         Ok(Arbiter {
             args,
@@ -171,6 +183,7 @@ impl Arbiter {
             new_arbiter: None,
             old_arbiter,
             reload_in_progress: false,
+            reload_watch,
             pid_file,
             socket_files,
         })
@@ -181,6 +194,7 @@ impl Arbiter {
         loop {
             self.reap();
             self.check_old_arbiter();
+            self.check_reload_watch();
             self.check_workers();
             self.manage_workers();
             if self.lifecycle == Lifecycle::Stopped {
@@ -358,6 +372,15 @@ impl Arbiter {
                 self.retire(index, now);
             }
         }
+    }
+
+    /// `--reload`: a HUP-style reload when a watched file changed.
+    fn check_reload_watch(&mut self) {
+        if self.lifecycle == Lifecycle::Draining {
+            return;
+        }
+        let Some(changed) = self.reload_watch.as_mut().and_then(|watch| watch.poll(Instant::now())) else { return };
+        self.reload(&format!("reload: {} changed", changed.display()));
     }
 
     /// In the new arbiter of an upgrade: once the old arbiter has exited (we were reparented),

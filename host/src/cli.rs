@@ -155,6 +155,14 @@ pub struct OpsArgs {
     /// connections across them.
     #[arg(long = "reuse-port")]
     pub reuse_port: bool,
+
+    /// Development: reload (like HUP) when the app file changes; polled once a second.
+    #[arg(long = "reload")]
+    pub reload: bool,
+
+    /// With --reload: another file whose change triggers a reload. Repeatable.
+    #[arg(long = "reload-extra-file", value_name = "FILE", requires = "reload")]
+    pub reload_extra_file: Vec<PathBuf>,
 }
 
 /// Gunicorn flags that have no meaning for rustcorn. They are accepted so a Gunicorn command line

@@ -18,6 +18,7 @@ pub mod guest_output;
 pub mod heartbeat;
 pub mod logging;
 pub mod pidfile;
+pub mod reload_watch;
 pub mod request;
 pub mod response_body;
 pub mod sd_notify;

@@ -107,3 +107,31 @@ fn max_requests_recycles_workers_with_no_failed_request() {
     );
     wait_until("back to two workers", WAIT, || server.worker_pids().len() == 2);
 }
+
+#[test]
+fn reload_follows_changes_to_the_app_and_extra_files() {
+    let dir = scratch_dir("reload");
+    let app = dir.path().join("app.wasm");
+    let extra = dir.path().join("settings.txt");
+    std::fs::copy(guest("hello"), &app).unwrap();
+    std::fs::write(&extra, "one").unwrap();
+    let server = ServerCommand::new(&app)
+        .args(["-w", "1", "--reload", "--reload-extra-file"])
+        .arg(&extra)
+        .start();
+    assert_eq!(server.get("/ok").text(), "Hello, world!\n");
+
+    // Replace the app atomically, as an editor or a build tool would.
+    let staged = dir.path().join("app.wasm.new");
+    std::fs::copy(guest("faults"), &staged).unwrap();
+    std::fs::rename(&staged, &app).unwrap();
+    server.log.wait_for(&["reload:", "app.wasm changed"], WAIT);
+    server.log.wait_for(&["reload: generation 2 is serving"], WAIT);
+    assert_eq!(server.get("/ok").text(), "ok\n");
+
+    std::fs::write(&extra, "two, longer").unwrap();
+    server.log.wait_for(&["reload:", "settings.txt changed"], WAIT);
+    server.log.wait_for(&["reload: generation 3 is serving"], WAIT);
+    assert_eq!(server.get("/ok").text(), "ok\n");
+    assert_eq!(server.log.count(&["reload failed"]), 0, "{}", server.log.text());
+}
