@@ -11,7 +11,7 @@ use crate::reload_watch::ReloadWatch;
 use crate::signals::SignalPipe;
 use crate::upgrade::{self, StartContext};
 use crate::worker::{self, WorkerSpec, EXIT_BOOT_ERROR};
-use crate::{log_critical, log_error, log_info, log_warning, pidfile, sd_notify};
+use crate::{daemon, log_critical, log_error, log_info, log_warning, pidfile, privileges, sd_notify};
 use anyhow::{Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -95,6 +95,10 @@ pub struct Arbiter {
     reload_in_progress: bool,
     /// The pid file this arbiter wrote (`PIDFILE`, or `PIDFILE.2` while the old arbiter runs).
     pid_file: Option<PathBuf>,
+    /// `--daemon`: the pipe to the foreground process, until the readiness line is sent.
+    ready_pipe: Option<daemon::ReadyPipe>,
+    /// `--user`/`--group` for the workers.
+    credentials: Option<privileges::Credentials>,
     /// `--reload`: the files whose change triggers a reload.
     reload_watch: Option<ReloadWatch>,
     /// Unix socket files this arbiter owns and removes on exit (not inherited fd:// or systemd ones).
@@ -137,9 +141,20 @@ impl Arbiter {
     pub fn start(args: ServeArgs, settings: Settings) -> Result<Arbiter> {
         let start_context = StartContext::capture()?;
         log_info!("Starting rustcorn {}", env!("CARGO_PKG_VERSION"));
+        // An arbiter started by USR2 is detached already if its predecessor was.
+        let upgraded = std::env::var_os(upgrade::FD_ENV).is_some();
         let old_arbiter = upgrade::old_arbiter();
+        let credentials = privileges::resolve(args.ops.user.as_deref(), args.ops.group.as_deref())?;
         let app = app::prepare(&settings.app, &settings.cache_dir)?;
         let (listeners, socket_files) = open_listeners(&settings, &args)?;
+        let ready_pipe = if args.ops.daemon && !upgraded {
+            if settings.error_log == crate::logging::LogTarget::Stderr {
+                log_warning!("--daemon: the error log goes to /dev/null once detached; pass --error-logfile FILE to keep it");
+            }
+            Some(daemon::daemonize()?)
+        } else {
+            None
+        };
         for listener in &listeners {
             log_info!("Listening at: {listener} ({})", std::process::id());
         }
@@ -154,6 +169,12 @@ impl Arbiter {
         }
         if let Some(old) = old_arbiter {
             log_info!("upgrade: started by the arbiter with pid {old}; it keeps serving until it exits");
+        }
+        if args.ops.daemon {
+            daemon::detach_stdio()?;
+        }
+        if let Some(credentials) = credentials {
+            log_info!("workers run as {credentials}");
         }
         let reload_watch = args.ops.reload.then(|| {
             let files: Vec<PathBuf> =
@@ -184,6 +205,8 @@ impl Arbiter {
             old_arbiter,
             reload_in_progress: false,
             reload_watch,
+            ready_pipe,
+            credentials,
             pid_file,
             socket_files,
         })
@@ -591,14 +614,19 @@ impl Arbiter {
         }
     }
 
-    fn announce_ready(&self) {
+    fn announce_ready(&mut self) {
         let addresses: Vec<String> = self.listeners.iter().map(Listener::display_address).collect();
-        println!(
+        let line = format!(
             "rustcorn: listening on {} (pid {}, {} workers)",
             addresses.join(" "),
             std::process::id(),
             self.target_workers
         );
+        match self.ready_pipe.take() {
+            // --daemon: the foreground process prints it and exits.
+            Some(pipe) => pipe.send_ready(&line),
+            None => println!("{line}"),
+        }
         sd_notify::ready(&format!("serving with {} workers", self.target_workers));
     }
 
@@ -614,6 +642,8 @@ impl Arbiter {
         match unsafe { nix::unistd::fork() }.context("fork failed")? {
             nix::unistd::ForkResult::Child => {
                 crate::signals::reset_in_child();
+                // Only the arbiter may tell the foreground process it is ready.
+                drop(self.ready_pipe.take());
                 let code = worker::run(WorkerSpec {
                     settings: self.settings.clone(),
                     app: &self.app,
@@ -621,6 +651,7 @@ impl Arbiter {
                     heartbeat: heartbeat.view(),
                     arbiter_pid,
                     max_requests,
+                    credentials: self.credentials,
                 });
                 std::process::exit(code);
             }

@@ -163,6 +163,19 @@ pub struct OpsArgs {
     /// With --reload: another file whose change triggers a reload. Repeatable.
     #[arg(long = "reload-extra-file", value_name = "FILE", requires = "reload")]
     pub reload_extra_file: Vec<PathBuf>,
+
+    /// Detach from the terminal once the app is compiled and the sockets are bound; the command
+    /// returns when the daemon is ready. Stdio goes to /dev/null: log to files.
+    #[arg(short = 'D', long = "daemon")]
+    pub daemon: bool,
+
+    /// Workers run as this user (name or uid); the arbiter keeps its own identity.
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Workers run with this group (name or gid). [default: the --user's primary group]
+    #[arg(short = 'g', long = "group", value_name = "GROUP")]
+    pub group: Option<String>,
 }
 
 /// Gunicorn flags that have no meaning for rustcorn. They are accepted so a Gunicorn command line

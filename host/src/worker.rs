@@ -34,6 +34,8 @@ pub struct WorkerSpec<'a> {
     pub arbiter_pid: nix::unistd::Pid,
     /// Requests after which this worker asks to be recycled; 0 = never.
     pub max_requests: u64,
+    /// `--user`/`--group`: who the worker becomes once it has opened what it needs.
+    pub credentials: Option<crate::privileges::Credentials>,
 }
 
 /// Runs a worker to completion and returns its exit status.
@@ -99,7 +101,6 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<WorkerListener>)>
         .with_context(|| format!("cannot load {}", spec.app.compiled.display()))?;
     let linker = engine::linker(&engine)?;
     let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
-    crate::deadline::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
     let access_log = match &settings.access_log {
         Some(target) => Some(Arc::new(AccessLog {
             format: settings.access_log_format.clone(),
@@ -107,6 +108,12 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<WorkerListener>)>
         })),
         None => None,
     };
+    // Sockets, the compiled app and the logs are open: drop privileges before any thread starts
+    // and before the first request.
+    if let Some(credentials) = spec.credentials {
+        crate::privileges::drop_to(credentials).with_context(|| format!("cannot switch to {credentials}"))?;
+    }
+    crate::deadline::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
     let app = AppRuntime::new(pre, settings.clone(), access_log).with_max_requests(spec.max_requests);
     Ok((Arc::new(app), listeners))
 }

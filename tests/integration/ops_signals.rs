@@ -135,3 +135,83 @@ fn reload_follows_changes_to_the_app_and_extra_files() {
     assert_eq!(server.get("/ok").text(), "ok\n");
     assert_eq!(server.log.count(&["reload failed"]), 0, "{}", server.log.text());
 }
+
+#[test]
+fn daemon_detaches_after_startup_and_stops_on_term() {
+    use std::io::Read;
+    let dir = scratch_dir("daemon");
+    let pid_file = dir.path().join("rustcorn.pid");
+    let error_log = dir.path().join("error.log");
+    let mut foreground = std::process::Command::new(rustcorn_bin())
+        .arg("serve")
+        .arg(guest("hello"))
+        .args(["-D", "-w", "1", "-b", "127.0.0.1:0", "--cache-dir"])
+        .arg(cache_dir())
+        .arg("-p")
+        .arg(&pid_file)
+        .arg("--error-logfile")
+        .arg(&error_log)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_with_timeout(&mut foreground, WAIT).expect("the command returns once the daemon is ready");
+    let mut stdout = String::new();
+    foreground.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    assert!(status.success(), "{status}: {stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("rustcorn: listening on ")).expect("the readiness line");
+    let daemon = number_after(line, "(pid ");
+    let _guard = ProcessGuard(daemon);
+    assert_ne!(daemon, foreground.id());
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), daemon.to_string(), "the pid file names the daemon");
+
+    // Detached: a session of its own, which it does not lead (so it can never get a terminal).
+    let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let session: u32 = fields[3].parse().unwrap();
+    assert_ne!(session, daemon, "not a session leader");
+    assert_ne!(session, unsafe { libc::getsid(0) } as u32, "not in the test's session");
+    assert_eq!(std::fs::read_link(format!("/proc/{daemon}/fd/1")).unwrap(), std::path::Path::new("/dev/null"));
+
+    let addr = line.trim_start_matches("rustcorn: listening on http://").split(' ').next().unwrap();
+    assert_eq!(http(addr, "GET", "/", &[], b"").unwrap().text(), "Hello, world!\n");
+
+    send_signal(daemon, libc::SIGTERM);
+    wait_until("the daemon exits", WAIT, || !process_alive(daemon));
+    assert!(!pid_file.exists(), "the daemon removes its pid file");
+    assert!(std::fs::read_to_string(&error_log).unwrap().contains("Shutting down: Master"));
+}
+
+#[test]
+fn workers_drop_to_user_and_group_while_the_arbiter_keeps_root() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let status_of = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |status: &str, name: &str| {
+        status.lines().find(|l| l.starts_with(name)).map(|l| l[name.len()..].split_whitespace().collect::<Vec<_>>().join(" ")).unwrap()
+    };
+    let server = Server::start(&guest("hello"), &["-w", "1", "-u", "nobody", "-g", "nogroup"]);
+    server.log.wait_for(&["workers run as user nobody (uid 65534), group nogroup (gid 65534)"], WAIT);
+    let worker = status_of(server.worker_pids()[0]);
+    assert_eq!(field(&worker, "Uid:"), "65534 65534 65534 65534");
+    assert_eq!(field(&worker, "Gid:"), "65534 65534 65534 65534");
+    assert_eq!(field(&worker, "Groups:"), "65534");
+    assert_eq!(field(&status_of(server.pid), "Uid:"), "0 0 0 0", "the arbiter keeps root");
+    assert_eq!(server.get("/").status, 200);
+
+    // A reload still works: the arbiter compiles as root, new workers drop privileges again.
+    server.signal(libc::SIGHUP);
+    server.log.wait_for(&["reload: generation 2 is serving"], WAIT);
+    assert_eq!(field(&status_of(server.worker_pids()[0]), "Uid:"), "65534 65534 65534 65534");
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn switching_to_an_unknown_user_fails_at_startup() {
+    let (status, _, stderr) = ServerCommand::new(&guest("hello")).args(["-u", "no-such-user-here"]).run_to_exit();
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("rustcorn: error: --user no-such-user-here: no such user"), "{stderr}");
+}
