@@ -120,6 +120,7 @@ fn reload_follows_changes_to_the_app_and_extra_files() {
         .arg(&extra)
         .start();
     assert_eq!(server.get("/ok").text(), "Hello, world!\n");
+    let first = server.worker_pids();
 
     // Replace the app atomically, as an editor or a build tool would.
     let staged = dir.path().join("app.wasm.new");
@@ -127,11 +128,15 @@ fn reload_follows_changes_to_the_app_and_extra_files() {
     std::fs::rename(&staged, &app).unwrap();
     server.log.wait_for(&["reload:", "app.wasm changed"], WAIT);
     server.log.wait_for(&["reload: generation 2 is serving"], WAIT);
+    // The old worker may take a request or two until it has seen its TERM.
+    server.log.wait_for(&[&format!("Worker exiting (pid: {})", first[0])], WAIT);
     assert_eq!(server.get("/ok").text(), "ok\n");
+    let second = server.worker_pids();
 
     std::fs::write(&extra, "two, longer").unwrap();
     server.log.wait_for(&["reload:", "settings.txt changed"], WAIT);
     server.log.wait_for(&["reload: generation 3 is serving"], WAIT);
+    server.log.wait_for(&[&format!("Worker exiting (pid: {})", second[0])], WAIT);
     assert_eq!(server.get("/ok").text(), "ok\n");
     assert_eq!(server.log.count(&["reload failed"]), 0, "{}", server.log.text());
 }
@@ -203,8 +208,10 @@ fn workers_drop_to_user_and_group_while_the_arbiter_keeps_root() {
     assert_eq!(server.get("/").status, 200);
 
     // A reload still works: the arbiter compiles as root, new workers drop privileges again.
+    let old_worker = server.worker_pids()[0];
     server.signal(libc::SIGHUP);
     server.log.wait_for(&["reload: generation 2 is serving"], WAIT);
+    server.log.wait_for(&[&format!("Worker exiting (pid: {old_worker})")], WAIT);
     assert_eq!(field(&status_of(server.worker_pids()[0]), "Uid:"), "65534 65534 65534 65534");
     assert_eq!(server.get("/").status, 200);
 }
