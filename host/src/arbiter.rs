@@ -136,8 +136,9 @@ pub fn serve_command(args: ServeArgs) -> i32 {
 }
 
 impl Arbiter {
-    /// Validates the app, binds, installs signal handlers and writes the pid file. Nothing has
-    /// been forked (except the compiler child, already reaped) when this returns an error.
+    /// Validates the app, binds (or adopts inherited sockets), detaches with `--daemon`, installs
+    /// signal handlers and writes the pid file. Nothing has been forked (except the compiler
+    /// child, already reaped, and with `--daemon` the daemon itself) when this returns an error.
     pub fn start(args: ServeArgs, settings: Settings) -> Result<Arbiter> {
         let start_context = StartContext::capture()?;
         log_info!("Starting rustcorn {}", env!("CARGO_PKG_VERSION"));
