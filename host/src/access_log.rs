@@ -1,5 +1,6 @@
 //! The access log: Gunicorn's `%(atom)s` format language, parsed once at startup and rendered
-//! once per request when its response has been sent (or abandoned).
+//! once per request when its response has been sent (or abandoned). `--access-logformat json`
+//! writes one JSON object per line instead, keyed by atom name.
 use crate::logging::LogSink;
 use http::HeaderMap;
 use std::sync::Arc;
@@ -43,10 +44,41 @@ enum Atom {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccessLogFormat {
     pieces: Vec<Piece>,
+    /// `json`: one object per line with every atom (`pieces` is empty).
+    json: bool,
 }
+
+/// The `--access-logformat` value that selects JSON lines.
+pub const JSON_FORMAT: &str = "json";
+
+/// The atoms of a JSON line, in Gunicorn's documentation order; the numeric ones are numbers.
+const JSON_ATOMS: [(&str, Atom, bool); 19] = [
+    ("h", Atom::RemoteAddr, false),
+    ("l", Atom::Dash, false),
+    ("u", Atom::User, false),
+    ("t", Atom::Time, false),
+    ("r", Atom::RequestLine, false),
+    ("m", Atom::Method, false),
+    ("U", Atom::Path, false),
+    ("q", Atom::Query, false),
+    ("H", Atom::Protocol, false),
+    ("s", Atom::Status, true),
+    ("B", Atom::Bytes, true),
+    ("b", Atom::BytesOrDash, false),
+    ("f", Atom::Referer, false),
+    ("a", Atom::UserAgent, false),
+    ("T", Atom::Seconds, true),
+    ("M", Atom::Millis, true),
+    ("D", Atom::Micros, true),
+    ("L", Atom::DecimalSeconds, true),
+    ("p", Atom::Pid, false),
+];
 
 impl AccessLogFormat {
     pub fn parse(format: &str) -> Result<AccessLogFormat, String> {
+        if format.trim() == JSON_FORMAT {
+            return Ok(AccessLogFormat { pieces: Vec::new(), json: true });
+        }
         let mut pieces = Vec::new();
         let mut literal = String::new();
         let mut rest = format;
@@ -65,7 +97,7 @@ impl AccessLogFormat {
         if !literal.is_empty() {
             pieces.push(Piece::Literal(literal));
         }
-        Ok(AccessLogFormat { pieces })
+        Ok(AccessLogFormat { pieces, json: false })
     }
 
     fn atom(name: &str) -> Result<Atom, String> {
@@ -148,6 +180,9 @@ impl AccessRecord {
     }
 
     fn render(&self, elapsed: Duration) -> String {
+        if self.log.format.json {
+            return self.render_json(elapsed);
+        }
         let mut line = String::with_capacity(160);
         for piece in &self.log.format.pieces {
             match piece {
@@ -156,6 +191,31 @@ impl AccessRecord {
             }
         }
         line.push('\n');
+        line
+    }
+
+    /// `{"h":"127.0.0.1","l":"-",...,"s":200,...}`: each atom rendered as in a text format, as
+    /// a JSON string, or a JSON number for the numeric ones.
+    fn render_json(&self, elapsed: Duration) -> String {
+        let mut line = String::with_capacity(320);
+        let mut value = String::with_capacity(64);
+        line.push('{');
+        for (i, (key, atom, numeric)) in JSON_ATOMS.iter().enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            line.push('"');
+            line.push_str(key);
+            line.push_str("\":");
+            value.clear();
+            self.render_atom(atom, elapsed, &mut value);
+            if *numeric {
+                line.push_str(&value);
+            } else {
+                push_json_string(&mut line, &value);
+            }
+        }
+        line.push_str("}\n");
         line
     }
 
@@ -213,6 +273,26 @@ impl Drop for AccessRecord {
     }
 }
 
+/// Appends `text` as a JSON string literal.
+fn push_json_string(out: &mut String, text: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 fn protocol(version: http::Version) -> &'static str {
     match version {
         http::Version::HTTP_09 => "HTTP/0.9",
@@ -263,6 +343,14 @@ mod tests {
     fn unknown_atoms_are_rejected_with_the_list_of_known_ones() {
         let err = AccessLogFormat::parse("%(zz)s").unwrap_err();
         assert!(err.contains("unknown atom %(zz)s"), "{err}");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = String::new();
+        push_json_string(&mut out, "a\"b\\c\nd\u{1}");
+        assert_eq!(out, r#""a\"b\\c\nd\u0001""#);
+        assert!(AccessLogFormat::parse("json").unwrap().json);
     }
 
     #[test]

@@ -1,19 +1,22 @@
 //! The arbiter: resolves settings, validates and compiles the app (in a child), binds, forks and
 //! supervises workers (respawn with backoff, heartbeat watchdog, max-requests recycling), and
-//! handles Gunicorn's signals. Single-threaded, with no tokio runtime and no wasmtime state, so
-//! every fork is safe.
+//! handles Gunicorn's signals (including the USR2 upgrade dance). Single-threaded, with no tokio
+//! runtime and no wasmtime state, so every fork is safe.
 use crate::app::{self, PreparedApp};
 use crate::binds::{self, Listener};
 use crate::cli::ServeArgs;
 use crate::config::Settings;
 use crate::heartbeat::{monotonic_ms, Heartbeat, WorkerReport};
+use crate::reload_watch::ReloadWatch;
 use crate::signals::SignalPipe;
+use crate::upgrade::{self, StartContext};
 use crate::worker::{self, WorkerSpec, EXIT_BOOT_ERROR};
-use crate::{log_critical, log_error, log_info, log_warning};
+use crate::{daemon, log_critical, log_error, log_info, log_warning, pidfile, privileges, sd_notify};
 use anyhow::{Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,6 +85,24 @@ pub struct Arbiter {
     quick_deaths: u32,
     next_spawn_at: Instant,
     exit_code: i32,
+    /// The command line and directory to re-execute on USR2.
+    start_context: StartContext,
+    /// After USR2: the new arbiter (our child) while it runs.
+    new_arbiter: Option<Pid>,
+    /// In an arbiter started by USR2: the old arbiter, until it exits.
+    old_arbiter: Option<Pid>,
+    /// A reload started and its generation is not serving yet (systemd gets READY=1 when it is).
+    reload_in_progress: bool,
+    /// The pid file this arbiter wrote (`PIDFILE`, or `PIDFILE.2` while the old arbiter runs).
+    pid_file: Option<PathBuf>,
+    /// `--daemon`: the pipe to the foreground process, until the readiness line is sent.
+    ready_pipe: Option<daemon::ReadyPipe>,
+    /// `--user`/`--group` for the workers.
+    credentials: Option<privileges::Credentials>,
+    /// `--reload`: the files whose change triggers a reload.
+    reload_watch: Option<ReloadWatch>,
+    /// Unix socket files this arbiter owns and removes on exit (not inherited fd:// or systemd ones).
+    socket_files: Vec<PathBuf>,
 }
 
 /// `rustcorn serve`: returns the process exit status.
@@ -115,19 +136,55 @@ pub fn serve_command(args: ServeArgs) -> i32 {
 }
 
 impl Arbiter {
-    /// Validates the app, binds, installs signal handlers and writes the pid file. Nothing has
-    /// been forked (except the compiler child, already reaped) when this returns an error.
+    /// Validates the app, binds (or adopts inherited sockets), detaches with `--daemon`, installs
+    /// signal handlers and writes the pid file. Nothing has been forked (except the compiler
+    /// child, already reaped, and with `--daemon` the daemon itself) when this returns an error.
     pub fn start(args: ServeArgs, settings: Settings) -> Result<Arbiter> {
+        let start_context = StartContext::capture()?;
         log_info!("Starting rustcorn {}", env!("CARGO_PKG_VERSION"));
+        // An arbiter started by USR2 is detached already if its predecessor was.
+        let upgraded = std::env::var_os(upgrade::FD_ENV).is_some();
+        let old_arbiter = upgrade::old_arbiter();
+        let credentials = privileges::resolve(args.ops.user.as_deref(), args.ops.group.as_deref())?;
         let app = app::prepare(&settings.app, &settings.cache_dir)?;
-        let listeners = binds::bind_all(&settings.binds, settings.backlog)?;
+        let (listeners, socket_files) = open_listeners(&settings, &args)?;
+        let ready_pipe = if args.ops.daemon && !upgraded {
+            if settings.error_log == crate::logging::LogTarget::Stderr {
+                log_warning!("--daemon: the error log goes to /dev/null once detached; pass --error-logfile FILE to keep it");
+            }
+            Some(daemon::daemonize()?)
+        } else {
+            None
+        };
         for listener in &listeners {
             log_info!("Listening at: {listener} ({})", std::process::id());
         }
         let signals = SignalPipe::install()?;
-        if let Some(pid_file) = &settings.pid_file {
-            std::fs::write(pid_file, format!("{}\n", std::process::id()))
-                .with_context(|| format!("--pid {}: cannot write the pid file", pid_file.display()))?;
+        let pid_file = match &settings.pid_file {
+            // The old arbiter still owns PIDFILE; ours is PIDFILE.2 until it exits.
+            Some(path) if old_arbiter.is_some() => Some(pidfile::upgrade_path(path)),
+            other => other.clone(),
+        };
+        if let Some(path) = &pid_file {
+            pidfile::write(path, std::process::id())?;
+        }
+        if let Some(old) = old_arbiter {
+            log_info!("upgrade: started by the arbiter with pid {old}; it keeps serving until it exits");
+        }
+        if args.ops.daemon {
+            daemon::detach_stdio()?;
+        }
+        if let Some(credentials) = credentials {
+            log_info!("workers run as {credentials}");
+        }
+        let reload_watch = args.ops.reload.then(|| {
+            let files: Vec<PathBuf> =
+                std::iter::once(settings.app.clone()).chain(args.ops.reload_extra_file.iter().cloned()).collect();
+            ReloadWatch::new(files)
+        });
+        if let Some(watch) = &reload_watch {
+            let files: Vec<String> = watch.files().map(|f| f.display().to_string()).collect();
+            log_info!("--reload: watching {}", files.join(", "));
         }
         let target_workers = settings.workers;
         Ok(Arbiter {
@@ -144,6 +201,15 @@ impl Arbiter {
             quick_deaths: 0,
             next_spawn_at: Instant::now(),
             exit_code: 0,
+            start_context,
+            new_arbiter: None,
+            old_arbiter,
+            reload_in_progress: false,
+            reload_watch,
+            ready_pipe,
+            credentials,
+            pid_file,
+            socket_files,
         })
     }
 
@@ -151,6 +217,8 @@ impl Arbiter {
     pub fn run(mut self) -> i32 {
         loop {
             self.reap();
+            self.check_old_arbiter();
+            self.check_reload_watch();
             self.check_workers();
             self.manage_workers();
             if self.lifecycle == Lifecycle::Stopped {
@@ -188,7 +256,7 @@ impl Arbiter {
             Signal::SIGCHLD => {}
             Signal::SIGTERM => self.begin_shutdown(true),
             Signal::SIGINT | Signal::SIGQUIT => self.begin_shutdown(false),
-            Signal::SIGHUP if self.lifecycle != Lifecycle::Draining => self.reload(),
+            Signal::SIGHUP if self.lifecycle != Lifecycle::Draining => self.reload("Handling signal: hup"),
             Signal::SIGTTIN if self.lifecycle != Lifecycle::Draining => {
                 self.target_workers += 1;
                 log_info!("TTIN: now {} workers", self.target_workers);
@@ -198,9 +266,12 @@ impl Arbiter {
                     self.target_workers -= 1;
                     log_info!("TTOU: now {} workers", self.target_workers);
                 } else {
-                    log_info!("TTOU ignored: already at 1 worker");
+                    log_info!("TTOU ignored: already at {} worker(s)", self.target_workers);
                 }
             }
+            Signal::SIGUSR1 => self.reopen_logs(),
+            Signal::SIGUSR2 if self.lifecycle != Lifecycle::Draining => self.upgrade(),
+            Signal::SIGWINCH if self.lifecycle != Lifecycle::Draining => self.stop_all_workers(),
             other => log_info!("{other} ignored"),
         }
     }
@@ -215,6 +286,10 @@ impl Arbiter {
             log_info!("Quick shutdown requested while draining");
         } else {
             log_info!("Handling signal: {}", if graceful { "term" } else { "quick shutdown" });
+            // After a USR2 the new arbiter is the service now: our exit is not its stop.
+            if self.new_arbiter.is_none() {
+                sd_notify::stopping();
+            }
         }
         self.set_lifecycle(Lifecycle::Draining);
         // Stop accepting in the arbiter's copies too; workers close theirs as they drain.
@@ -239,12 +314,16 @@ impl Arbiter {
 
     /// HUP: re-resolve settings and re-prepare the app; start a new generation, retire the old
     /// one once the new one is ready. A bad new app or setting keeps the old generation serving.
-    fn reload(&mut self) {
-        log_info!("Handling signal: hup; reloading settings and the app");
+    fn reload(&mut self, why: &str) {
+        log_info!("{why}; reloading settings and the app");
+        // RELOADING=1 also names us the main pid: a HUP to the old arbiter of an upgrade is the
+        // first step of a rollback, and systemd must not lose the service when the new one stops.
+        sd_notify::reloading();
         let settings = match Settings::from_args(&self.args) {
             Ok(settings) => settings,
             Err(e) => {
                 log_error!("reload failed, still serving the previous generation: {e}");
+                sd_notify::ready("reload failed; serving the previous generation");
                 return;
             }
         };
@@ -252,9 +331,11 @@ impl Arbiter {
             Ok(app) => app,
             Err(e) => {
                 log_error!("reload failed, still serving the previous generation: {e:#}");
+                sd_notify::ready("reload failed; serving the previous generation");
                 return;
             }
         };
+        self.reload_in_progress = true;
         self.target_workers = settings.workers;
         self.settings = Arc::new(settings);
         self.app = app;
@@ -262,6 +343,85 @@ impl Arbiter {
         self.quick_deaths = 0;
         self.next_spawn_at = Instant::now();
         log_info!("reload: starting generation {}", self.generation);
+    }
+
+    /// USR1: reopen the error log here and tell every worker to reopen its error and access logs.
+    fn reopen_logs(&mut self) {
+        log_info!("Handling signal: usr1; reopening the log files");
+        match crate::logging::reopen_error_log() {
+            Ok(()) => log_info!("reopened the error log"),
+            Err(e) => log_error!("cannot reopen the error log {:?}: {e}", self.settings.error_log),
+        }
+        for worker in &self.workers {
+            if worker.phase != WorkerPhase::Killed {
+                let _ = kill(worker.pid, Signal::SIGUSR1);
+            }
+        }
+    }
+
+    /// USR2: start a new arbiter from the same command line, handing it the listening sockets.
+    /// Both serve until the old one is told to stop (WINCH, then TERM) or the new one is (rollback:
+    /// HUP the old one, TERM the new one).
+    fn upgrade(&mut self) {
+        if let Some(pid) = self.new_arbiter {
+            log_warning!("USR2 ignored: the new arbiter (pid {pid}) from the last USR2 is still running");
+            return;
+        }
+        if let Some(pid) = self.old_arbiter {
+            log_warning!("USR2 ignored: the old arbiter (pid {pid}) is still running; stop it first");
+            return;
+        }
+        log_info!("Handling signal: usr2; starting a new arbiter with the same command line");
+        match upgrade::reexec(&self.start_context, &self.listeners) {
+            Ok(pid) => {
+                self.new_arbiter = Some(pid);
+                log_info!("upgrade: new arbiter pid {pid}");
+            }
+            Err(e) => log_error!("upgrade failed, still serving: {e:#}"),
+        }
+    }
+
+    /// WINCH: stop every worker but keep the arbiter (and its sockets); HUP or TTIN starts
+    /// workers again. Ignored in the foreground of a terminal, where WINCH means "resized".
+    fn stop_all_workers(&mut self) {
+        if crate::signals::in_terminal_foreground() {
+            log_info!("WINCH ignored: running in the foreground of a terminal (a window resize sends WINCH)");
+            return;
+        }
+        log_info!("Handling signal: winch; stopping all workers (the arbiter stays; HUP or TTIN starts them again)");
+        self.target_workers = 0;
+        let now = Instant::now();
+        for index in 0..self.workers.len() {
+            if matches!(self.workers[index].phase, WorkerPhase::Booting | WorkerPhase::Serving) {
+                self.retire(index, now);
+            }
+        }
+    }
+
+    /// `--reload`: a HUP-style reload when a watched file changed.
+    fn check_reload_watch(&mut self) {
+        if self.lifecycle == Lifecycle::Draining {
+            return;
+        }
+        let Some(changed) = self.reload_watch.as_mut().and_then(|watch| watch.poll(Instant::now())) else { return };
+        self.reload(&format!("reload: {} changed", changed.display()));
+    }
+
+    /// In the new arbiter of an upgrade: once the old arbiter has exited (we were reparented),
+    /// take over its pid file.
+    fn check_old_arbiter(&mut self) {
+        let Some(old) = self.old_arbiter else { return };
+        if nix::unistd::getppid() == old {
+            return;
+        }
+        self.old_arbiter = None;
+        log_info!("upgrade: the old arbiter (pid {old}) has exited; this arbiter is now the only one");
+        if let (Some(current), Some(wanted)) = (&self.pid_file, &self.settings.pid_file) {
+            match std::fs::rename(current, wanted) {
+                Ok(()) => self.pid_file = Some(wanted.clone()),
+                Err(e) => log_error!("cannot rename {} to {}: {e}", current.display(), wanted.display()),
+            }
+        }
     }
 
     /// Sends TERM: the worker stops accepting and finishes its in-flight requests.
@@ -283,6 +443,17 @@ impl Arbiter {
                 WaitStatus::Signaled(pid, signal, _) => (pid, None, Some(signal)),
                 _ => continue,
             };
+            if self.new_arbiter == Some(pid) {
+                self.new_arbiter = None;
+                // Rolled back (or the new arbiter failed): we are the service's main process again.
+                sd_notify::notify(&format!("MAINPID={}", std::process::id()));
+                match (code, signal) {
+                    (Some(code), _) => log_warning!("upgrade: the new arbiter (pid {pid}) exited with code {code}"),
+                    (_, Some(signal)) => log_warning!("upgrade: the new arbiter (pid {pid}) was stopped by {signal}"),
+                    _ => {}
+                }
+                continue;
+            }
             let Some(index) = self.workers.iter().position(|w| w.pid == pid) else { continue };
             let worker = self.workers.swap_remove(index);
             let expected = matches!(worker.phase, WorkerPhase::Retiring(_) | WorkerPhase::Stopping(_) | WorkerPhase::Killed);
@@ -330,6 +501,9 @@ impl Arbiter {
                 }
             }
             self.generation -= 1;
+            if std::mem::take(&mut self.reload_in_progress) {
+                sd_notify::ready("reload failed; serving the previous generation");
+            }
             return;
         }
         log_critical!("Worker failed to boot.");
@@ -429,21 +603,32 @@ impl Arbiter {
                     self.retire(index, now);
                 }
             }
-            if self.lifecycle == Lifecycle::Booting {
+            if self.lifecycle == Lifecycle::Booting && self.target_workers > 0 {
                 self.set_lifecycle(Lifecycle::Running);
+                self.reload_in_progress = false;
                 self.announce_ready();
+            } else if self.reload_in_progress && self.target_workers > 0 {
+                self.reload_in_progress = false;
+                log_info!("reload: generation {} is serving", self.generation);
+                sd_notify::ready(&format!("reloaded; serving with {} workers", self.target_workers));
             }
         }
     }
 
-    fn announce_ready(&self) {
+    fn announce_ready(&mut self) {
         let addresses: Vec<String> = self.listeners.iter().map(Listener::display_address).collect();
-        println!(
+        let line = format!(
             "rustcorn: listening on {} (pid {}, {} workers)",
             addresses.join(" "),
             std::process::id(),
             self.target_workers
         );
+        match self.ready_pipe.take() {
+            // --daemon: the foreground process prints it and exits.
+            Some(pipe) => pipe.send_ready(&line),
+            None => println!("{line}"),
+        }
+        sd_notify::ready(&format!("serving with {} workers", self.target_workers));
     }
 
     fn spawn_worker(&mut self) -> Result<()> {
@@ -458,6 +643,8 @@ impl Arbiter {
         match unsafe { nix::unistd::fork() }.context("fork failed")? {
             nix::unistd::ForkResult::Child => {
                 crate::signals::reset_in_child();
+                // Only the arbiter may tell the foreground process it is ready.
+                drop(self.ready_pipe.take());
                 let code = worker::run(WorkerSpec {
                     settings: self.settings.clone(),
                     app: &self.app,
@@ -465,6 +652,7 @@ impl Arbiter {
                     heartbeat: heartbeat.view(),
                     arbiter_pid,
                     max_requests,
+                    credentials: self.credentials,
                 });
                 std::process::exit(code);
             }
@@ -484,15 +672,50 @@ impl Arbiter {
     }
 
     fn cleanup(&mut self) {
-        for spec in &self.settings.binds {
-            if let crate::binds::BindSpec::Unix(path) = spec {
+        // Another arbiter of an upgrade still serves on our unix sockets: leave their files.
+        if self.new_arbiter.is_none() && self.old_arbiter.is_none() {
+            for path in &self.socket_files {
                 let _ = std::fs::remove_file(path);
             }
         }
-        if let Some(pid_file) = &self.settings.pid_file {
-            let _ = std::fs::remove_file(pid_file);
+        if let Some(pid_file) = &self.pid_file {
+            pidfile::remove_if_ours(pid_file, std::process::id());
         }
     }
+}
+
+/// The listening sockets: passed by the old arbiter of an upgrade, else by systemd socket
+/// activation, else bound (or adopted, for `fd://N`) from `--bind`. Also returns the unix socket
+/// files this arbiter owns (removed on exit).
+fn open_listeners(settings: &Settings, args: &ServeArgs) -> Result<(Vec<Listener>, Vec<PathBuf>)> {
+    let reuse_port = args.ops.reuse_port;
+    // Ours are the unix sockets `--bind unix:PATH` names (bound by us, or by the arbiter we
+    // upgraded from with the same command line); fd:// and systemd sockets belong to whoever
+    // passed them.
+    let owned_files = settings
+        .binds
+        .iter()
+        .filter_map(|spec| match spec {
+            binds::BindSpec::Unix(path) => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    if let Some(listeners) = upgrade::inherited_listeners(reuse_port)? {
+        log_info!("upgrade: using the {} listening socket(s) of the old arbiter", listeners.len());
+        return Ok((listeners, owned_files));
+    }
+    if let Some(listeners) = binds::systemd_listeners()? {
+        log_info!("using the {} listening socket(s) passed by systemd (LISTEN_FDS)", listeners.len());
+        if !args.bind.is_empty() {
+            log_warning!("--bind is ignored: the sockets come from systemd socket activation");
+        }
+        return Ok((listeners, Vec::new()));
+    }
+    let listeners = binds::bind_all(&settings.binds, settings.backlog, reuse_port)?;
+    if reuse_port {
+        log_info!("--reuse-port: each worker listens on its own socket for the TCP binds");
+    }
+    Ok((listeners, owned_files))
 }
 
 /// A value in 0..=max, different per worker.

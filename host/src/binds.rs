@@ -1,8 +1,10 @@
-//! Listeners: parsing `--bind` specs and binding the sockets the arbiter hands to every worker.
+//! Listeners: parsing `--bind` specs, binding the sockets the arbiter hands to every worker, and
+//! adopting sockets opened by someone else (`fd://N`, systemd's `LISTEN_FDS`, an upgrading arbiter).
 use anyhow::{bail, Context, Result};
 use socket2::{Domain, Socket, Type};
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
@@ -11,10 +13,13 @@ use std::path::PathBuf;
 pub enum BindSpec {
     Tcp(String),
     Unix(PathBuf),
+    /// `fd://N`: a listening socket this process inherited open.
+    Fd(RawFd),
 }
 
 impl BindSpec {
-    /// Parses `HOST:PORT`, `[V6]:PORT`, `unix:PATH`; a bare `HOST` gets port 8000 as in Gunicorn.
+    /// Parses `HOST:PORT`, `[V6]:PORT`, `unix:PATH`, `fd://N`; a bare `HOST` gets port 8000 as in
+    /// Gunicorn.
     pub fn parse(text: &str) -> Result<BindSpec, String> {
         if let Some(path) = text.strip_prefix("unix:") {
             if path.is_empty() {
@@ -22,8 +27,11 @@ impl BindSpec {
             }
             return Ok(BindSpec::Unix(PathBuf::from(path)));
         }
-        if text.starts_with("fd://") {
-            return Err("fd:// binds are not supported yet; use HOST:PORT or unix:PATH".into());
+        if let Some(fd) = text.strip_prefix("fd://") {
+            return match fd.parse::<RawFd>() {
+                Ok(fd) if fd >= 0 => Ok(BindSpec::Fd(fd)),
+                _ => Err(format!("{fd:?} is not a file descriptor number; expected fd://N, e.g. fd://3")),
+            };
         }
         let with_port = if text.starts_with('[') {
             if text.contains("]:") { text.to_string() } else { format!("{text}:8000") }
@@ -57,6 +65,13 @@ impl Listener {
         }
     }
 
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+
     pub fn try_clone(&self) -> std::io::Result<Listener> {
         Ok(match self {
             Listener::Tcp(l) => Listener::Tcp(l.try_clone()?),
@@ -71,12 +86,25 @@ impl fmt::Display for Listener {
     }
 }
 
-/// Binds every spec; a failure names the address and the reason.
-pub fn bind_all(specs: &[BindSpec], backlog: i32) -> Result<Vec<Listener>> {
-    specs.iter().map(|spec| bind(spec, backlog)).collect()
+/// Binds (or adopts, for `fd://N`) every spec; a failure names the address and the reason.
+/// With `reuse_port`, TCP sockets get SO_REUSEPORT and are bound but not listening: they reserve
+/// the address (and resolve port 0), and each worker listens on its own socket (`bind_reuse_port`).
+pub fn bind_all(specs: &[BindSpec], backlog: i32, reuse_port: bool) -> Result<Vec<Listener>> {
+    let mut adopted = Vec::new();
+    let mut listeners = Vec::new();
+    for spec in specs {
+        if let BindSpec::Fd(fd) = spec {
+            if adopted.contains(fd) {
+                bail!("--bind fd://{fd} is given twice");
+            }
+            adopted.push(*fd);
+        }
+        listeners.push(bind(spec, backlog, reuse_port)?);
+    }
+    Ok(listeners)
 }
 
-fn bind(spec: &BindSpec, backlog: i32) -> Result<Listener> {
+fn bind(spec: &BindSpec, backlog: i32, reuse_port: bool) -> Result<Listener> {
     match spec {
         BindSpec::Tcp(text) => {
             let addrs: Vec<SocketAddr> = text
@@ -85,7 +113,9 @@ fn bind(spec: &BindSpec, backlog: i32) -> Result<Listener> {
                 .collect();
             let mut last_error = None;
             for addr in addrs {
-                match bind_tcp(addr, backlog) {
+                // With --reuse-port the arbiter only reserves the address; workers listen.
+                let listen_backlog = if reuse_port { None } else { Some(backlog) };
+                match bind_tcp(addr, listen_backlog, reuse_port) {
                     Ok(listener) => return Ok(Listener::Tcp(listener)),
                     Err(e) => last_error = Some(e),
                 }
@@ -103,17 +133,98 @@ fn bind(spec: &BindSpec, backlog: i32) -> Result<Listener> {
             socket.listen(backlog).with_context(|| format!("--bind unix:{}: cannot listen", path.display()))?;
             Ok(Listener::Unix(UnixListener::from(std::os::fd::OwnedFd::from(socket)), path.clone()))
         }
+        BindSpec::Fd(fd) => adopt_fd(*fd, true).with_context(|| format!("--bind fd://{fd}")),
     }
 }
 
-fn bind_tcp(addr: SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
+/// Takes ownership of an inherited socket: it must be an open stream socket (TCP or unix) and,
+/// if `must_listen`, already listening. It gets close-on-exec like the sockets we bind.
+pub fn adopt_fd(fd: RawFd, must_listen: bool) -> Result<Listener> {
+    // SAFETY: F_GETFD only reads the descriptor flags; it fails with EBADF on a closed fd.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        bail!("file descriptor {fd} is not open");
+    }
+    // SAFETY: the fd is open and, by the caller's contract (it was handed to this process to
+    // listen on), no one else in this process owns it.
+    let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let domain = match socket.domain() {
+        Ok(domain) => domain,
+        Err(e) => {
+            // Not a socket: give the fd back untouched rather than closing someone else's file.
+            std::mem::forget(socket);
+            return Err(e).with_context(|| format!("file descriptor {fd} is not a socket"));
+        }
+    };
+    if socket.r#type().context("cannot read the socket type")? != Type::STREAM {
+        std::mem::forget(socket);
+        bail!("file descriptor {fd} is not a stream socket");
+    }
+    if must_listen && !socket.is_listener().context("cannot read SO_ACCEPTCONN")? {
+        std::mem::forget(socket);
+        bail!("socket {fd} is not listening");
+    }
+    socket.set_cloexec(true).context("cannot set close-on-exec")?;
+    if domain == Domain::UNIX {
+        let path = socket
+            .local_addr()
+            .ok()
+            .and_then(|addr| addr.as_pathname().map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(format!("fd{fd}")));
+        Ok(Listener::Unix(UnixListener::from(OwnedFd::from(socket)), path))
+    } else if domain == Domain::IPV4 || domain == Domain::IPV6 {
+        Ok(Listener::Tcp(socket.into()))
+    } else {
+        std::mem::forget(socket);
+        bail!("socket {fd} is neither TCP nor a unix socket")
+    }
+}
+
+/// systemd socket activation: the sockets passed as fds 3.. when `LISTEN_PID` is this process.
+/// Returns None when there are none for us. The variables are removed either way once read, so
+/// nothing this process starts mistakes them for its own.
+pub fn systemd_listeners() -> Result<Option<Vec<Listener>>> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let count = std::env::var("LISTEN_FDS").ok();
+    for key in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(key);
+    }
+    let (Some(pid), Some(count)) = (pid, count) else { return Ok(None) };
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(None);
+    }
+    let count: RawFd = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=1024).contains(n))
+        .with_context(|| format!("$LISTEN_FDS={count:?} is not a socket count"))?;
+    const SD_LISTEN_FDS_START: RawFd = 3;
+    (SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + count)
+        .map(|fd| adopt_fd(fd, true).with_context(|| format!("$LISTEN_FDS: socket {fd} from systemd")))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// In a worker with `--reuse-port`: its own listening socket on the address the arbiter reserved.
+pub fn bind_reuse_port(reserved: &TcpListener, backlog: i32) -> Result<TcpListener> {
+    let addr = reserved.local_addr().context("cannot read the reserved address")?;
+    bind_tcp(addr, Some(backlog), true).with_context(|| format!("--reuse-port: cannot listen on {addr}"))
+}
+
+/// Binds a TCP socket (SO_REUSEPORT with `reuse_port`); listens when given a backlog.
+fn bind_tcp(addr: SocketAddr, backlog: Option<i32>, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
+    if let Some(backlog) = backlog {
+        socket.listen(backlog)?;
+    }
     Ok(socket.into())
 }
 
@@ -141,5 +252,8 @@ mod tests {
         assert_eq!(BindSpec::parse("unix:/tmp/a.sock"), Ok(BindSpec::Unix("/tmp/a.sock".into())));
         assert!(BindSpec::parse("127.0.0.1:99999").is_err());
         assert!(BindSpec::parse("unix:").is_err());
+        assert_eq!(BindSpec::parse("fd://3"), Ok(BindSpec::Fd(3)));
+        assert!(BindSpec::parse("fd://x").is_err());
+        assert!(BindSpec::parse("fd://-1").is_err());
     }
 }

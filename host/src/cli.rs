@@ -148,7 +148,40 @@ pub struct ServeArgs {
     pub cache_dir: Option<PathBuf>,
 
     #[command(flatten)]
+    pub ops: OpsArgs,
+
+    #[command(flatten)]
     pub gunicorn_only: GunicornOnlyFlags,
+}
+
+/// Operations flags (sockets, processes, development reload), read by the arbiter directly.
+#[derive(Args, Debug, Clone, Default)]
+pub struct OpsArgs {
+    /// Each worker listens on its own SO_REUSEPORT socket (TCP binds); the kernel spreads
+    /// connections across them.
+    #[arg(long = "reuse-port")]
+    pub reuse_port: bool,
+
+    /// Development: reload (like HUP) when the app file changes; polled once a second.
+    #[arg(long = "reload")]
+    pub reload: bool,
+
+    /// With --reload: another file whose change triggers a reload. Repeatable.
+    #[arg(long = "reload-extra-file", value_name = "FILE", requires = "reload")]
+    pub reload_extra_file: Vec<PathBuf>,
+
+    /// Detach from the terminal once the app is compiled and the sockets are bound; the command
+    /// returns when the daemon is ready. Stdio goes to /dev/null: log to files.
+    #[arg(short = 'D', long = "daemon")]
+    pub daemon: bool,
+
+    /// Workers run as this user (name or uid); the arbiter keeps its own identity.
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Workers run with this group (name or gid). [default: the --user's primary group]
+    #[arg(short = 'g', long = "group", value_name = "GROUP")]
+    pub group: Option<String>,
 }
 
 /// Gunicorn flags that have no meaning for rustcorn. They are accepted so a Gunicorn command line

@@ -1,6 +1,7 @@
 //! The error log: levels, targets (stderr or a file opened O_APPEND) and Gunicorn's line format
 //! `[2026-11-22 10:00:00 +0000] [pid] [INFO] message`. Each line is written with one write(2),
-//! so lines from several workers appending to the same file never interleave.
+//! so lines from several workers appending to the same file never interleave. Log files are
+//! reopened in place on USR1 (for logrotate).
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -76,6 +77,20 @@ pub enum LogSink {
 }
 
 impl LogSink {
+    /// Reopens a file sink at its path (after logrotate renamed it): the new file takes over the
+    /// same descriptor number with dup3(2), so every holder of this sink writes there from now on
+    /// and a line is never written to a closed descriptor. Standard streams are left alone.
+    pub fn reopen(&self, target: &LogTarget) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (LogSink::File(current), LogTarget::File(path)) = (self, target) else { return Ok(()) };
+        let fresh = OpenOptions::new().create(true).append(true).open(path)?;
+        // SAFETY: dup3 onto a descriptor this sink owns; O_CLOEXEC as std opened it.
+        if unsafe { libc::dup3(fresh.as_raw_fd(), current.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     pub fn write_line(&self, line: &[u8]) {
         // One write per line: stdout/stderr locks are per process, O_APPEND keeps processes apart.
         let _ = match self {
@@ -88,6 +103,7 @@ impl LogSink {
 
 struct ErrorLog {
     sink: LogSink,
+    target: LogTarget,
     level: Level,
 }
 
@@ -96,8 +112,16 @@ static ERROR_LOG: OnceLock<ErrorLog> = OnceLock::new();
 /// Opens the error log once per process (the arbiter before forking; workers inherit it).
 pub fn init(target: &LogTarget, level: Level) -> std::io::Result<()> {
     let sink = target.open()?;
-    let _ = ERROR_LOG.set(ErrorLog { sink, level });
+    let _ = ERROR_LOG.set(ErrorLog { sink, target: target.clone(), level });
     Ok(())
+}
+
+/// USR1: reopens the error log file of this process (a no-op for stderr).
+pub fn reopen_error_log() -> std::io::Result<()> {
+    match ERROR_LOG.get() {
+        Some(log) => log.sink.reopen(&log.target),
+        None => Ok(()),
+    }
 }
 
 pub fn enabled(level: Level) -> bool {

@@ -105,6 +105,10 @@ pub struct AppRuntime {
     next_request_id: AtomicU64,
     /// Instances waiting for their next request; empty unless --instance-reuse > 1.
     idle: Mutex<Vec<IdleInstance>>,
+    /// `--max-requests` for this worker (with its jitter); 0 = never.
+    max_requests: u64,
+    /// Notified when the request that reaches `max_requests` arrives.
+    pub quota_reached: tokio::sync::Notify,
 }
 
 /// The connection a request arrived on.
@@ -126,7 +130,21 @@ enum GuestFailure {
 
 impl AppRuntime {
     pub fn new(pre: ProxyPre<GuestState>, settings: Arc<Settings>, access_log: Option<Arc<AccessLog>>) -> AppRuntime {
-        AppRuntime { pre, settings, access_log, next_request_id: AtomicU64::new(1), idle: Mutex::new(Vec::new()) }
+        AppRuntime {
+            pre,
+            settings,
+            access_log,
+            next_request_id: AtomicU64::new(1),
+            idle: Mutex::new(Vec::new()),
+            max_requests: 0,
+            quota_reached: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Sets the request count after which `quota_reached` is notified.
+    pub fn with_max_requests(mut self, max_requests: u64) -> AppRuntime {
+        self.max_requests = max_requests;
+        self
     }
 
     /// Serves one request. Never fails: every outcome is a response.
@@ -140,6 +158,9 @@ impl AppRuntime {
         }
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         // Ids start at 1, so the id is also the number of requests this worker has taken.
+        if id == self.max_requests {
+            self.quota_reached.notify_one();
+        }
         let request_id: Arc<str> = format!("{}-{id}", crate::logging::pid()).into();
         let summary = format!("{} {}", request.method(), request.uri().path());
 

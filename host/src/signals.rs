@@ -71,13 +71,17 @@ impl SignalPipe {
     }
 }
 
-/// In a freshly forked worker: restore default dispositions and forget the arbiter's pipe.
+/// In a freshly forked child: restore default dispositions and forget the arbiter's pipe. USR1
+/// (reopen logs) is ignored rather than fatal until the worker installs its own handler, so a
+/// logrotate during a worker's boot cannot kill it.
 pub fn reset_in_child() {
     ARBITER_WAKE_FD.store(WAKE_FD.swap(-1, Ordering::SeqCst), Ordering::SeqCst);
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     for signal in ARBITER_SIGNALS.iter().chain([Signal::SIGCHLD].iter()) {
-        // SAFETY: restoring the default disposition.
-        let _ = unsafe { sigaction(*signal, &default) };
+        let action = if *signal == Signal::SIGUSR1 { &ignore } else { &default };
+        // SAFETY: restoring the default disposition (or ignoring), no handler involved.
+        let _ = unsafe { sigaction(*signal, action) };
     }
     let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
@@ -91,5 +95,20 @@ pub fn wake_arbiter() {
         unsafe {
             libc::write(fd, (&byte as *const u8).cast(), 1);
         }
+    }
+}
+
+/// True when this process is in the foreground process group of its controlling terminal: there
+/// the kernel sends WINCH whenever the window is resized, so WINCH cannot mean "stop workers".
+pub fn in_terminal_foreground() -> bool {
+    // SAFETY: open/tcgetpgrp/close on a descriptor we own; O_NOCTTY never acquires a terminal.
+    unsafe {
+        let fd = libc::open(c"/dev/tty".as_ptr(), libc::O_RDONLY | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let foreground = libc::tcgetpgrp(fd);
+        libc::close(fd);
+        foreground >= 0 && foreground == libc::getpgrp()
     }
 }

@@ -1,6 +1,6 @@
 //! A worker process, after the fork: its own tokio runtime, wasmtime engine and epoch ticker;
 //! it maps the compiled app, accepts on the inherited listeners, beats its heartbeat from the
-//! event loop, drains on TERM and exits at once on INT/QUIT.
+//! event loop, reopens its log files on USR1, drains on TERM and exits at once on INT/QUIT.
 use crate::access_log::AccessLog;
 use crate::app::PreparedApp;
 use crate::binds::Listener;
@@ -34,6 +34,8 @@ pub struct WorkerSpec<'a> {
     pub arbiter_pid: nix::unistd::Pid,
     /// Requests after which this worker asks to be recycled; 0 = never.
     pub max_requests: u64,
+    /// `--user`/`--group`: who the worker becomes once it has opened what it needs.
+    pub credentials: Option<crate::privileges::Credentials>,
 }
 
 /// Runs a worker to completion and returns its exit status.
@@ -51,19 +53,45 @@ pub fn run(spec: WorkerSpec<'_>) -> i32 {
         }
     };
     runtime.block_on(async move {
-        let app = match boot(&spec) {
-            Ok(app) => app,
+        let (app, listeners) = match boot(&spec) {
+            Ok(booted) => booted,
             Err(e) => {
                 log_error!("worker failed to boot: {e:#}");
                 return EXIT_BOOT_ERROR;
             }
         };
-        serve(spec, app).await
+        serve(spec, app, listeners).await
     })
 }
 
-fn boot(spec: &WorkerSpec<'_>) -> Result<Arc<AppRuntime>> {
+/// A listener as this worker accepts on it.
+struct WorkerListener {
+    listener: Listener,
+    /// This worker's own `--reuse-port` socket: its accept queue is nobody else's.
+    own_queue: bool,
+}
+
+/// The shared listening sockets, except that a TCP socket the arbiter only reserved
+/// (`--reuse-port`: bound, not listening) is replaced by this worker's own listening socket.
+fn open_listeners(spec: &WorkerSpec<'_>) -> Result<Vec<WorkerListener>> {
+    spec.listeners
+        .iter()
+        .map(|listener| {
+            if let Listener::Tcp(reserved) = listener {
+                if !socket2::SockRef::from(reserved).is_listener().context("cannot read SO_ACCEPTCONN")? {
+                    let own = crate::binds::bind_reuse_port(reserved, spec.settings.backlog)?;
+                    return Ok(WorkerListener { listener: Listener::Tcp(own), own_queue: true });
+                }
+            }
+            let shared = listener.try_clone().with_context(|| format!("cannot use listener {listener}"))?;
+            Ok(WorkerListener { listener: shared, own_queue: false })
+        })
+        .collect()
+}
+
+fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<WorkerListener>)> {
     let settings = &spec.settings;
+    let listeners = open_listeners(spec)?;
     let pool = PoolSizing { instance_slots: settings.instance_slots, max_memory: settings.max_memory };
     let engine = engine::engine(Some(pool), false).context("cannot create the wasmtime engine")?;
     // SAFETY: the arbiter's compiler child produced (or validated) this file for this engine
@@ -73,7 +101,6 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<Arc<AppRuntime>> {
         .with_context(|| format!("cannot load {}", spec.app.compiled.display()))?;
     let linker = engine::linker(&engine)?;
     let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
-    crate::deadline::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
     let access_log = match &settings.access_log {
         Some(target) => Some(Arc::new(AccessLog {
             format: settings.access_log_format.clone(),
@@ -81,14 +108,24 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<Arc<AppRuntime>> {
         })),
         None => None,
     };
-    Ok(Arc::new(AppRuntime::new(pre, settings.clone(), access_log)))
+    // Sockets, the compiled app and the logs are open: drop privileges before any thread starts
+    // and before the first request.
+    if let Some(credentials) = spec.credentials {
+        crate::privileges::drop_to(credentials).with_context(|| format!("cannot switch to {credentials}"))?;
+    }
+    crate::deadline::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
+    let app = AppRuntime::new(pre, settings.clone(), access_log).with_max_requests(spec.max_requests);
+    Ok((Arc::new(app), listeners))
 }
 
-async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
+async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>, listeners: Vec<WorkerListener>) -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::user_defined1()),
+    ) else {
         log_error!("worker cannot install its signal handlers");
         return EXIT_BOOT_ERROR;
     };
@@ -96,15 +133,17 @@ async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
     let (drain_tx, drain_rx) = watch::channel(false);
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(settings.worker_connections));
-    for listener in spec.listeners {
+    for listener in listeners {
+        let name = listener.listener.to_string();
         let accept = match accept_loop(listener, app.clone(), slots.clone(), connections.clone(), drain_rx.clone()) {
             Ok(accept) => accept,
             Err(e) => {
-                log_error!("worker cannot use listener {listener}: {e:#}");
+                log_error!("worker cannot use listener {name}: {e:#}");
                 return EXIT_BOOT_ERROR;
             }
         };
-        tokio::spawn(accept);
+        // Tracked like connections: the drain waits for an accept loop emptying its own queue.
+        connections.spawn(accept);
     }
     spec.heartbeat.report(WorkerReport::Ready);
     crate::signals::wake_arbiter();
@@ -119,13 +158,15 @@ async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
                 if nix::unistd::getppid() != spec.arbiter_pid {
                     break "its arbiter died";
                 }
-                if spec.max_requests > 0 && !retirement_requested && app.requests_served() >= spec.max_requests {
-                    retirement_requested = true;
-                    log_info!("worker served {} requests (--max-requests); asking for a replacement", app.requests_served());
-                    spec.heartbeat.report(WorkerReport::WantsRetirement);
-                    crate::signals::wake_arbiter();
-                }
             }
+            // The replacement starts first; this worker serves on until the arbiter retires it.
+            _ = app.quota_reached.notified(), if spec.max_requests > 0 && !retirement_requested => {
+                retirement_requested = true;
+                log_info!("worker served {} requests (--max-requests); asking for a replacement", app.requests_served());
+                spec.heartbeat.report(WorkerReport::WantsRetirement);
+                crate::signals::wake_arbiter();
+            }
+            _ = usr1.recv() => reopen_logs(&app),
             _ = term.recv() => break "TERM",
             _ = int.recv() => return exit_now("INT"),
             _ = quit.recv() => return exit_now("QUIT"),
@@ -140,6 +181,7 @@ async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
             tokio::select! {
                 _ = connections.wait() => return true,
                 _ = beat.tick() => spec.heartbeat.beat(),
+                _ = usr1.recv() => reopen_logs(&app),
                 _ = int.recv() => return false,
                 _ = quit.recv() => return false,
             }
@@ -153,14 +195,30 @@ async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>) -> i32 {
     0
 }
 
+/// USR1 from the arbiter: reopen the error log and the access log at their paths.
+fn reopen_logs(app: &AppRuntime) {
+    if let Err(e) = crate::logging::reopen_error_log() {
+        log_error!("worker cannot reopen the error log: {e}");
+    }
+    if let (Some(log), Some(target)) = (&app.access_log, &app.settings.access_log) {
+        if let Err(e) = log.sink.reopen(target) {
+            log_error!("worker cannot reopen the access log {target:?}: {e}");
+            return;
+        }
+    }
+    log_info!("worker reopened its log files");
+}
+
 fn exit_now(signal: &str) -> i32 {
     log_info!("worker exiting at once ({signal})");
     0
 }
 
 /// Accepts connections on one listener while a connection slot is free, until the worker drains.
+/// A `--reuse-port` socket's queue is then emptied (those connections get their first request
+/// served) before the socket closes, since no other worker could take them.
 fn accept_loop(
-    listener: &Listener,
+    listener: WorkerListener,
     app: Arc<AppRuntime>,
     slots: Arc<Semaphore>,
     connections: TaskTracker,
@@ -170,7 +228,8 @@ fn accept_loop(
         Tcp(tokio::net::TcpListener, HeaderValue),
         Unix(tokio::net::UnixListener, HeaderValue),
     }
-    let accepting = match listener.try_clone()? {
+    let own_queue = listener.own_queue;
+    let accepting = match listener.listener {
         Listener::Tcp(l) => {
             l.set_nonblocking(true)?;
             let authority = HeaderValue::from_str(&l.local_addr()?.to_string())?;
@@ -201,15 +260,30 @@ fn accept_loop(
         }
     }
 
+    /// Without waiting: the connections already in the listener's own queue.
+    fn take_queued(accepting: &Accepting) -> Vec<Connection> {
+        let mut queued = Vec::new();
+        let Accepting::Tcp(listener, authority) = accepting else { return queued };
+        while let Ok((socket, peer)) = socket2::SockRef::from(listener).accept() {
+            let stream = std::net::TcpStream::from(socket);
+            let (Ok(()), Some(peer)) = (stream.set_nonblocking(true), peer.as_socket()) else { continue };
+            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                let info = ConnectionInfo { remote: peer.ip().to_string(), local_authority: authority.clone() };
+                queued.push(Connection::Tcp(stream, info));
+            }
+        }
+        queued
+    }
+
     Ok(async move {
         loop {
             let permit = tokio::select! {
                 permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
-                _ = draining.changed() => return,
+                _ = draining.changed() => break,
             };
             let accepted = tokio::select! {
                 accepted = accept_one(&accepting) => accepted,
-                _ = draining.changed() => return,
+                _ = draining.changed() => break,
             };
             match accepted {
                 Ok(Connection::Tcp(stream, info)) => {
@@ -231,6 +305,22 @@ fn accept_loop(
                     // EMFILE and friends: back off instead of spinning on the error.
                     log_warning!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        if own_queue {
+            let queued = take_queued(&accepting);
+            // Closing the socket now stops the kernel from queueing more connections on it.
+            drop(accepting);
+            for connection in queued {
+                let (app, drain) = (app.clone(), draining.clone());
+                match connection {
+                    Connection::Tcp(stream, info) => {
+                        connections.spawn(async move { connection::serve(stream, app, info, drain).await });
+                    }
+                    Connection::Unix(stream, info) => {
+                        connections.spawn(async move { connection::serve(stream, app, info, drain).await });
+                    }
                 }
             }
         }

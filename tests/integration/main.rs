@@ -3,7 +3,11 @@
 
 mod support;
 
+mod binds_ops;
 mod faults;
 mod lifecycle;
+mod logs;
+mod ops_signals;
 mod serving;
 mod startup;
+mod upgrade;

@@ -140,11 +140,24 @@ pub struct ServerCommand {
     envs: Vec<(String, String)>,
     bind_given: bool,
     cache_given: bool,
+    own_process_group: bool,
+    /// Sockets to pass open: (socket, fd number in the child).
+    inherited: Vec<(std::os::fd::OwnedFd, i32)>,
+    /// Run through `sh` so `LISTEN_PID` can be the server's own pid (systemd socket activation).
+    systemd_activation: bool,
 }
 
 impl ServerCommand {
     pub fn new(app: &Path) -> Self {
-        ServerCommand { args: vec!["serve".into(), app.into()], envs: Vec::new(), bind_given: false, cache_given: false }
+        ServerCommand {
+            args: vec!["serve".into(), app.into()],
+            envs: Vec::new(),
+            bind_given: false,
+            cache_given: false,
+            own_process_group: false,
+            inherited: Vec::new(),
+            systemd_activation: false,
+        }
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -171,11 +184,72 @@ impl ServerCommand {
         self
     }
 
+    /// Starts the server in a process group of its own: a test run from a terminal would
+    /// otherwise share the terminal's foreground group, where rustcorn ignores WINCH.
+    pub fn own_process_group(mut self) -> Self {
+        self.own_process_group = true;
+        self
+    }
+
+    /// Passes `socket` to the server open, as file descriptor `fd`.
+    pub fn inherit_fd(mut self, socket: impl Into<std::os::fd::OwnedFd>, fd: i32) -> Self {
+        self.inherited.push((socket.into(), fd));
+        self
+    }
+
+    /// Passes `sockets` the way systemd does: as fds 3.., with `LISTEN_FDS` and `LISTEN_PID`.
+    pub fn systemd_sockets(mut self, sockets: Vec<std::os::fd::OwnedFd>) -> Self {
+        let count = sockets.len();
+        for (i, socket) in sockets.into_iter().enumerate() {
+            self.inherited.push((socket, 3 + i as i32));
+        }
+        self.systemd_activation = true;
+        self.bind_given = true;
+        self.env("LISTEN_FDS", &count.to_string())
+    }
+
     fn command(&self) -> Command {
-        let mut command = Command::new(rustcorn_bin());
+        use std::os::unix::process::CommandExt;
+        let mut command = if self.systemd_activation {
+            // `exec` keeps the pid, so $$ is the server's pid by the time it reads LISTEN_PID.
+            let mut sh = Command::new("sh");
+            sh.arg("-c").arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"").arg(rustcorn_bin());
+            sh
+        } else {
+            Command::new(rustcorn_bin())
+        };
         command.args(&self.args);
         if !self.bind_given {
             command.args(["-b", "127.0.0.1:0"]);
+        }
+        if self.own_process_group {
+            command.process_group(0);
+        }
+        if !self.inherited.is_empty() {
+            use std::os::fd::AsRawFd;
+            let fds: Vec<(i32, i32)> = self.inherited.iter().map(|(s, fd)| (s.as_raw_fd(), *fd)).collect();
+            assert!(fds.len() <= 16, "at most 16 inherited sockets");
+            // SAFETY: only dup/dup2/fcntl (async-signal-safe) between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    // Move every source out of the target range first, then into place (no
+                    // allocation here: the test process has other threads).
+                    let mut moved = [(-1, -1); 16];
+                    for (slot, &(source, target)) in moved.iter_mut().zip(fds.iter()) {
+                        let high = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, 100);
+                        if high < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        *slot = (high, target);
+                    }
+                    for &(high, target) in moved.iter().take(fds.len()) {
+                        if libc::dup2(high, target) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
         }
         if !self.cache_given {
             command.arg("--cache-dir").arg(cache_dir());
@@ -340,6 +414,38 @@ impl Drop for Server {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     }
+}
+
+/// Kills a process that is not (or no longer) a child of the test, and its children, when dropped:
+/// the arbiter started by USR2, or a daemon.
+pub struct ProcessGuard(pub u32);
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        if !process_alive(self.0) {
+            return;
+        }
+        let children = child_pids(self.0);
+        // SAFETY: kill(2) on a server process this test started, and its workers.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        for pid in children {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: plain kill(2) on a process of this test.
+    let rc = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
+}
+
+/// The number after `prefix` in `line`, e.g. `number_after("pid 42)", "pid ")` = 42.
+pub fn number_after(line: &str, prefix: &str) -> u32 {
+    let start = line.find(prefix).unwrap_or_else(|| panic!("{prefix:?} not in {line:?}")) + prefix.len();
+    let digits: String = line[start..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or_else(|_| panic!("no number after {prefix:?} in {line:?}"))
 }
 
 /// Live children of `pid`, from /proc.
