@@ -261,15 +261,19 @@ impl ServerCommand {
         command
     }
 
-    /// Starts the server and waits for its readiness line.
-    pub fn start(self) -> Server {
-        let mut child = self
-            .command()
+    /// Spawns the command with stdout and stderr piped to the test.
+    fn spawn_piped(&self) -> Child {
+        self.command()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn rustcorn");
+            .expect("spawn rustcorn")
+    }
+
+    /// Starts the server and waits for its readiness line.
+    pub fn start(self) -> Server {
+        let mut child = self.spawn_piped();
         let log = LogCapture::follow(child.stderr.take().unwrap());
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let pid = child.id();
@@ -302,13 +306,7 @@ impl ServerCommand {
 
     /// Runs the command expecting it to exit without becoming ready; returns (status, stderr).
     pub fn run_to_exit(self) -> (ExitStatus, String, String) {
-        let mut child = self
-            .command()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rustcorn");
+        let mut child = self.spawn_piped();
         let status = wait_with_timeout(&mut child, WAIT).unwrap_or_else(|| {
             let _ = child.kill();
             panic!("rustcorn kept running; it should have exited")
