@@ -106,14 +106,35 @@ pub struct Arbiter {
 }
 
 /// `rustcorn serve`: returns the process exit status.
-pub fn serve_command(args: ServeArgs) -> i32 {
+pub fn serve_command(resolved: crate::layers::Resolved) -> i32 {
+    let args = resolved.args.clone();
+    if args.print_config {
+        print!("{}", crate::layers::print_config(&resolved));
+        return 0;
+    }
+    if let Err(e) = apply_process_settings(&args) {
+        eprintln!("rustcorn: error: {e}");
+        return 1;
+    }
     let settings = match Settings::from_args(&args) {
         Ok(settings) => settings,
         Err(e) => {
-            eprintln!("rustcorn: error: {e}");
+            eprintln!("rustcorn: error: {}", attribute_to_layer(&resolved, &e.to_string()));
             return 1;
         }
     };
+    if args.check_config {
+        return match app::prepare(&settings.app, &settings.cache_dir) {
+            Ok(_) => {
+                println!("ok: settings and {} are valid", settings.app.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("rustcorn: error: {e:#}");
+                1
+            }
+        };
+    }
     if let Err(e) = crate::logging::init(&settings.error_log, settings.log_level) {
         eprintln!("rustcorn: error: --error-logfile {:?}: cannot open it: {e}", settings.error_log);
         return 1;
@@ -135,6 +156,35 @@ pub fn serve_command(args: ServeArgs) -> i32 {
     }
 }
 
+/// `--chdir` and `--umask`, applied before anything reads a relative path or creates a file.
+fn apply_process_settings(args: &ServeArgs) -> Result<()> {
+    if let Some(dir) = &args.chdir {
+        std::env::set_current_dir(dir).with_context(|| format!("--chdir {}: cannot change to it", dir.display()))?;
+    }
+    if let Some(mask) = &args.umask {
+        let digits = mask.trim_start_matches("0o");
+        let bits = u32::from_str_radix(digits, 8)
+            .ok()
+            .filter(|bits| *bits <= 0o777)
+            .with_context(|| format!("--umask {mask:?}: expected an octal mode from 0 to 0777, such as 022 or 0o027"))?;
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(bits as nix::libc::mode_t));
+    }
+    Ok(())
+}
+
+/// Prefixes a settings error with the config file and key when the flag it names came from a file.
+fn attribute_to_layer(resolved: &crate::layers::Resolved, message: &str) -> String {
+    let flag = message
+        .split(|c: char| c.is_whitespace() || c == ':')
+        .find_map(|word| word.strip_prefix("--"))
+        .map(|flag| flag.trim_end_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-'));
+    match flag.and_then(|flag| resolved.source_of_flag(flag).map(|source| (flag, source))) {
+        Some((flag, crate::layers::Source::File(path))) => format!("config file {}: key `{flag}`: {message}", path.display()),
+        Some((_, crate::layers::Source::EnvCmdArgs)) => format!("{}: {message}", crate::layers::CMD_ARGS_ENV),
+        _ => message.to_string(),
+    }
+}
+
 impl Arbiter {
     /// Validates the app, binds (or adopts inherited sockets), detaches with `--daemon`, installs
     /// signal handlers and writes the pid file. Nothing has been forked (except the compiler
@@ -142,6 +192,7 @@ impl Arbiter {
     pub fn start(args: ServeArgs, settings: Settings) -> Result<Arbiter> {
         let start_context = StartContext::capture()?;
         log_info!("Starting rustcorn {}", env!("CARGO_PKG_VERSION"));
+        crate::process_name::set(crate::process_name::Role::Arbiter, &settings.name);
         // An arbiter started by USR2 is detached already if its predecessor was.
         let upgraded = std::env::var_os(upgrade::FD_ENV).is_some();
         let old_arbiter = upgrade::old_arbiter();
@@ -312,6 +363,24 @@ impl Arbiter {
         }
     }
 
+    /// Runs the whole settings resolution again (config file, RUSTCORN_CMD_ARGS, the original
+    /// command line) from the directory the arbiter started in.
+    fn resolve_settings_again(&mut self) -> Result<Settings, String> {
+        let _ = std::env::set_current_dir(self.start_context.directory());
+        let resolved = crate::layers::resolve(self.start_context.serve_args()).map_err(|e| e.to_string());
+        let settings = resolved.and_then(|resolved| {
+            apply_process_settings(&resolved.args).map_err(|e| format!("{e:#}"))?;
+            let settings = Settings::from_args(&resolved.args).map_err(|e| attribute_to_layer(&resolved, &e.to_string()))?;
+            self.args = resolved.args;
+            Ok(settings)
+        });
+        if settings.is_err() {
+            // Back to where the serving generation runs.
+            let _ = apply_process_settings(&self.args);
+        }
+        settings
+    }
+
     /// HUP: re-resolve settings and re-prepare the app; start a new generation, retire the old
     /// one once the new one is ready. A bad new app or setting keeps the old generation serving.
     fn reload(&mut self, why: &str) {
@@ -319,7 +388,7 @@ impl Arbiter {
         // RELOADING=1 also names us the main pid: a HUP to the old arbiter of an upgrade is the
         // first step of a rollback, and systemd must not lose the service when the new one stops.
         sd_notify::reloading();
-        let settings = match Settings::from_args(&self.args) {
+        let settings = match self.resolve_settings_again() {
             Ok(settings) => settings,
             Err(e) => {
                 log_error!("reload failed, still serving the previous generation: {e}");

@@ -147,6 +147,32 @@ pub struct ServeArgs {
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// Config file (TOML; keys are these long flag names). [default: ./rustcorn.toml if present]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Resolve the settings and validate them and the app, print `ok` or the error, then exit.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+
+    /// Print the resolved settings, each with where it came from, then exit.
+    #[arg(long = "print-config")]
+    pub print_config: bool,
+
+    /// Change to this directory before loading the app (relative APP and paths resolve there).
+    #[arg(long = "chdir", value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// File mode creation mask (octal, e.g. 0o027 or 027) for the arbiter and its workers:
+    /// applies to unix sockets, pid and log files.
+    #[arg(short = 'm', long = "umask", value_name = "INT")]
+    pub umask: Option<String>,
+
+    /// Process name in `ps`/`top`: `rustcorn:NAME` for the arbiter, `rcw:NAME` for workers
+    /// (Linux keeps 15 bytes). [default: the app file's stem]
+    #[arg(short = 'n', long = "name", value_name = "STRING")]
+    pub name: Option<String>,
+
     #[command(flatten)]
     pub ops: OpsArgs,
 

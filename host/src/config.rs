@@ -67,6 +67,8 @@ pub struct Settings {
     /// Requests per guest instance (1 = fresh instance per request).
     pub instance_reuse: u32,
     pub cache_dir: PathBuf,
+    /// `-n/--name`: what `ps` shows for the arbiter and workers.
+    pub name: String,
 }
 
 /// Watchdog timeout used when `--timeout 0` disables the request deadline.
@@ -215,6 +217,9 @@ impl Settings {
             instance_slots: args.instance_slots,
             instance_reuse: args.instance_reuse,
             cache_dir,
+            name: args.name.clone().unwrap_or_else(|| {
+                args.app.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into())
+            }),
         })
     }
 }

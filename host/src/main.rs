@@ -1,11 +1,30 @@
-//! The `rustcorn` command line: `serve`, `compile` and `check`.
+//! The `rustcorn` command line: `serve` (settings layered from the config file, the environment
+//! and the command line), `compile` and `check`.
 use clap::Parser;
 use rustcorn::cli::{Cli, Command};
+use rustcorn::layers::{self, LayerError};
+use std::ffi::OsString;
 
 fn main() {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|command| command == "serve") {
+        if let Ok(dir) = std::env::current_dir() {
+            let _ = rustcorn::upgrade::LAUNCH_DIR.set(dir);
+        }
+        let code = match layers::resolve(&argv[2..]) {
+            Ok(resolved) => rustcorn::arbiter::serve_command(resolved),
+            // --help, --version and usage errors on the command line itself: clap's own output.
+            Err(LayerError::Clap(e)) => e.exit(),
+            Err(e) => {
+                eprintln!("rustcorn: error: {e}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Serve(args) => rustcorn::arbiter::serve_command(*args),
+        Command::Serve(_) => unreachable!("serve is resolved through the config layers above"),
         Command::Compile(args) => rustcorn::app::compile_command(&args),
         Command::Check(args) => rustcorn::app::check_command(&args),
     };

@@ -15,6 +15,9 @@ pub const PARENT_ENV: &str = "RUSTCORN_PARENT_PID";
 /// Variables describing inherited sockets, never passed on as they are.
 const SOCKET_ENV: [&str; 5] = [FD_ENV, PARENT_ENV, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
 
+/// The working directory at launch, recorded before `--chdir` moves the process.
+pub static LAUNCH_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 /// How this process was started, recorded before anything can change it (Gunicorn's START_CTX).
 #[derive(Debug, Clone)]
 pub struct StartContext {
@@ -24,8 +27,22 @@ pub struct StartContext {
 
 impl StartContext {
     pub fn capture() -> Result<StartContext> {
-        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        // The directory `rustcorn` was launched from, before any --chdir.
+        let cwd = match LAUNCH_DIR.get() {
+            Some(dir) => dir.clone(),
+            None => std::env::current_dir().context("cannot read the current directory")?,
+        };
         Ok(StartContext { argv: std::env::args_os().collect(), cwd })
+    }
+
+    /// The directory the arbiter started in.
+    pub fn directory(&self) -> &std::path::Path {
+        &self.cwd
+    }
+
+    /// The command line after `rustcorn serve`.
+    pub fn serve_args(&self) -> &[OsString] {
+        self.argv.get(2..).unwrap_or(&[])
     }
 }
 

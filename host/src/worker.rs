@@ -40,6 +40,7 @@ pub struct WorkerSpec<'a> {
 
 /// Runs a worker to completion and returns its exit status.
 pub fn run(spec: WorkerSpec<'_>) -> i32 {
+    crate::process_name::set(crate::process_name::Role::Worker, &spec.settings.name);
     let runtime = if spec.settings.threads > 1 {
         tokio::runtime::Builder::new_multi_thread().worker_threads(spec.settings.threads).enable_all().build()
     } else {

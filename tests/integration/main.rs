@@ -4,6 +4,7 @@
 mod support;
 
 mod binds_ops;
+mod config;
 mod faults;
 mod lifecycle;
 mod logs;

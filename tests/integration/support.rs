@@ -145,6 +145,7 @@ pub struct ServerCommand {
     inherited: Vec<(std::os::fd::OwnedFd, i32)>,
     /// Run through `sh` so `LISTEN_PID` can be the server's own pid (systemd socket activation).
     systemd_activation: bool,
+    current_dir: Option<PathBuf>,
 }
 
 impl ServerCommand {
@@ -157,7 +158,22 @@ impl ServerCommand {
             own_process_group: false,
             inherited: Vec::new(),
             systemd_activation: false,
+            current_dir: None,
         }
+    }
+
+    /// `rustcorn serve` with no APP (it comes from a config file) and no default `-b`.
+    pub fn without_app() -> Self {
+        let mut command = ServerCommand::new(Path::new(""));
+        command.args.truncate(1);
+        command.bind_given = true;
+        command
+    }
+
+    /// Runs the server in `dir` (where `./rustcorn.toml` is looked for).
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.current_dir = Some(dir.to_path_buf());
+        self
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -254,7 +270,10 @@ impl ServerCommand {
         if !self.cache_given {
             command.arg("--cache-dir").arg(cache_dir());
         }
-        command.env_remove("WEB_CONCURRENCY").env_remove("PORT");
+        command.env_remove("WEB_CONCURRENCY").env_remove("PORT").env_remove("RUSTCORN_CMD_ARGS");
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
         for (key, value) in &self.envs {
             command.env(key, value);
         }

@@ -1,0 +1,618 @@
+#!/usr/bin/env python3
+"""Helpers for tests/bench/run.sh (Python 3.11 stdlib only). Each subcommand does one job that is
+awkward in bash: millisecond timing, HTTP polling, /proc reading, wrk parsing, the final report.
+
+  free-port                          print a free loopback TCP port
+  ready --pid P [--stdout F | --url U] [--path /] [--timeout S]
+                                     wait until server P answers 200; print its base URL
+  coldstart --pids-file F --out F --err F [--url U] [--env K=V].. -- CMD..
+                                     start CMD, print ms from exec to its first 200, stop it
+  record FILE [--wrk OUT] [--allow-errors] KEY=VALUE..
+                                     append one JSON result (with parsed wrk figures) to FILE
+  respawn --arbiter P --errlog F --accesslog F --probe URL [--count N] [--interval S] [--record FILE]
+                                     kill -9 workers of P, time until a new worker answers
+  pss PID [--record FILE] KEY=VALUE..  total PSS (KiB) of PID and all its descendants
+  echo-check --url U [--bytes N]     POST N random bytes, require 200 and the same bytes back
+  loop --url U --seconds S           GET U one request after another for S seconds
+  report FILE                        print the markdown report of the results in FILE
+
+Processes that run.sh starts are its own to stop; `coldstart` starts (and always stops) its own,
+registering the process group in --pids-file so that run.sh's EXIT trap can also reach it.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+
+READY_LINE = re.compile(r"listening on (http://[0-9.]+:[0-9]+)")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def get_status(base: str, path: str, timeout: float) -> int | None:
+    """Status of one GET base+path on a fresh connection, or None when it cannot connect/answer."""
+    u = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def wait_ready(pid, stdout_file, url, path, deadline, interval=0.002):
+    """Poll until the server answers 200 on path; returns its base URL. Raises on death/timeout."""
+    base = url
+    while base is None:
+        if stdout_file and os.path.exists(stdout_file):
+            with open(stdout_file, errors="replace") as f:
+                m = READY_LINE.search(f.read())
+            if m:
+                base = m.group(1)
+                break
+        if pid is not None and not alive(pid):
+            raise RuntimeError(f"server pid {pid} exited before printing its readiness line")
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out waiting for the readiness line")
+        time.sleep(0.001)
+    last = None
+    while True:
+        # A connection that reached the listen backlog waits for a worker: let it (bounded).
+        last = get_status(base, path, timeout=max(0.05, min(10.0, deadline - time.monotonic())))
+        if last == 200:
+            return base
+        if pid is not None and not alive(pid):
+            raise RuntimeError(f"server pid {pid} exited before answering 200 (last status {last})")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for a 200 from {base}{path} (last status {last})")
+        time.sleep(interval)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """TERM the process group led by proc, reap proc, then KILL whatever is left of the group."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def cmd_free_port(_a):
+    print(free_port())
+
+
+def cmd_ready(a):
+    deadline = time.monotonic() + a.timeout
+    try:
+        print(wait_ready(a.pid, a.stdout, a.url, a.path, deadline, interval=0.02))
+    except RuntimeError as e:
+        sys.exit(f"benchtool ready: {e}")
+
+
+def cmd_coldstart(a):
+    env = dict(os.environ)
+    for kv in a.env:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+    out = open(a.out, "w")
+    err = open(a.err, "w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    with open(a.pids_file, "a") as f:
+        f.write(f"{proc.pid}\n")
+    try:
+        wait_ready(proc.pid, None if a.url else a.out, a.url, a.path, t0 + a.timeout)
+        ms = (time.monotonic() - t0) * 1000
+        print(f"{ms:.1f}")
+    except RuntimeError as e:
+        sys.exit(f"benchtool coldstart: {' '.join(cmd)}: {e}")
+    finally:
+        stop_group(proc)
+
+
+# ---- wrk ---------------------------------------------------------------------------------------
+
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def dur_ms(text: str) -> float:
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise ValueError(f"bad wrk duration {text!r}")
+    return float(m.group(1)) * UNIT_MS[m.group(2)]
+
+
+def parse_wrk(text: str) -> dict:
+    r = {}
+    m = re.search(r"^\s*Latency\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
+    if m:
+        r["avg_ms"] = dur_ms(m.group(1))
+        r["max_ms"] = dur_ms(m.group(3))
+    m = re.search(r"^\s*99%\s+(\S+)", text, re.M)
+    if m:
+        r["p99_ms"] = dur_ms(m.group(1))
+    m = re.search(r"^\s*50%\s+(\S+)", text, re.M)
+    if m:
+        r["p50_ms"] = dur_ms(m.group(1))
+    m = re.search(r"^\s*(\d+) requests in", text, re.M)
+    r["requests"] = int(m.group(1)) if m else 0
+    m = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
+    r["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    r["sock_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    r["timeouts"] = int(m.group(4)) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    r["non2xx"] = int(m.group(1)) if m else 0
+    return r
+
+
+def value(v: str):
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
+
+
+def cmd_record(a):
+    rec = {}
+    for kv in a.kv:
+        k, _, v = kv.partition("=")
+        rec[k] = value(v)
+    problems = []
+    if a.wrk:
+        with open(a.wrk, errors="replace") as f:
+            text = f.read()
+        w = parse_wrk(text)
+        rec.update(w)
+        if w["requests"] == 0 or "p99_ms" not in w:
+            problems.append(f"wrk made no successful request ({a.wrk})")
+        if w["non2xx"] and not a.allow_errors:
+            problems.append(f"{w['non2xx']} non-2xx responses")
+        summary = (f"{rec.get('server', '?')} {rec.get('workload', '')}: {w['rps']:.0f} req/s, avg "
+                   f"{w.get('avg_ms', float('nan')):.2f} ms, p99 {w.get('p99_ms', float('nan')):.2f} ms, "
+                   f"{w['non2xx']} non-2xx, {w['sock_errors']} socket errors")
+        print("  " + summary, file=sys.stderr)
+    with open(a.file, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    if problems:
+        sys.exit(f"benchtool record: {rec.get('server', '?')} {rec.get('workload', '')}: " + "; ".join(problems))
+
+
+# ---- respawn -----------------------------------------------------------------------------------
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+class Tail:
+    """Reads the lines appended to a file since it was opened."""
+
+    def __init__(self, path: str):
+        self.f = open(path, "rb")
+        self.f.seek(0, os.SEEK_END)
+        self.buf = b""
+
+    def lines(self) -> list[str]:
+        self.buf += self.f.read()
+        *done, self.buf = self.buf.split(b"\n")
+        return [line.decode(errors="replace") for line in done]
+
+
+def one_respawn(arbiter: int, errlog: str, accesslog: str, probe: str, timeout: float, window: float) -> dict:
+    """kill -9 one worker of the arbiter, then time: the new worker's fork (its pid in /proc), its
+    "Worker ready" log line, and the first response it serves. Load generators keep their
+    connections alive on the surviving workers, so once the new pid exists this sends fresh
+    probe connections (GET probe, Connection: close) until the access log shows one served by the
+    new pid. Then it counts, over `window` seconds, the share of all requests the new pid serves."""
+    before = children(arbiter)
+    if not before:
+        raise RuntimeError(f"arbiter {arbiter} has no worker")
+    victim = before[0]
+    err_tail, acc_tail = Tail(errlog), Tail(accesslog)
+    t0 = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    res = {"victim": victim}
+    new = None
+    ready_re = None
+    while time.monotonic() - t0 < timeout:
+        now_ms = (time.monotonic() - t0) * 1000
+        if new is None:
+            fresh = [c for c in children(arbiter) if c not in before]
+            if fresh:
+                new = fresh[0]
+                res["new_pid"] = new
+                res["child_ms"] = now_ms
+                ready_re = re.compile(rf"Worker ready \(pid: {new}\b")
+        if new is not None:
+            if "ready_ms" not in res and any(ready_re.search(line) for line in err_tail.lines()):
+                res["ready_ms"] = now_ms
+            if "first_ms" not in res and any(line.split(" ", 1)[0].strip("<>") == str(new) for line in acc_tail.lines()):
+                res["first_ms"] = now_ms
+            if "ready_ms" in res and "first_ms" in res:
+                break
+            if "first_ms" not in res:
+                get_status(base_of(probe), path_of(probe), timeout=5.0)
+                res["probes"] = res.get("probes", 0) + 1
+                continue
+        time.sleep(0.0005)
+    else:
+        raise RuntimeError(f"no new worker answered within {timeout}s after killing {victim}: {res}")
+    # How much of the running load reaches the new worker afterwards.
+    end, mine, total = time.monotonic() + window, 0, 0
+    while time.monotonic() < end:
+        for line in acc_tail.lines():
+            total += 1
+            mine += line.split(" ", 1)[0].strip("<>") == str(new)
+        time.sleep(0.01)
+    res["share_after"] = mine / total if total else 0.0
+    return res
+
+
+def cmd_respawn(a):
+    out = []
+    for i in range(a.count):
+        if i:
+            time.sleep(a.interval)
+        try:
+            r = one_respawn(a.arbiter, a.errlog, a.accesslog, a.probe, a.timeout, a.window)
+        except RuntimeError as e:
+            sys.exit(f"benchtool respawn: {e}")
+        print(f"  respawn {i + 1}: killed {r['victim']}, new worker {r['new_pid']}: forked after "
+              f"{r['child_ms']:.1f} ms, ready after {r['ready_ms']:.1f} ms, first response after "
+              f"{r['first_ms']:.1f} ms ({r.get('probes', 0)} probe requests); then it served "
+              f"{100 * r['share_after']:.1f}% of the load over {a.window:.1f} s", file=sys.stderr)
+        out.append(r)
+        if a.record:
+            with open(a.record, "a") as f:
+                f.write(json.dumps({"t": "respawn", **r}) + "\n")
+
+
+# ---- memory ------------------------------------------------------------------------------------
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children(p))
+    return out
+
+
+def pss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no Pss line for pid {pid}")
+
+
+def cmd_pss(a):
+    procs = {}
+    for p in descendants(a.pid):
+        try:
+            procs[p] = pss_kib(p)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    rec = {k: value(v) for k, _, v in (kv.partition("=") for kv in a.kv)}
+    rec.update({"total_kib": sum(procs.values()), "procs": len(procs),
+                "per_proc_kib": [procs[p] for p in sorted(procs)]})
+    print(json.dumps(rec))
+    if a.record:
+        with open(a.record, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+# ---- echo check --------------------------------------------------------------------------------
+
+def cmd_echo_check(a):
+    body = os.urandom(a.bytes)
+    u = urllib.parse.urlsplit(a.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        conn.request("POST", path_of(a.url), body=body, headers={"Content-Type": "application/octet-stream"})
+        resp = conn.getresponse()
+        got = resp.read()
+    finally:
+        conn.close()
+    if resp.status != 200 or got != body:
+        sys.exit(f"benchtool echo-check: {a.url}: status {resp.status}, {len(got)} bytes back for "
+                 f"{len(body)} sent{'' if got == body else ' (not the same bytes)'}")
+
+
+# ---- spin client -------------------------------------------------------------------------------
+
+def cmd_loop(a):
+    end = time.monotonic() + a.seconds
+    statuses: dict[str, int] = {}
+    n = 0
+    while time.monotonic() < end and n < a.max:
+        s = get_status(base_of(a.url), path_of(a.url), timeout=a.timeout)
+        statuses[str(s)] = statuses.get(str(s), 0) + 1
+        n += 1
+    print(json.dumps({"count": n, "statuses": statuses}))
+
+
+def base_of(url: str) -> str:
+    u = urllib.parse.urlsplit(url)
+    return f"{u.scheme}://{u.netloc}"
+
+
+def path_of(url: str) -> str:
+    u = urllib.parse.urlsplit(url)
+    return u.path + (f"?{u.query}" if u.query else "")
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+def fmt(x, nd=2):
+    if x is None:
+        return "—"
+    if isinstance(x, float) and x != x:
+        return "—"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{nd}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or not b:
+        return None
+    return a / b
+
+
+def table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(c) for c in r) + " |")
+    return "\n".join(lines)
+
+
+def cmd_report(a):
+    recs = []
+    with open(a.file) as f:
+        for line in f:
+            if line.strip():
+                recs.append(json.loads(line))
+    out = []
+    meta = {k: v for r in recs if r.get("t") == "meta" for k, v in r.items() if k != "t"}
+    if meta:
+        out.append(f"# rustcorn benchmark ({meta.get('mode', '?')} mode, {meta.get('date', '')})\n")
+        out.append(f"- Machine: {meta.get('nproc')} CPUs, {meta.get('cpu')}, Linux {meta.get('kernel')}, "
+                   f"{meta.get('mem')}")
+        out.append(f"- rustcorn {meta.get('rev')}; {meta.get('wasmtime', 'wasmtime serve: not run')}; "
+                   f"{meta.get('wrk')}; {meta.get('gunicorn', 'gunicorn: not run')}")
+        out.append(f"- Load: `{meta.get('wrk_cmd')}` on loopback, client and server on the same "
+                   f"{meta.get('nproc')} CPUs; rustcorn `-w {meta.get('workers')}`, native hyper "
+                   f"{meta.get('workers')} threads, gunicorn `-k gevent -w 5`, wasmtime serve "
+                   "`-Scli -W timeout=30s`.")
+        out.append(f"- Load average (1, 5, 15 min) at start: {meta.get('load_start')}; at end: "
+                   f"{meta.get('load_end')}. Anything else running on the {meta.get('nproc')} CPUs "
+                   "skews every figure: compare only rows of one run.")
+        out.append("- Ratios are rustcorn ÷ peer: above 1 is better for req/s, below 1 is better for "
+                   "latency, time and memory.\n")
+
+    wrk = [r for r in recs if r.get("t") == "wrk"]
+    if wrk:
+        out.append("## Throughput and latency\n")
+        rows = []
+        workloads = list(dict.fromkeys(r["workload"] for r in wrk))
+        for wl in workloads:
+            rs = [r for r in wrk if r["workload"] == wl]
+            base = next((r for r in rs if r["server"] == "rustcorn"), None)
+            for r in rs:
+                peer = r["server"] != "rustcorn"
+                rows.append([wl, r["server"], fmt(r.get("rps"), 0), fmt(r.get("avg_ms")), fmt(r.get("p99_ms")),
+                             f"{r.get('non2xx', 0)}/{r.get('sock_errors', 0)}",
+                             fmt(ratio(base and base.get("rps"), r.get("rps"))) if peer and base else "—",
+                             fmt(ratio(base and base.get("avg_ms"), r.get("avg_ms"))) if peer and base else "—",
+                             fmt(ratio(base and base.get("p99_ms"), r.get("p99_ms"))) if peer and base else "—"])
+        out.append(table(["workload", "server", "req/s", "avg ms", "p99 ms", "non-2xx/sock err",
+                          "req/s ratio", "avg ratio", "p99 ratio"], rows))
+        out.append("")
+
+    cold = [r for r in recs if r.get("t") == "cold"]
+    if cold:
+        out.append("## Cold start: exec → first 200 (median of runs, ms)\n")
+        rows = []
+        apps = list(dict.fromkeys(r["app"] for r in cold))
+        for app in apps:
+            servers = list(dict.fromkeys(r["server"] for r in cold if r["app"] == app))
+
+            def med(server, cache):
+                v = [r["ms"] for r in cold if r["app"] == app and r["server"] == server and r["cache"] == cache]
+                return (statistics.median(v), len(v)) if v else (None, 0)
+            for s in servers:
+                e, ne = med(s, "empty")
+                w, nw = med(s, "warm")
+                peer = s != "rustcorn"
+                re_, _ = med("rustcorn", "empty")
+                rw, _ = med("rustcorn", "warm")
+                rows.append([app, s, f"{fmt(e, 1)} (n={ne})", f"{fmt(w, 1)} (n={nw})",
+                             fmt(ratio(re_, e)) if peer else "—", fmt(ratio(rw, w)) if peer else "—"])
+        out.append(table(["app", "server", "empty cache", "warm cache", "empty ratio", "warm ratio"], rows))
+        out.append("")
+
+    resp = [r for r in recs if r.get("t") == "respawn"]
+    if resp:
+        out.append("## Respawn after kill -9 of a worker under load (rustcorn hello, ms)\n")
+        rows = []
+        for key, label in (("child_ms", "new worker forked (in /proc children)"),
+                           ("ready_ms", "\"Worker ready (pid: N\" logged"),
+                           ("first_ms", "first response served by the new pid (access log)")):
+            v = [r[key] for r in resp if key in r]
+            rows.append([label, fmt(statistics.median(v), 1), fmt(max(v), 1), len(v)])
+        out.append(table(["milestone after the kill", "median ms", "max ms", "kills"], rows))
+        shares = [r["share_after"] for r in resp if "share_after" in r]
+        if shares:
+            out.append(f"\nShare of the running wrk load served by the new worker in the second after its "
+                       f"first response: {', '.join(f'{100 * x:.1f}%' for x in shares)} (wrk's keep-alive "
+                       "connections stay on the surviving workers; only new connections reach it). The "
+                       "first response is to a probe on a fresh connection.")
+        rw = next((r for r in recs if r.get("t") == "wrk-respawn"), None)
+        if rw:
+            out.append(f"\nThe wrk run around the kills: {fmt(rw.get('rps'), 0)} req/s, p99 "
+                       f"{fmt(rw.get('p99_ms'))} ms, {rw.get('non2xx', 0)} non-2xx, "
+                       f"{rw.get('sock_errors', 0)} socket errors (connections of the killed worker).")
+        out.append("")
+
+    pss = [r for r in recs if r.get("t") == "pss"]
+    if pss:
+        out.append("## Memory: total PSS after warm-up (Python app)\n")
+        rows = []
+        base1 = next((r for r in pss if r["server"] == "rustcorn" and r["workers"] == 1), None)
+        for r in pss:
+            per = r.get("per_proc_kib", [])
+            rows.append([r["server"], r["workers"], r["procs"], fmt(r["total_kib"] / 1024, 1),
+                         ", ".join(f"{k / 1024:.1f}" for k in per),
+                         fmt(ratio(base1 and base1["total_kib"], r["total_kib"]))
+                         if r["server"] != "rustcorn" and base1 else "—"])
+        out.append(table(["server", "workers", "processes", "total PSS MiB", "per process MiB (pid order)",
+                          "ratio (rustcorn -w 1 ÷ peer)"], rows))
+        out.append("")
+
+    fair = [r for r in recs if r.get("t") == "fair"]
+    if fair:
+        out.append("## Fairness: faults.wasm `/ok` under wrk, alone vs. while one client loops "
+                   f"`/spin?ms={fair[0].get('spin_ms', '?')}`\n")
+        rows = []
+        servers = list(dict.fromkeys(r["server"] for r in fair))
+        get = {(r["server"], r["phase"]): r for r in fair}
+        for s in servers:
+            alone, spin = get.get((s, "alone"), {}), get.get((s, "spin"), {})
+            rows.append([s, fmt(alone.get("rps"), 0), fmt(alone.get("p99_ms")), fmt(spin.get("rps"), 0),
+                         fmt(spin.get("p99_ms")), fmt(spin.get("max_ms")), spin.get("spins", "—"),
+                         f"{spin.get('non2xx', 0)}/{spin.get('sock_errors', 0)}"])
+        out.append(table(["server", "req/s alone", "p99 ms alone", "req/s with spin", "p99 ms with spin",
+                          "max ms with spin", "spins done", "non-2xx/sock err"], rows))
+        rs = get.get(("rustcorn", "spin"))
+        for s in servers:
+            if s != "rustcorn" and rs and get.get((s, "spin")):
+                out.append(f"\np99 with spin, rustcorn ÷ {s}: {fmt(ratio(rs.get('p99_ms'), get[(s, 'spin')].get('p99_ms')))}")
+        out.append("")
+
+    fails = [r for r in recs if r.get("t") == "fail"]
+    if fails:
+        out.append("## Failures\n")
+        for r in fails:
+            out.append(f"- {r['step']}: {r.get('msg', '')}")
+        out.append("")
+    print("\n".join(out))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("free-port").set_defaults(fn=cmd_free_port)
+
+    s = sub.add_parser("ready")
+    s.add_argument("--pid", type=int)
+    s.add_argument("--stdout")
+    s.add_argument("--url")
+    s.add_argument("--path", default="/")
+    s.add_argument("--timeout", type=float, default=120)
+    s.set_defaults(fn=cmd_ready)
+
+    s = sub.add_parser("coldstart")
+    s.add_argument("--pids-file", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--err", required=True)
+    s.add_argument("--url")
+    s.add_argument("--path", default="/")
+    s.add_argument("--env", action="append", default=[])
+    s.add_argument("--timeout", type=float, default=300)
+    s.add_argument("cmd", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_coldstart)
+
+    s = sub.add_parser("record")
+    s.add_argument("file")
+    s.add_argument("--wrk")
+    s.add_argument("--allow-errors", action="store_true")
+    s.add_argument("kv", nargs="*")
+    s.set_defaults(fn=cmd_record)
+
+    s = sub.add_parser("respawn")
+    s.add_argument("--arbiter", type=int, required=True)
+    s.add_argument("--errlog", required=True)
+    s.add_argument("--accesslog", required=True)
+    s.add_argument("--count", type=int, default=1)
+    s.add_argument("--interval", type=float, default=2.0)
+    s.add_argument("--probe", required=True, help="URL to GET on fresh connections")
+    s.add_argument("--window", type=float, default=1.0)
+    s.add_argument("--timeout", type=float, default=30.0)
+    s.add_argument("--record")
+    s.set_defaults(fn=cmd_respawn)
+
+    s = sub.add_parser("pss")
+    s.add_argument("pid", type=int)
+    s.add_argument("--record")
+    s.add_argument("kv", nargs="*")
+    s.set_defaults(fn=cmd_pss)
+
+    s = sub.add_parser("echo-check")
+    s.add_argument("--url", required=True)
+    s.add_argument("--bytes", type=int, default=65536)
+    s.set_defaults(fn=cmd_echo_check)
+
+    s = sub.add_parser("loop")
+    s.add_argument("--url", required=True)
+    s.add_argument("--seconds", type=float, required=True)
+    s.add_argument("--max", type=int, default=1000)
+    s.add_argument("--timeout", type=float, default=60.0)
+    s.set_defaults(fn=cmd_loop)
+
+    s = sub.add_parser("report")
+    s.add_argument("file")
+    s.set_defaults(fn=cmd_report)
+
+    # KEY=VALUE words may follow options (argparse would not take them as positionals there).
+    a, extra = p.parse_known_args()
+    if extra:
+        if not hasattr(a, "kv") or any(x.startswith("-") or "=" not in x for x in extra):
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        a.kv += extra
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,386 @@
+#!/usr/bin/env bash
+# rustcorn benchmark harness.
+#
+# Usage (from anywhere; paths are relative to the repo):
+#   tests/bench/run.sh            full run: rustcorn vs wasmtime serve, native hyper, Gunicorn gevent
+#                                 (~6 min with tools cached; the first run also installs them)
+#   tests/bench/run.sh --smoke    1 s loads, rustcorn + native hyper only, installs nothing but wrk;
+#                                 exits non-zero when a server never gets ready or answers non-2xx.
+#                                 It never asserts on timings.
+#   --rebuild                     also `cargo build --release` rustcorn and native-hello when present
+#   Env: BENCH_WORKERS (default nproc), BENCH_CONNS (64), BENCH_DURATION (10 s; 1 s in smoke),
+#        RUSTCORN_BIN (default target/release/rustcorn: e.g. to compare two builds)
+#
+# The markdown report goes to stdout, progress to stderr:
+#   tests/bench/run.sh > tests/bench/RESULTS-draft.md
+#
+# What it measures (wrk -t2 -c64 --latency, same settings for every server):
+#   hello        rustcorn, wasmtime serve, native hyper (tests/bench/native-hello), gunicorn -k gevent
+#   echo-64k     POST 64 KiB bodies to echo.wasm (tests/bench/post64k.lua)        rustcorn, wasmtime
+#   python GET / and js GET /  (the componentize-py / componentize-js apps)       rustcorn, wasmtime
+#   cold start   exec -> first 200 with an empty and a warm compile cache, hello and Python app
+#                (rustcorn --cache-dir fresh vs reused; wasmtime: XDG_CACHE_HOME fresh vs reused)
+#   respawn      under load, kill -9 a rustcorn worker: ms until the new worker forks, logs
+#                "Worker ready", and serves its first request (access log %(p)s)
+#   memory       total PSS (arbiter + workers) of rustcorn -w 1 and -w 4 on the Python app, warmed
+#   fairness     faults.wasm /ok p99 alone vs. while one client loops /spin?ms=2000
+#
+# Installs and caches what it needs: wrk (apt), wasmtime-cli 48.0.8 (cargo install --root
+# target/bench-tools), gunicorn + gevent (venv at target/bench-tools/venv); builds the guests into
+# target/guests. Every server it starts runs in its own process group and is stopped on exit.
+set -Eeuo pipefail
+shopt -s inherit_errexit
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+tools="$repo/target/bench-tools"
+guests="$repo/target/guests"
+WASMTIME_VERSION=48.0.8
+GUNICORN_PIN="${BENCH_GUNICORN_PIN:-gunicorn[gevent]==27.0.1 gevent==26.9.0}"
+
+mode=full
+rebuild=false
+for arg in "$@"; do
+  case "$arg" in
+    --smoke) mode=smoke ;;
+    --rebuild) rebuild=true ;;
+    -h|--help) sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+workers="${BENCH_WORKERS:-$(nproc)}"
+conns="${BENCH_CONNS:-64}"
+if [[ $mode == smoke ]]; then
+  dur="${BENCH_DURATION:-1}"; warmup=0
+  cold_empty_runs=1; cold_warm_runs=1; respawn_kills=1; spin_ms=300; mem_warmup=1
+else
+  dur="${BENCH_DURATION:-10}"; warmup=2
+  cold_empty_runs=3; cold_warm_runs=5; respawn_kills=3; spin_ms=2000; mem_warmup=3
+fi
+wrk_args=(-t2 "-c$conns" --timeout 10s --latency)
+
+run="$(mktemp -d /tmp/rustcorn-bench.XXXXXX)"
+results="$run/results.jsonl"
+pids="$run/pids"
+: > "$results"
+: > "$pids"
+failed=()
+
+log() { printf '%s\n' "$*" >&2; }
+
+# Stops every process group registered in $pids (servers, wrk, clients): TERM, then KILL after 10 s.
+cleanup() {
+  [[ -s "$pids" ]] || return 0
+  local p alive
+  while read -r p; do kill -TERM -- "-$p" 2>/dev/null || true; done < "$pids"
+  for _ in $(seq 100); do
+    alive=false
+    while read -r p; do kill -0 -- "-$p" 2>/dev/null && alive=true; done < "$pids"
+    $alive || break
+    sleep 0.1
+  done
+  while read -r p; do kill -KILL -- "-$p" 2>/dev/null || true; done < "$pids"
+  : > "$pids"
+}
+step_pid=
+finish() {
+  local rc=$?
+  set +e
+  [[ -z "$step_pid" ]] || { kill "$step_pid" 2>/dev/null; wait "$step_pid" 2>/dev/null; }
+  cleanup
+  if ((rc == 0)); then rm -rf "$run"; else log "logs kept in $run"; fi
+  exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- tools -------------------------------------------------------------------------------------
+
+PY="$(python3 -c 'import sys; print(sys.executable)')"   # the real interpreter, not a pyenv shim
+bt() { "$PY" "$here/benchtool.py" "$@"; }
+as_root() { if ((EUID == 0)); then "$@"; else sudo "$@"; fi; }
+
+ensure_wrk() {
+  command -v wrk >/dev/null && return
+  log "== installing wrk (apt)"
+  as_root apt-get install -y wrk >&2 || { as_root apt-get update >&2 && as_root apt-get install -y wrk >&2; }
+}
+
+wasmtime="$tools/bin/wasmtime"
+ensure_wasmtime() {
+  if [[ -x "$wasmtime" ]] && "$wasmtime" --version | grep -q " $WASMTIME_VERSION"; then return; fi
+  log "== cargo install wasmtime-cli $WASMTIME_VERSION into $tools (takes ~10 min on 2 cores)"
+  nice -n 10 cargo install wasmtime-cli --version "$WASMTIME_VERSION" --locked --root "$tools" >&2
+}
+
+gunicorn="$tools/venv/bin/gunicorn"
+ensure_gunicorn() {
+  if [[ -x "$gunicorn" ]] && "$tools/venv/bin/python" -c 'import gunicorn.workers.ggevent' 2>/dev/null; then return; fi
+  log "== pip install $GUNICORN_PIN into $tools/venv"
+  "$PY" -m venv "$tools/venv"
+  # shellcheck disable=SC2086
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check $GUNICORN_PIN >&2
+}
+
+build() {
+  if [[ -z "${RUSTCORN_BIN:-}" ]] && { $rebuild || [[ ! -x "$rustcorn" ]]; }; then
+    log "== cargo build --release -p rustcorn"
+    (cd "$repo" && cargo build --release -p rustcorn >&2)
+  fi
+  if $rebuild || [[ ! -x "$repo/target/release/native-hello" ]]; then
+    log "== cargo build --release -p native-hello"
+    (cd "$repo" && cargo build --release -p native-hello >&2)
+  fi
+  log "== guests -> $guests"
+  bash "$repo/guest-examples/build.sh" "$guests" >&2
+}
+
+rustcorn="${RUSTCORN_BIN:-$repo/target/release/rustcorn}"
+native="$repo/target/release/native-hello"
+# Compile cache for the load runs (cold-start runs use their own fresh directories). Keyed by
+# the wasm hash and the engine's compatibility hash, so reusing it across runs is safe.
+rustcorn_cache="$repo/target/bench-cache/rustcorn"
+
+# ---- servers -----------------------------------------------------------------------------------
+
+# spawn CMD..: runs CMD in the background in its own session (its pid is its process group id),
+# registered for cleanup. Sets $spawned.
+spawn() {
+  setsid "$@" < /dev/null &
+  spawned=$!
+  echo "$spawned" >> "$pids"
+}
+# run_wrk ARGS..: wrk in its own registered process group, so that an interrupted run stops it too.
+run_wrk() { spawn "$wrk_bin" "$@"; wait "$spawned"; }
+
+# start NAME CMD..: spawns a server with its output in $run/NAME.{out,err}. Sets $server_pid.
+start() {
+  local name="$1"; shift
+  spawn "$@" > "$run/$name.out" 2> "$run/$name.err"
+  server_pid=$spawned
+}
+
+# Each start_* sets $url (http://127.0.0.1:PORT) once the server has answered a first 200 on PATH.
+start_rustcorn() {   # NAME APP PATH [extra rustcorn args]
+  local name="$1" app="$2" path="$3"; shift 3
+  start "$name" "$rustcorn" serve "$app" -b 127.0.0.1:0 -w "$workers" --cache-dir "$rustcorn_cache" "$@"
+  url="$(bt ready --pid "$server_pid" --stdout "$run/$name.out" --path "$path" --timeout 300)" \
+    || { tail -n 20 "$run/$name.err" >&2; return 1; }
+}
+start_native() {
+  start native "$native" 127.0.0.1:0 "$workers"
+  url="$(bt ready --pid "$server_pid" --stdout "$run/native.out" --timeout 60)"
+}
+start_wasmtime() {   # NAME APP PATH
+  local name="$1" app="$2" path="$3" port
+  port="$(bt free-port)"
+  start "$name" env XDG_CACHE_HOME="$repo/target/bench-cache/xdg" \
+    "$wasmtime" serve -Scli -W timeout=30s --addr "127.0.0.1:$port" "$app"
+  url="$(bt ready --pid "$server_pid" --url "http://127.0.0.1:$port" --path "$path" --timeout 300)" \
+    || { tail -n 20 "$run/$name.err" >&2; return 1; }
+}
+start_gunicorn() {
+  local port
+  port="$(bt free-port)"
+  start gunicorn "$gunicorn" -k gevent -w 5 -b "127.0.0.1:$port" --chdir "$here" --log-level warning wsgi_hello:app
+  url="$(bt ready --pid "$server_pid" --url "http://127.0.0.1:$port" --timeout 60)"
+}
+
+# wrk_run OUT URL [wrk args]: an optional warm-up, then the measured run into OUT.
+wrk_run() {
+  local out="$1" target="$2"; shift 2
+  if ((warmup > 0)); then run_wrk "${wrk_args[@]}" "-d${warmup}s" "$@" "$target" > /dev/null; fi
+  run_wrk "${wrk_args[@]}" "-d${dur}s" "$@" "$target" > "$out"
+}
+
+# load WORKLOAD SERVER PATH [wrk args]: drive the server at $url and record the figures.
+load() {
+  local workload="$1" server="$2" path="$3"; shift 3
+  local name="wrk-$workload-$server"
+  local out="$run/${name//[^A-Za-z0-9._-]/_}.txt"
+  wrk_run "$out" "$url$path" "$@"
+  bt record "$results" --wrk "$out" t=wrk workload="$workload" server="$server"
+}
+
+check_echo() { bt echo-check --url "$url/echo" --bytes 65536; }   # before it is load-tested
+
+# ---- steps -------------------------------------------------------------------------------------
+
+# step NAME FN ARGS..: runs FN in a subshell with errexit; its servers are stopped when it ends.
+# A failing step is recorded and the run goes on; the exit status reports it at the end.
+step() {
+  local name="$1"; shift
+  log "== $name"
+  local t0=$SECONDS
+  set +e
+  (
+    set -e
+    trap cleanup EXIT
+    "$@"
+  ) &
+  step_pid=$!
+  wait "$step_pid"
+  local rc=$?
+  step_pid=
+  set -e
+  log "   ($((SECONDS - t0)) s)"
+  if ((rc != 0)); then
+    failed+=("$name")
+    bt record "$results" t=fail step="$name" msg="exit status $rc; logs in $run"
+    log "!! step failed: $name"
+  fi
+}
+
+hello_rustcorn()  { start_rustcorn hello "$guests/hello.wasm" /; load hello rustcorn /; }
+hello_wasmtime()  { start_wasmtime hello "$guests/hello.wasm" /; load hello "wasmtime serve" /; }
+hello_native()    { start_native; load hello "native hyper" /; }
+hello_gunicorn()  { start_gunicorn; load hello "gunicorn gevent" /; }
+echo_rustcorn()   { start_rustcorn echo "$guests/echo.wasm" /; check_echo; load echo-64k rustcorn /echo -s "$here/post64k.lua"; }
+echo_wasmtime()   { start_wasmtime echo "$guests/echo.wasm" /; check_echo; load echo-64k "wasmtime serve" /echo -s "$here/post64k.lua"; }
+app_rustcorn()    { start_rustcorn "$1" "$guests/$1.wasm" /; load "$1 GET /" rustcorn /; }
+app_wasmtime()    { start_wasmtime "$1" "$guests/$1.wasm" /; load "$1 GET /" "wasmtime serve" /; }
+
+cold_rustcorn() {   # APP_NAME
+  local app="$1" dir ms i
+  for ((i = 1; i <= cold_empty_runs; i++)); do
+    dir="$run/cold-rustcorn-$app-$i"
+    ms="$(bt coldstart --pids-file "$pids" --out "$run/cold.out" --err "$run/cold.err" -- \
+      "$rustcorn" serve "$guests/$app.wasm" -b 127.0.0.1:0 -w "$workers" --cache-dir "$dir")"
+    log "  rustcorn $app empty cache: $ms ms"
+    bt record "$results" t=cold app="$app" server=rustcorn cache=empty ms="$ms"
+  done
+  for ((i = 1; i <= cold_warm_runs; i++)); do
+    ms="$(bt coldstart --pids-file "$pids" --out "$run/cold.out" --err "$run/cold.err" -- \
+      "$rustcorn" serve "$guests/$app.wasm" -b 127.0.0.1:0 -w "$workers" --cache-dir "$dir")"
+    log "  rustcorn $app warm cache: $ms ms"
+    bt record "$results" t=cold app="$app" server=rustcorn cache=warm ms="$ms"
+  done
+}
+
+cold_wasmtime() {   # APP_NAME; wasmtime's default cache lives in $XDG_CACHE_HOME/wasmtime
+  local app="$1" dir ms i port
+  for ((i = 1; i <= cold_empty_runs + cold_warm_runs; i++)); do
+    ((i <= cold_empty_runs)) && dir="$run/cold-wasmtime-$app-$i"
+    port="$(bt free-port)"
+    ms="$(bt coldstart --pids-file "$pids" --out "$run/cold.out" --err "$run/cold.err" \
+      --url "http://127.0.0.1:$port" --env XDG_CACHE_HOME="$dir" -- \
+      "$wasmtime" serve -Scli -W timeout=30s --addr "127.0.0.1:$port" "$guests/$app.wasm")"
+    local cache=empty; ((i > cold_empty_runs)) && cache=warm
+    log "  wasmtime serve $app $cache cache: $ms ms"
+    bt record "$results" t=cold app="$app" server="wasmtime serve" cache="$cache" ms="$ms"
+  done
+  # The warm runs only mean something if wasmtime did write its cache where we pointed it.
+  [[ -n "$(ls -A "$dir/wasmtime/modules" 2>/dev/null)" ]] || { log "wasmtime wrote no cache under $dir"; return 1; }
+}
+
+respawn() {
+  start_rustcorn respawn "$guests/hello.wasm" / \
+    --access-logfile "$run/access.log" --access-logformat '%(p)s %(s)s'
+  local arbiter=$server_pid wrk_secs=$((respawn_kills * 2 + 2))
+  spawn "$wrk_bin" "${wrk_args[@]}" "-d${wrk_secs}s" "$url/" > "$run/wrk-respawn.txt"
+  local wrk_pid=$spawned
+  sleep 1
+  bt respawn --arbiter "$arbiter" --errlog "$run/respawn.err" --accesslog "$run/access.log" \
+    --probe "$url/" --count "$respawn_kills" --interval 2 --record "$results"
+  wait "$wrk_pid"
+  # Connections of the killed worker are reset: socket errors are expected, non-2xx are not.
+  bt record "$results" --wrk "$run/wrk-respawn.txt" --allow-errors t=wrk-respawn server=rustcorn workload=respawn
+  local non2xx
+  non2xx="$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$run/wrk-respawn.txt" | grep -o '[0-9]*$' || true)"
+  [[ -z "$non2xx" ]] || { log "respawn run had $non2xx non-2xx responses"; return 1; }
+}
+
+memory_rustcorn() {   # WORKERS
+  local w="$1"
+  workers="$w" start_rustcorn "mem-$w" "$guests/python-app.wasm" /
+  run_wrk -t2 -c8 "-d${mem_warmup}s" --latency "$url/" > "$run/wrk-mem-$w.txt"
+  bt record "$results" --wrk "$run/wrk-mem-$w.txt" t=warmup server=rustcorn workload="warm-up for -w $w"
+  sleep 0.5
+  log "  PSS: $(bt pss --record "$results" "$server_pid" t=pss server=rustcorn workers="$w")"
+}
+
+memory_wasmtime() {
+  start_wasmtime mem-wasmtime "$guests/python-app.wasm" /
+  run_wrk -t2 -c8 "-d${mem_warmup}s" --latency "$url/" > "$run/wrk-mem-wasmtime.txt"
+  bt record "$results" --wrk "$run/wrk-mem-wasmtime.txt" t=warmup server="wasmtime serve" workload="warm-up"
+  sleep 0.5
+  log "  PSS: $(bt pss --record "$results" "$server_pid" t=pss server="wasmtime serve" workers=1)"
+}
+
+fairness() {   # SERVER_LABEL START_FN
+  local label="$1" starter="$2"
+  "$starter" "fair-${label// /_}" "$guests/faults.wasm" /ok
+  local out="$run/wrk-fair-${label// /_}"
+  wrk_run "$out-alone.txt" "$url/ok"
+  bt record "$results" --wrk "$out-alone.txt" t=fair phase=alone server="$label" spin_ms="$spin_ms" workload="/ok alone"
+  spawn "$PY" "$here/benchtool.py" loop --url "$url/spin?ms=$spin_ms" --seconds "$((warmup + dur))" \
+    > "$run/spin-loop.json"
+  local loop_pid=$spawned
+  sleep 0.2
+  wrk_run "$out-spin.txt" "$url/ok"
+  wait "$loop_pid"
+  local spins ok
+  spins="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["count"])' "$run/spin-loop.json")"
+  ok="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["statuses"].get("200", 0))' "$run/spin-loop.json")"
+  bt record "$results" --wrk "$out-spin.txt" t=fair phase=spin server="$label" spin_ms="$spin_ms" spins="$spins" \
+    workload="/ok with /spin?ms=$spin_ms looping"
+  [[ "$spins" == "$ok" && "$spins" -gt 0 ]] || { log "spin client: $(cat "$run/spin-loop.json")"; return 1; }
+}
+
+# ---- main --------------------------------------------------------------------------------------
+
+ensure_wrk
+wrk_bin="$(command -v wrk)"
+if [[ $mode == full ]]; then
+  ensure_wasmtime
+  ensure_gunicorn
+fi
+build
+mkdir -p "$rustcorn_cache"
+
+peer_versions=()
+if [[ $mode == full ]]; then
+  peer_versions=("wasmtime=$("$wasmtime" --version)" "gunicorn=$("$gunicorn" --version)")
+fi
+bt record "$results" t=meta load_start="$(cut -d' ' -f1-3 /proc/loadavg)" mode="$mode" date="$(date -u '+%Y-%m-%d %H:%M UTC')" nproc="$(nproc)" \
+  cpu="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')" kernel="$(uname -r)" \
+  mem="$(awk '/MemTotal/ {printf "%.0f GiB RAM", $2 / 1048576}' /proc/meminfo)" \
+  rev="$(git -C "$repo" rev-parse --short HEAD)$(git -C "$repo" diff --quiet HEAD -- host 2>/dev/null || echo ' + uncommitted host/ changes') (binary built $(date -u -r "$rustcorn" '+%Y-%m-%d %H:%M UTC'))" \
+  wrk="$("$wrk_bin" --version 2>&1 | head -n 1 | awk '{print "wrk " $2}')" \
+  wrk_cmd="wrk ${wrk_args[*]} -d${dur}s" workers="$workers" "${peer_versions[@]}"
+
+# peer CMD..: only in full mode.
+peer() { if [[ $mode == full ]]; then "$@"; fi; }
+
+step "hello: rustcorn" hello_rustcorn
+peer step "hello: wasmtime serve" hello_wasmtime
+step "hello: native hyper" hello_native
+peer step "hello: gunicorn gevent" hello_gunicorn
+step "echo 64 KiB: rustcorn" echo_rustcorn
+peer step "echo 64 KiB: wasmtime serve" echo_wasmtime
+for app in python-app js-app; do
+  step "$app GET /: rustcorn" app_rustcorn "$app"
+  peer step "$app GET /: wasmtime serve" app_wasmtime "$app"
+done
+step "cold start hello: rustcorn" cold_rustcorn hello
+peer step "cold start hello: wasmtime serve" cold_wasmtime hello
+if [[ $mode == full ]]; then
+  step "cold start python-app: rustcorn" cold_rustcorn python-app
+  step "cold start python-app: wasmtime serve" cold_wasmtime python-app
+fi
+step "respawn: rustcorn" respawn
+step "memory: rustcorn -w 1" memory_rustcorn 1
+step "memory: rustcorn -w 4" memory_rustcorn 4
+peer step "memory: wasmtime serve" memory_wasmtime
+step "fairness: rustcorn" fairness rustcorn start_rustcorn
+peer step "fairness: wasmtime serve" fairness "wasmtime serve" start_wasmtime
+
+bt record "$results" t=meta load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
+bt report "$results"
+if ((${#failed[@]})); then
+  log "FAILED steps: ${failed[*]}"
+  exit 1
+fi
+log "all steps passed"
