@@ -9,6 +9,7 @@
 #                                 It never asserts on timings.
 #   --rebuild                     also `cargo build --release` rustcorn and native-hello when present
 #   Env: BENCH_WORKERS (default nproc), BENCH_CONNS (64), BENCH_DURATION (10 s; 1 s in smoke),
+#        BENCH_GUESTS (guest .wasm directory, default target/guests; built there if stale),
 #        RUSTCORN_BIN (default target/release/rustcorn: e.g. to compare two builds)
 #
 # The markdown report goes to stdout, progress to stderr:
@@ -34,7 +35,7 @@ shopt -s inherit_errexit
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 tools="$repo/target/bench-tools"
-guests="$repo/target/guests"
+guests="${BENCH_GUESTS:-$repo/target/guests}"
 WASMTIME_VERSION=48.0.8
 GUNICORN_PIN="${BENCH_GUNICORN_PIN:-gunicorn[gevent]==27.0.1 gevent==26.9.0}"
 

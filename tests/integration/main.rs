@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bench_smoke;
 mod binds_ops;
 mod config;
 mod faults;
