@@ -103,6 +103,8 @@ pub struct Arbiter {
     reload_watch: Option<ReloadWatch>,
     /// Unix socket files this arbiter owns and removes on exit (not inherited fd:// or systemd ones).
     socket_files: Vec<PathBuf>,
+    /// The listeners come from our own `--bind`s (not an upgrade or systemd), in their order.
+    binds_are_ours: bool,
 }
 
 /// `rustcorn serve`: returns the process exit status.
@@ -198,6 +200,8 @@ impl Arbiter {
         let old_arbiter = upgrade::old_arbiter();
         let credentials = privileges::resolve(args.ops.user.as_deref(), args.ops.group.as_deref())?;
         let app = app::prepare(&settings.app, &settings.cache_dir)?;
+        // Sockets we bound from --bind ourselves can be re-bound on HUP; inherited ones cannot.
+        let binds_are_ours = !upgraded && std::env::var_os("LISTEN_FDS").is_none();
         let (listeners, socket_files) = open_listeners(&settings, &args)?;
         let ready_pipe = if args.ops.daemon && !upgraded {
             if settings.error_log == crate::logging::LogTarget::Stderr {
@@ -261,6 +265,7 @@ impl Arbiter {
             credentials,
             pid_file,
             socket_files,
+            binds_are_ours,
         })
     }
 
@@ -363,6 +368,50 @@ impl Arbiter {
         }
     }
 
+    /// HUP with changed binds: keeps the sockets of binds that stay (so no connection is refused),
+    /// binds the new ones, closes the dropped ones. The new generation gets the new set; the old
+    /// workers keep their inherited sockets until they retire. Nothing changes if a bind fails.
+    fn rebind(&mut self, settings: &Settings) -> Result<()> {
+        if !self.binds_are_ours {
+            log_warning!("reload: --bind changed but the sockets were inherited (upgrade or systemd); keeping them");
+            return Ok(());
+        }
+        for (i, spec) in settings.binds.iter().enumerate() {
+            if settings.binds[..i].contains(spec) {
+                anyhow::bail!("--bind {spec:?} is given twice");
+            }
+        }
+        let reuse_port = self.args.ops.reuse_port;
+        let mut fresh = Vec::new();
+        for spec in settings.binds.iter().filter(|spec| !self.settings.binds.contains(spec)) {
+            fresh.push(binds::bind_all(std::slice::from_ref(spec), settings.backlog, reuse_port)?.remove(0));
+        }
+        let mut old: Vec<Option<Listener>> = std::mem::take(&mut self.listeners).into_iter().map(Some).collect();
+        let mut fresh = fresh.into_iter();
+        for spec in &settings.binds {
+            let kept = self.settings.binds.iter().position(|s| s == spec).and_then(|i| old[i].take());
+            // Every spec is either kept or was bound above (specs are distinct).
+            self.listeners.extend(kept.or_else(|| fresh.next()));
+        }
+        for (spec, dropped) in self.settings.binds.iter().zip(old) {
+            if let (Some(listener), binds::BindSpec::Unix(path)) = (dropped, spec) {
+                drop(listener);
+                let _ = std::fs::remove_file(path);
+                self.socket_files.retain(|owned| owned != path);
+            }
+        }
+        for spec in &settings.binds {
+            if let binds::BindSpec::Unix(path) = spec {
+                if !self.socket_files.contains(path) {
+                    self.socket_files.push(path.clone());
+                }
+            }
+        }
+        let addresses: Vec<String> = self.listeners.iter().map(Listener::display_address).collect();
+        log_info!("reload: now listening at {}", addresses.join(" "));
+        Ok(())
+    }
+
     /// Runs the whole settings resolution again (config file, RUSTCORN_CMD_ARGS, the original
     /// command line) from the directory the arbiter started in.
     fn resolve_settings_again(&mut self) -> Result<Settings, String> {
@@ -404,6 +453,13 @@ impl Arbiter {
                 return;
             }
         };
+        if settings.binds != self.settings.binds {
+            if let Err(e) = self.rebind(&settings) {
+                log_error!("reload failed, still serving the previous generation: {e:#}");
+                sd_notify::ready("reload failed; serving the previous generation");
+                return;
+            }
+        }
         self.reload_in_progress = true;
         self.target_workers = settings.workers;
         self.settings = Arc::new(settings);

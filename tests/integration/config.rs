@@ -166,3 +166,27 @@ fn chdir_and_umask() {
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode & 0o077, 0, "umask 077 leaves no group/other bits on the socket: {mode:o}");
 }
+
+#[test]
+fn hup_rebinds_changed_binds() {
+    let dir = scratch_dir("hup-rebind");
+    let first = dir.path().join("first.sock");
+    let second = dir.path().join("second.sock");
+    let config = dir.path().join("rustcorn.toml");
+    let write = |socket: &Path| {
+        let text = format!("{}workers = 1\nbind = [\"127.0.0.1:0\", \"unix:{}\"]\n", toml_app("hello"), socket.display());
+        std::fs::write(&config, text).unwrap();
+    };
+    write(&first);
+    let server = ServerCommand::without_app().current_dir(dir.path()).start();
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_unix(&first, request).unwrap().status, 200);
+
+    write(&second);
+    server.signal(libc::SIGHUP);
+    server.log.wait_for(&["reload: now listening at", "second.sock"], WAIT);
+    server.log.wait_for(&["Worker ready", "generation 2"], WAIT);
+    assert_eq!(raw_unix(&second, request).unwrap().status, 200, "the new bind serves");
+    assert!(!first.exists(), "the dropped unix bind's socket file is removed");
+    assert_eq!(server.get("/").status, 200, "the TCP bind that stayed keeps serving on the same port");
+}
