@@ -407,8 +407,7 @@ impl Arbiter {
                 }
             }
         }
-        let addresses: Vec<String> = self.listeners.iter().map(Listener::display_address).collect();
-        log_info!("reload: now listening at {}", addresses.join(" "));
+        log_info!("reload: now listening at {}", self.listening_addresses());
         Ok(())
     }
 
@@ -740,11 +739,15 @@ impl Arbiter {
         }
     }
 
+    /// Where clients reach us, as the readiness line shows it: `http://HOST:PORT unix:PATH ...`.
+    fn listening_addresses(&self) -> String {
+        self.listeners.iter().map(Listener::display_address).collect::<Vec<_>>().join(" ")
+    }
+
     fn announce_ready(&mut self) {
-        let addresses: Vec<String> = self.listeners.iter().map(Listener::display_address).collect();
         let line = format!(
             "rustcorn: listening on {} (pid {}, {} workers)",
-            addresses.join(" "),
+            self.listening_addresses(),
             std::process::id(),
             self.target_workers
         );

@@ -237,7 +237,7 @@ impl AppRuntime {
                     record.status = parts.status.as_u16();
                     record.response_headers = parts.headers.clone();
                 }
-                let body = ResponseBody::guest(body, outcome, clock, guest.abort_handle(), record, request_id.to_string());
+                let body = ResponseBody::guest(body, outcome, clock, guest.abort_handle(), record, request_id);
                 Response::from_parts(parts, body)
             }
             Ok(Err(code)) => {

@@ -55,7 +55,7 @@ struct GuestBody {
     outcome: GuestOutcome,
     clock: Arc<RequestClock>,
     guest_task: Option<tokio::task::AbortHandle>,
-    request_id: String,
+    request_id: Arc<str>,
     done: bool,
     /// The failure to report on the next poll. Held back for one poll so hyper flushes the head
     /// and the bytes already sent before it sees the error and closes the connection.
@@ -73,7 +73,7 @@ impl ResponseBody {
         clock: Arc<RequestClock>,
         guest_task: Option<tokio::task::AbortHandle>,
         record: Option<AccessRecord>,
-        request_id: String,
+        request_id: Arc<str>,
     ) -> ResponseBody {
         ResponseBody {
             kind: Kind::Guest(GuestBody { inner, outcome, clock, guest_task, request_id, done: false, failing: None }),
