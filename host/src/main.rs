@@ -1,18 +1,18 @@
 //! The `rustcorn` command line: `serve` (settings layered from the config file, the environment
 //! and the command line), `compile` and `check`.
 use clap::Parser;
-use rustcorn::cli::{Cli, Command};
-use rustcorn::layers::{self, LayerError};
+use rustcorn::config::cli::{Cli, Command};
+use rustcorn::config::layers::{self, LayerError};
 use std::ffi::OsString;
 
 fn main() {
     let argv: Vec<OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|command| command == "serve") {
         if let Ok(dir) = std::env::current_dir() {
-            let _ = rustcorn::upgrade::LAUNCH_DIR.set(dir);
+            let _ = rustcorn::arbiter::upgrade::LAUNCH_DIR.set(dir);
         }
         let code = match layers::resolve(&argv[2..]) {
-            Ok(resolved) => rustcorn::arbiter::serve_command(resolved),
+            Ok(resolved) => rustcorn::commands::serve::run(resolved),
             // --help, --version and usage errors on the command line itself: clap's own output.
             Err(LayerError::Clap(e)) => e.exit(),
             Err(e) => {
@@ -25,8 +25,8 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Serve(_) => unreachable!("serve is resolved through the config layers above"),
-        Command::Compile(args) => rustcorn::app::compile_command(&args),
-        Command::Check(args) => rustcorn::app::check_command(&args),
+        Command::Compile(args) => rustcorn::commands::compile::run(&args),
+        Command::Check(args) => rustcorn::commands::check::run(&args),
     };
     std::process::exit(code);
 }

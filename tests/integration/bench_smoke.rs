@@ -21,7 +21,14 @@ fn benchmark_harness_smoke_mode_runs() {
     let report = String::from_utf8_lossy(&output.stdout);
     let progress = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "smoke run failed:\n{report}\n{progress}");
-    for row in ["| hello | rustcorn |", "| hello | native hyper |", "| echo-64k | rustcorn |", "Cold start", "Respawn", "Memory"] {
+    for row in [
+        "| hello | rustcorn |",
+        "| hello | native hyper |",
+        "| echo-64k | rustcorn |",
+        "Cold start",
+        "Respawn",
+        "Memory",
+    ] {
         assert!(report.contains(row), "the report lacks {row:?}:\n{report}");
     }
 }

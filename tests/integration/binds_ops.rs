@@ -13,10 +13,7 @@ fn listening_socket() -> (TcpListener, String) {
 #[test]
 fn bind_fd_adopts_an_inherited_listening_socket() {
     let (listener, addr) = listening_socket();
-    let server = ServerCommand::new(&guest("hello"))
-        .args(["-w", "1", "-b", "fd://5"])
-        .inherit_fd(listener, 5)
-        .start();
+    let server = ServerCommand::new(&guest("hello")).args(["-w", "1", "-b", "fd://5"]).inherit_fd(listener, 5).start();
     assert_eq!(server.addr, addr, "serves on the inherited socket");
     assert_eq!(server.get("/").text(), "Hello, world!\n");
 }
@@ -32,10 +29,7 @@ fn bind_fd_that_is_not_open_fails_with_one_line() {
 #[test]
 fn systemd_socket_activation_is_adopted() {
     let (listener, addr) = listening_socket();
-    let server = ServerCommand::new(&guest("hello"))
-        .args(["-w", "2"])
-        .systemd_sockets(vec![listener.into()])
-        .start();
+    let server = ServerCommand::new(&guest("hello")).args(["-w", "2"]).systemd_sockets(vec![listener.into()]).start();
     assert_eq!(server.addr, addr);
     server.log.wait_for(&["listening socket(s) passed by systemd"], WAIT);
     let (ok, failed) = load(&server.addr, "/", 4, 40);
@@ -45,11 +39,8 @@ fn systemd_socket_activation_is_adopted() {
 #[test]
 fn listen_fds_for_another_pid_are_ignored() {
     // LISTEN_PID names some other process: the sockets are not ours, --bind applies.
-    let server = ServerCommand::new(&guest("hello"))
-        .args(["-w", "1"])
-        .env("LISTEN_PID", "1")
-        .env("LISTEN_FDS", "1")
-        .start();
+    let server =
+        ServerCommand::new(&guest("hello")).args(["-w", "1"]).env("LISTEN_PID", "1").env("LISTEN_FDS", "1").start();
     assert_eq!(server.log.count(&["passed by systemd"]), 0);
     assert_eq!(server.get("/").status, 200);
 }
@@ -110,9 +101,7 @@ fn listening_inodes(pid: u32, port: &str) -> std::collections::HashSet<String> {
         .unwrap()
         .flatten()
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .filter_map(|target| {
-            target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string)
-        })
+        .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
         .filter(|inode| listening.contains(inode))
         .collect()
 }

@@ -41,11 +41,7 @@ fn file_then_env_then_command_line() {
 fn a_list_from_a_higher_layer_replaces_the_file_list() {
     let dir = scratch_dir("bind-list");
     let socket = dir.path().join("from-file.sock");
-    let config = format!(
-        "{}workers = 1\nbind = [\"unix:{}\", \"127.0.0.1:0\"]\n",
-        toml_app("hello"),
-        socket.display()
-    );
+    let config = format!("{}workers = 1\nbind = [\"unix:{}\", \"127.0.0.1:0\"]\n", toml_app("hello"), socket.display());
     let config_path = write_config(dir.path(), "app.toml", &config);
     let server = ServerCommand::without_app().arg("-c").arg(&config_path).args(["-b", "127.0.0.1:0"]).start();
     assert_eq!(server.addresses.len(), 1, "{:?}", server.addresses);
@@ -78,8 +74,7 @@ fn bad_config_files_name_the_file_and_the_key() {
 
 #[test]
 fn bad_rustcorn_cmd_args_are_named() {
-    let (status, _, stderr) =
-        ServerCommand::new(&guest("hello")).env("RUSTCORN_CMD_ARGS", "--wrkrs 2").run_to_exit();
+    let (status, _, stderr) = ServerCommand::new(&guest("hello")).env("RUSTCORN_CMD_ARGS", "--wrkrs 2").run_to_exit();
     assert_eq!(status.code(), Some(1));
     assert!(stderr.contains("RUSTCORN_CMD_ARGS") && stderr.contains("--wrkrs"), "{stderr}");
 }
@@ -88,7 +83,8 @@ fn bad_rustcorn_cmd_args_are_named() {
 fn check_config_validates_settings_and_app_without_serving() {
     let dir = scratch_dir("check-config");
     let good = write_config(dir.path(), "good.toml", &format!("{}workers = 2\n", toml_app("hello")));
-    let (status, stdout, stderr) = ServerCommand::without_app().arg("-c").arg(&good).arg("--check-config").run_to_exit();
+    let (status, stdout, stderr) =
+        ServerCommand::without_app().arg("-c").arg(&good).arg("--check-config").run_to_exit();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stdout.starts_with("ok"), "{stdout}");
     assert!(!stderr.contains("Booting worker"));
@@ -111,7 +107,9 @@ fn print_config_shows_each_value_and_its_source() {
         .args(["--keep-alive", "5", "--print-config"])
         .run_to_exit();
     assert_eq!(status.code(), Some(0));
-    let line = |name: &str| stdout.lines().find(|l| l.starts_with(&format!("{name} = "))).unwrap_or_else(|| panic!("{stdout}")).to_string();
+    let line = |name: &str| {
+        stdout.lines().find(|l| l.starts_with(&format!("{name} = "))).unwrap_or_else(|| panic!("{stdout}")).to_string()
+    };
     assert_eq!(line("workers"), "workers = \"3\"  # file rustcorn.toml");
     assert_eq!(line("timeout"), "timeout = \"20\"  # RUSTCORN_CMD_ARGS");
     assert_eq!(line("keep-alive"), "keep-alive = \"5\"  # command line");
@@ -174,7 +172,8 @@ fn hup_rebinds_changed_binds() {
     let second = dir.path().join("second.sock");
     let config = dir.path().join("rustcorn.toml");
     let write = |socket: &Path| {
-        let text = format!("{}workers = 1\nbind = [\"127.0.0.1:0\", \"unix:{}\"]\n", toml_app("hello"), socket.display());
+        let text =
+            format!("{}workers = 1\nbind = [\"127.0.0.1:0\", \"unix:{}\"]\n", toml_app("hello"), socket.display());
         std::fs::write(&config, text).unwrap();
     };
     write(&first);

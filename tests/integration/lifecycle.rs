@@ -61,10 +61,7 @@ fn long_requests_do_not_trigger_the_watchdog() {
 fn term_drains_an_in_flight_request_then_exits_zero() {
     let dir = scratch_dir("pidfile");
     let pid_file = dir.path().join("rustcorn.pid");
-    let mut server = ServerCommand::new(&guest("faults"))
-        .args(["-w", "1", "-p"])
-        .arg(&pid_file)
-        .start();
+    let mut server = ServerCommand::new(&guest("faults")).args(["-w", "1", "-p"]).arg(&pid_file).start();
     let pid_text = std::fs::read_to_string(&pid_file).unwrap();
     assert_eq!(pid_text.trim(), server.pid.to_string());
     let addr = server.addr.clone();

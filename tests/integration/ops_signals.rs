@@ -115,10 +115,7 @@ fn reload_follows_changes_to_the_app_and_extra_files() {
     let extra = dir.path().join("settings.txt");
     std::fs::copy(guest("hello"), &app).unwrap();
     std::fs::write(&extra, "one").unwrap();
-    let server = ServerCommand::new(&app)
-        .args(["-w", "1", "--reload", "--reload-extra-file"])
-        .arg(&extra)
-        .start();
+    let server = ServerCommand::new(&app).args(["-w", "1", "--reload", "--reload-extra-file"]).arg(&extra).start();
     assert_eq!(server.get("/ok").text(), "Hello, world!\n");
     let first = server.worker_pids();
 
@@ -196,7 +193,11 @@ fn workers_drop_to_user_and_group_while_the_arbiter_keeps_root() {
     }
     let status_of = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |status: &str, name: &str| {
-        status.lines().find(|l| l.starts_with(name)).map(|l| l[name.len()..].split_whitespace().collect::<Vec<_>>().join(" ")).unwrap()
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l[name.len()..].split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap()
     };
     let server = Server::start(&guest("hello"), &["-w", "1", "-u", "nobody", "-g", "nogroup"]);
     server.log.wait_for(&["workers run as user nobody (uid 65534), group nogroup (gid 65534)"], WAIT);

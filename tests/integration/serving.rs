@@ -69,8 +69,9 @@ fn concurrent_load_is_served_by_several_workers() {
 #[test]
 fn access_log_default_format_is_apache_combined() {
     let server = Server::start(&guest("hello"), &["-w", "1", "--access-logfile", "-"]);
-    let reply = http(&server.addr, "GET", "/path?q=1", &[("User-Agent", "test-agent/1"), ("Referer", "http://ref/")], b"")
-        .unwrap();
+    let reply =
+        http(&server.addr, "GET", "/path?q=1", &[("User-Agent", "test-agent/1"), ("Referer", "http://ref/")], b"")
+            .unwrap();
     assert_eq!(reply.status, 200);
     let line = server.log.wait_for(&["GET /path?q=1"], WAIT);
     // 127.0.0.1 - - [22/Nov/2026:23:59:59 +0000] "GET /path?q=1 HTTP/1.1" 200 14 "http://ref/" "test-agent/1"
@@ -122,9 +123,7 @@ fn serves_on_a_unix_socket_and_tcp_at_once() {
     let dir = scratch_dir("unix-bind");
     let socket = dir.path().join("app.sock");
     let bind = format!("unix:{}", socket.display());
-    let mut server = ServerCommand::new(&guest("hello"))
-        .args(["-w", "1", "-b", &bind, "-b", "127.0.0.1:0"])
-        .start();
+    let mut server = ServerCommand::new(&guest("hello")).args(["-w", "1", "-b", &bind, "-b", "127.0.0.1:0"]).start();
     assert!(server.addresses.contains(&bind), "{:?}", server.addresses);
     let reply = raw_unix(&socket, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     assert_eq!((reply.status, reply.text().as_str()), (200, "Hello, world!\n"));

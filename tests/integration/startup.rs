@@ -106,13 +106,8 @@ fn check_reports_imports_and_exports() {
 fn compile_ahead_of_time_then_serve_the_cwasm() {
     let dir = scratch_dir("aot");
     let cwasm = dir.path().join("hello.cwasm");
-    let status = Command::new(rustcorn_bin())
-        .arg("compile")
-        .arg(guest("hello"))
-        .arg("-o")
-        .arg(&cwasm)
-        .status()
-        .unwrap();
+    let status =
+        Command::new(rustcorn_bin()).arg("compile").arg(guest("hello")).arg("-o").arg(&cwasm).status().unwrap();
     assert!(status.success());
     let server = Server::start(&cwasm, &["-w", "1"]);
     assert_eq!(server.get("/").text(), "Hello, world!\n");

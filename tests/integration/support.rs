@@ -36,11 +36,7 @@ pub fn guests_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let out = tmp_root().join("guests");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/build.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .arg(&out)
-            .status()
-            .expect("run guest-examples/build.sh");
+        let status = Command::new("bash").arg(&script).arg(&out).status().expect("run guest-examples/build.sh");
         assert!(status.success(), "guest-examples/build.sh failed: {status}");
         out
     })
@@ -102,8 +98,7 @@ impl LogCapture {
         let deadline = Instant::now() + timeout;
         let mut lines = self.lines.lock().unwrap();
         loop {
-            let matching: Vec<&String> =
-                lines.iter().filter(|line| needles.iter().all(|n| line.contains(n))).collect();
+            let matching: Vec<&String> = lines.iter().filter(|line| needles.iter().all(|n| line.contains(n))).collect();
             if matching.len() >= count {
                 return matching[count - 1].clone();
             }
@@ -312,11 +307,7 @@ impl ServerCommand {
             .split(' ')
             .map(str::to_string)
             .collect();
-        let addr = addresses
-            .iter()
-            .find_map(|a| a.strip_prefix("http://"))
-            .map(str::to_string)
-            .unwrap_or_default();
+        let addr = addresses.iter().find_map(|a| a.strip_prefix("http://")).map(str::to_string).unwrap_or_default();
         assert!(line.contains(&format!("(pid {pid},")), "readiness line names the arbiter pid: {line}");
         // Everything after the readiness line on stdout (the access log with `-`) joins the log.
         log.follow_also(stdout);
@@ -563,11 +554,7 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Reply> {
     let head = String::from_utf8_lossy(&raw[..head_end]);
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("bad status line"))?;
+    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad("bad status line"))?;
     let mut headers = HashMap::new();
     for line in lines {
         if let Some((name, value)) = line.split_once(':') {

@@ -1,7 +1,7 @@
 //! The access log: Gunicorn's `%(atom)s` format language, parsed once at startup and rendered
 //! once per request when its response has been sent (or abandoned). `--access-logformat json`
 //! writes one JSON object per line instead, keyed by atom name.
-use crate::logging::LogSink;
+use crate::log::LogSink;
 use http::HeaderMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -231,7 +231,7 @@ impl AccessRecord {
             Atom::User => write!(out, "{}", self.basic_auth_user().unwrap_or_else(|| "-".into())),
             Atom::Time => {
                 let secs = self.started_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                write!(out, "{}", crate::logging::format_time(secs as libc::time_t, "[%d/%b/%Y:%H:%M:%S %z]"))
+                write!(out, "{}", crate::log::format_time(secs as libc::time_t, "[%d/%b/%Y:%H:%M:%S %z]"))
             }
             Atom::RequestLine => write!(out, "{} {} {}", self.method, path_and_query, protocol(self.version)),
             Atom::Method => write!(out, "{}", self.method),

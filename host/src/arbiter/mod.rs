@@ -2,23 +2,27 @@
 //! supervises workers (respawn with backoff, heartbeat watchdog, max-requests recycling), and
 //! handles Gunicorn's signals (including the USR2 upgrade dance). Single-threaded, with no tokio
 //! runtime and no wasmtime state, so every fork is safe.
-use crate::app::{self, PreparedApp};
-use crate::binds::{self, Listener};
-use crate::cli::ServeArgs;
-use crate::config::Settings;
-use crate::heartbeat::{monotonic_ms, Heartbeat, WorkerReport};
-use crate::reload_watch::ReloadWatch;
-use crate::signals::SignalPipe;
-use crate::upgrade::{self, StartContext};
+pub mod reload_watch;
+pub mod upgrade;
+
+use crate::app::prepare::{self as app, PreparedApp};
+use crate::config::cli::ServeArgs;
+use crate::config::settings::Settings;
+use crate::sys::binds::{self, Listener};
+use crate::sys::heartbeat::{monotonic_ms, Heartbeat, WorkerReport};
+use crate::sys::signals::SignalPipe;
+use crate::sys::{daemon, pidfile, privileges, sd_notify};
 use crate::worker::{self, WorkerSpec, EXIT_BOOT_ERROR};
-use crate::{daemon, log_critical, log_error, log_info, log_warning, pidfile, privileges, sd_notify};
+use crate::{log_critical, log_error, log_info, log_warning};
 use anyhow::{Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use reload_watch::ReloadWatch;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use upgrade::StartContext;
 
 /// The arbiter's lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,86 +111,6 @@ pub struct Arbiter {
     binds_are_ours: bool,
 }
 
-/// `rustcorn serve`: returns the process exit status.
-pub fn serve_command(resolved: crate::layers::Resolved) -> i32 {
-    let args = resolved.args.clone();
-    if args.print_config {
-        print!("{}", crate::layers::print_config(&resolved));
-        return 0;
-    }
-    if let Err(e) = apply_process_settings(&args) {
-        eprintln!("rustcorn: error: {e}");
-        return 1;
-    }
-    let settings = match Settings::from_args(&args) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("rustcorn: error: {}", attribute_to_layer(&resolved, &e.to_string()));
-            return 1;
-        }
-    };
-    if args.check_config {
-        return match app::prepare(&settings.app, &settings.cache_dir) {
-            Ok(_) => {
-                println!("ok: settings and {} are valid", settings.app.display());
-                0
-            }
-            Err(e) => {
-                eprintln!("rustcorn: error: {e:#}");
-                1
-            }
-        };
-    }
-    if let Err(e) = crate::logging::init(&settings.error_log, settings.log_level) {
-        eprintln!("rustcorn: error: --error-logfile {:?}: cannot open it: {e}", settings.error_log);
-        return 1;
-    }
-    for flag in args.gunicorn_only.given() {
-        log_warning!("{flag} is a Gunicorn option with no meaning for rustcorn; ignored");
-    }
-    let error_log_is_a_file = matches!(settings.error_log, crate::logging::LogTarget::File(_));
-    match Arbiter::start(args, settings) {
-        Ok(arbiter) => arbiter.run(),
-        Err(e) => {
-            // One clear line on stderr, and in the error log too when that is a file.
-            eprintln!("rustcorn: error: {e:#}");
-            if error_log_is_a_file {
-                log_error!("{e:#}");
-            }
-            1
-        }
-    }
-}
-
-/// `--chdir` and `--umask`, applied before anything reads a relative path or creates a file.
-fn apply_process_settings(args: &ServeArgs) -> Result<()> {
-    if let Some(dir) = &args.chdir {
-        std::env::set_current_dir(dir).with_context(|| format!("--chdir {}: cannot change to it", dir.display()))?;
-    }
-    if let Some(mask) = &args.umask {
-        let digits = mask.trim_start_matches("0o");
-        let bits = u32::from_str_radix(digits, 8)
-            .ok()
-            .filter(|bits| *bits <= 0o777)
-            .with_context(|| format!("--umask {mask:?}: expected an octal mode from 0 to 0777, such as 022 or 0o027"))?;
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(bits as nix::libc::mode_t));
-    }
-    Ok(())
-}
-
-/// Prefixes a settings error with the config file and key when the flag it names came from a file.
-fn attribute_to_layer(resolved: &crate::layers::Resolved, message: &str) -> String {
-    let flag = message
-        .split(|c: char| c.is_whitespace() || c == ':')
-        .find_map(|word| word.strip_prefix("--"))
-        .map(|flag| flag.trim_end_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-'));
-    match flag.and_then(|flag| resolved.source_of_flag(flag).map(|source| (flag, source))) {
-        Some((flag, crate::layers::Source::File(path))) => format!("config file {}: key `{flag}`: {message}", path.display()),
-        Some((_, crate::layers::Source::EnvCmdArgs)) => format!("{}: {message}", crate::layers::CMD_ARGS_ENV),
-        _ => message.to_string(),
-    }
-}
-
 impl Arbiter {
     /// Validates the app, binds (or adopts inherited sockets), detaches with `--daemon`, installs
     /// signal handlers and writes the pid file. Nothing has been forked (except the compiler
@@ -194,7 +118,7 @@ impl Arbiter {
     pub fn start(args: ServeArgs, settings: Settings) -> Result<Arbiter> {
         let start_context = StartContext::capture()?;
         log_info!("Starting rustcorn {}", env!("CARGO_PKG_VERSION"));
-        crate::process_name::set(crate::process_name::Role::Arbiter, &settings.name);
+        crate::sys::process_name::set(crate::sys::process_name::Role::Arbiter, &settings.name);
         // An arbiter started by USR2 is detached already if its predecessor was.
         let upgraded = std::env::var_os(upgrade::FD_ENV).is_some();
         let old_arbiter = upgrade::old_arbiter();
@@ -204,8 +128,10 @@ impl Arbiter {
         let binds_are_ours = !upgraded && std::env::var_os("LISTEN_FDS").is_none();
         let (listeners, socket_files) = open_listeners(&settings, &args)?;
         let ready_pipe = if args.ops.daemon && !upgraded {
-            if settings.error_log == crate::logging::LogTarget::Stderr {
-                log_warning!("--daemon: the error log goes to /dev/null once detached; pass --error-logfile FILE to keep it");
+            if settings.error_log == crate::log::LogTarget::Stderr {
+                log_warning!(
+                    "--daemon: the error log goes to /dev/null once detached; pass --error-logfile FILE to keep it"
+                );
             }
             Some(daemon::daemonize()?)
         } else {
@@ -296,7 +222,8 @@ impl Arbiter {
             timeout = timeout.min(self.next_spawn_at - Instant::now());
         }
         let mut fds = [nix::poll::PollFd::new(self.signals.fd(), nix::poll::PollFlags::POLLIN)];
-        let ms = nix::poll::PollTimeout::try_from(timeout.as_millis().max(1) as i32).unwrap_or(nix::poll::PollTimeout::NONE);
+        let ms =
+            nix::poll::PollTimeout::try_from(timeout.as_millis().max(1) as i32).unwrap_or(nix::poll::PollTimeout::NONE);
         let _ = nix::poll::poll(&mut fds, ms);
     }
 
@@ -415,16 +342,17 @@ impl Arbiter {
     /// command line) from the directory the arbiter started in.
     fn resolve_settings_again(&mut self) -> Result<Settings, String> {
         let _ = std::env::set_current_dir(self.start_context.directory());
-        let resolved = crate::layers::resolve(self.start_context.serve_args()).map_err(|e| e.to_string());
+        let resolved = crate::config::layers::resolve(self.start_context.serve_args()).map_err(|e| e.to_string());
         let settings = resolved.and_then(|resolved| {
-            apply_process_settings(&resolved.args).map_err(|e| format!("{e:#}"))?;
-            let settings = Settings::from_args(&resolved.args).map_err(|e| attribute_to_layer(&resolved, &e.to_string()))?;
+            crate::commands::serve::apply_process_settings(&resolved.args).map_err(|e| format!("{e:#}"))?;
+            let settings = Settings::from_args(&resolved.args)
+                .map_err(|e| crate::commands::serve::attribute_to_layer(&resolved, &e.to_string()))?;
             self.args = resolved.args;
             Ok(settings)
         });
         if settings.is_err() {
             // Back to where the serving generation runs.
-            let _ = apply_process_settings(&self.args);
+            let _ = crate::commands::serve::apply_process_settings(&self.args);
         }
         settings
     }
@@ -472,7 +400,7 @@ impl Arbiter {
     /// USR1: reopen the error log here and tell every worker to reopen its error and access logs.
     fn reopen_logs(&mut self) {
         log_info!("Handling signal: usr1; reopening the log files");
-        match crate::logging::reopen_error_log() {
+        match crate::log::reopen_error_log() {
             Ok(()) => log_info!("reopened the error log"),
             Err(e) => log_error!("cannot reopen the error log {:?}: {e}", self.settings.error_log),
         }
@@ -508,7 +436,7 @@ impl Arbiter {
     /// WINCH: stop every worker but keep the arbiter (and its sockets); HUP or TTIN starts
     /// workers again. Ignored in the foreground of a terminal, where WINCH means "resized".
     fn stop_all_workers(&mut self) {
-        if crate::signals::in_terminal_foreground() {
+        if crate::sys::signals::in_terminal_foreground() {
             log_info!("WINCH ignored: running in the foreground of a terminal (a window resize sends WINCH)");
             return;
         }
@@ -527,7 +455,9 @@ impl Arbiter {
         if self.lifecycle == Lifecycle::Draining {
             return;
         }
-        let Some(changed) = self.reload_watch.as_mut().and_then(|watch| watch.poll(Instant::now())) else { return };
+        let Some(changed) = self.reload_watch.as_mut().and_then(|watch| watch.poll(Instant::now())) else {
+            return;
+        };
         self.reload(&format!("reload: {} changed", changed.display()));
     }
 
@@ -572,22 +502,31 @@ impl Arbiter {
                 // Rolled back (or the new arbiter failed): we are the service's main process again.
                 sd_notify::notify(&format!("MAINPID={}", std::process::id()));
                 match (code, signal) {
-                    (Some(code), _) => log_warning!("upgrade: the new arbiter (pid {pid}) exited with code {code}"),
-                    (_, Some(signal)) => log_warning!("upgrade: the new arbiter (pid {pid}) was stopped by {signal}"),
+                    (Some(code), _) => {
+                        log_warning!("upgrade: the new arbiter (pid {pid}) exited with code {code}")
+                    }
+                    (_, Some(signal)) => {
+                        log_warning!("upgrade: the new arbiter (pid {pid}) was stopped by {signal}")
+                    }
                     _ => {}
                 }
                 continue;
             }
-            let Some(index) = self.workers.iter().position(|w| w.pid == pid) else { continue };
+            let Some(index) = self.workers.iter().position(|w| w.pid == pid) else {
+                continue;
+            };
             let worker = self.workers.swap_remove(index);
-            let expected = matches!(worker.phase, WorkerPhase::Retiring(_) | WorkerPhase::Stopping(_) | WorkerPhase::Killed);
+            let expected =
+                matches!(worker.phase, WorkerPhase::Retiring(_) | WorkerPhase::Stopping(_) | WorkerPhase::Killed);
             match (code, signal) {
                 (Some(0), _) if expected => log_info!("Worker exiting (pid: {pid})"),
                 (Some(code), _) => log_error!("Worker (pid:{pid}) exited with code {code}"),
                 (_, Some(Signal::SIGKILL)) if !expected => {
                     log_error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
                 }
-                (_, Some(signal)) if !expected => log_error!("Worker (pid:{pid}) was sent {signal}!"),
+                (_, Some(signal)) if !expected => {
+                    log_error!("Worker (pid:{pid}) was sent {signal}!")
+                }
                 (_, Some(signal)) => log_info!("Worker (pid:{pid}) stopped by {signal}"),
                 _ => {}
             }
@@ -599,7 +538,10 @@ impl Arbiter {
             } else if worker.spawned_at.elapsed() < QUICK_DEATH {
                 self.quick_deaths += 1;
                 let backoff = Duration::from_millis(100u64 << self.quick_deaths.min(6)).min(MAX_BACKOFF);
-                log_warning!("worker died {:?} after it started; next spawn in {backoff:?}", worker.spawned_at.elapsed());
+                log_warning!(
+                    "worker died {:?} after it started; next spawn in {backoff:?}",
+                    worker.spawned_at.elapsed()
+                );
                 self.next_spawn_at = Instant::now() + backoff;
             } else {
                 self.quick_deaths = 0;
@@ -612,7 +554,8 @@ impl Arbiter {
         let generation_has_served = self.workers.iter().any(|w| w.generation == generation && w.ever_ready);
         if generation_has_served {
             self.quick_deaths += 1;
-            self.next_spawn_at = Instant::now() + Duration::from_millis(100u64 << self.quick_deaths.min(6)).min(MAX_BACKOFF);
+            self.next_spawn_at =
+                Instant::now() + Duration::from_millis(100u64 << self.quick_deaths.min(6)).min(MAX_BACKOFF);
             return;
         }
         let older_serving = self.workers.iter().any(|w| w.generation < generation && w.ever_ready);
@@ -721,7 +664,8 @@ impl Arbiter {
             for index in 0..self.workers.len() {
                 let worker = &self.workers[index];
                 let replaceable = matches!(worker.phase, WorkerPhase::Booting | WorkerPhase::Serving)
-                    && (worker.generation != generation || worker.heartbeat.read_report() == WorkerReport::WantsRetirement);
+                    && (worker.generation != generation
+                        || worker.heartbeat.read_report() == WorkerReport::WantsRetirement);
                 if replaceable {
                     log_info!("retiring worker {} (generation {})", worker.pid, worker.generation);
                     self.retire(index, now);
@@ -770,7 +714,7 @@ impl Arbiter {
         // starts from a consistent copy; it builds its own runtime and engine.
         match unsafe { nix::unistd::fork() }.context("fork failed")? {
             nix::unistd::ForkResult::Child => {
-                crate::signals::reset_in_child();
+                crate::sys::signals::reset_in_child();
                 // Only the arbiter may tell the foreground process it is ready.
                 drop(self.ready_pipe.take());
                 let code = worker::run(WorkerSpec {

@@ -1,7 +1,7 @@
 //! The app: validating a component, compiling it once into an on-disk `.cwasm` cache (keyed by
 //! the wasm's SHA-256 and the engine's compatibility hash), and the `compile` / `check` commands.
 //! The arbiter never touches wasmtime itself: `prepare` runs in a short-lived forked child.
-use crate::engine;
+use crate::app::engine;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
@@ -18,7 +18,7 @@ pub struct PreparedApp {
     pub compiled: PathBuf,
 }
 
-const ELF_MAGIC: &[u8] = b"\x7fELF";
+pub(crate) const ELF_MAGIC: &[u8] = b"\x7fELF";
 
 /// Validates and compiles `app` (or reuses the cache) in a forked child, so no compiler thread
 /// is ever alive in the arbiter. Errors are one readable line.
@@ -28,7 +28,7 @@ pub fn prepare(app: &Path, cache_dir: &Path) -> Result<PreparedApp> {
     match unsafe { nix::unistd::fork() }.context("cannot fork the compiler")? {
         nix::unistd::ForkResult::Child => {
             drop(read_end);
-            crate::signals::reset_in_child();
+            crate::sys::signals::reset_in_child();
             let mut write_end = write_end;
             let message = match prepare_in_process(app, cache_dir) {
                 Ok(prepared) => format!("ok\n{}", prepared.compiled.display()),
@@ -94,11 +94,11 @@ pub fn prepare_in_process(app: &Path, cache_dir: &Path) -> Result<PreparedApp> {
     Ok(PreparedApp { compiled: cached })
 }
 
-fn read_app(app: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_app(app: &Path) -> Result<Vec<u8>> {
     std::fs::read(app).map_err(|e| anyhow!("cannot read app {}: {e}", app.display()))
 }
 
-fn ensure_component(app: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn ensure_component(app: &Path, bytes: &[u8]) -> Result<()> {
     if !bytes.starts_with(b"\0asm") {
         bail!(
             "{} is not a WebAssembly component (no \\0asm header); pass a wasi:http component built for wasm32-wasip2",
@@ -115,7 +115,7 @@ fn ensure_component(app: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn load_precompiled(engine: &Engine, app: &Path, bytes: &[u8]) -> Result<Component> {
+pub(crate) fn load_precompiled(engine: &Engine, app: &Path, bytes: &[u8]) -> Result<Component> {
     match Engine::detect_precompiled(bytes) {
         Some(Precompiled::Component) => {}
         Some(Precompiled::Module) => bail!("{} is a precompiled core module, not a component", app.display()),
@@ -129,13 +129,16 @@ fn load_precompiled(engine: &Engine, app: &Path, bytes: &[u8]) -> Result<Compone
 }
 
 /// Checks that every import is one the host provides and that the app exports the handler.
-fn validate_proxy(engine: &Engine, component: &Component, app: &Path) -> Result<()> {
+pub(crate) fn validate_proxy(engine: &Engine, component: &Component, app: &Path) -> Result<()> {
     let linker = engine::linker(engine)?;
     let pre = linker
         .instantiate_pre(component)
         .map_err(|e| anyhow!("{} imports something rustcorn does not provide: {e}", app.display()))?;
     ProxyPre::new(pre).map_err(|e| {
-        anyhow!("{} is not a wasi:http/proxy component: it must export wasi:http/incoming-handler@0.2.x ({e})", app.display())
+        anyhow!(
+            "{} is not a wasi:http/proxy component: it must export wasi:http/incoming-handler@0.2.x ({e})",
+            app.display()
+        )
     })?;
     Ok(())
 }
@@ -156,64 +159,4 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
-}
-
-/// `rustcorn compile APP -o OUT`.
-pub fn compile_command(args: &crate::cli::CompileArgs) -> i32 {
-    let result = (|| -> Result<()> {
-        let bytes = read_app(&args.app)?;
-        ensure_component(&args.app, &bytes)?;
-        let engine = engine::engine(None, true)?;
-        let compiled = engine
-            .precompile_component(&bytes)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("cannot compile {}", args.app.display()))?;
-        // SAFETY: produced by this engine just now.
-        let component = unsafe { Component::deserialize(&engine, &compiled) }?;
-        validate_proxy(&engine, &component, &args.app)?;
-        std::fs::write(&args.output, &compiled).with_context(|| format!("cannot write {}", args.output.display()))?;
-        println!("compiled {} -> {} ({} bytes)", args.app.display(), args.output.display(), compiled.len());
-        Ok(())
-    })();
-    report(result)
-}
-
-/// `rustcorn check APP`: validate and list imports and exports.
-pub fn check_command(args: &crate::cli::CheckArgs) -> i32 {
-    let result = (|| -> Result<()> {
-        let bytes = read_app(&args.app)?;
-        let engine = engine::engine(None, true)?;
-        let component = if bytes.starts_with(ELF_MAGIC) {
-            load_precompiled(&engine, &args.app, &bytes)?
-        } else {
-            ensure_component(&args.app, &bytes)?;
-            Component::new(&engine, &bytes)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("cannot compile {}", args.app.display()))?
-        };
-        let ty = component.component_type();
-        println!("{}", args.app.display());
-        println!("imports:");
-        for (name, _) in ty.imports(&engine) {
-            println!("  {name}");
-        }
-        println!("exports:");
-        for (name, _) in ty.exports(&engine) {
-            println!("  {name}");
-        }
-        validate_proxy(&engine, &component, &args.app)?;
-        println!("ok: servable wasi:http/proxy component");
-        Ok(())
-    })();
-    report(result)
-}
-
-fn report(result: Result<()>) -> i32 {
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("rustcorn: error: {e:#}");
-            1
-        }
-    }
 }

@@ -2,6 +2,8 @@
 //! `[2026-11-22 10:00:00 +0000] [pid] [INFO] message`. Each line is written with one write(2),
 //! so lines from several workers appending to the same file never interleave. Log files are
 //! reopened in place on USR1 (for logrotate).
+pub mod access;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -50,12 +52,20 @@ pub enum LogTarget {
 impl LogTarget {
     /// `-` means stdout (Gunicorn's meaning for the access log).
     pub fn parse_stdout_default(text: &str) -> LogTarget {
-        if text == "-" { LogTarget::Stdout } else { LogTarget::File(PathBuf::from(text)) }
+        if text == "-" {
+            LogTarget::Stdout
+        } else {
+            LogTarget::File(PathBuf::from(text))
+        }
     }
 
     /// `-` means stderr (Gunicorn's meaning for the error log).
     pub fn parse_stderr_default(text: &str) -> LogTarget {
-        if text == "-" { LogTarget::Stderr } else { LogTarget::File(PathBuf::from(text)) }
+        if text == "-" {
+            LogTarget::Stderr
+        } else {
+            LogTarget::File(PathBuf::from(text))
+        }
     }
 
     /// Opens the target for appending whole lines.
@@ -82,7 +92,9 @@ impl LogSink {
     /// and a line is never written to a closed descriptor. Standard streams are left alone.
     pub fn reopen(&self, target: &LogTarget) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
-        let (LogSink::File(current), LogTarget::File(path)) = (self, target) else { return Ok(()) };
+        let (LogSink::File(current), LogTarget::File(path)) = (self, target) else {
+            return Ok(());
+        };
         let fresh = OpenOptions::new().create(true).append(true).open(path)?;
         // SAFETY: dup3 onto a descriptor this sink owns; O_CLOEXEC as std opened it.
         if unsafe { libc::dup3(fresh.as_raw_fd(), current.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
@@ -141,15 +153,15 @@ pub fn log(level: Level, message: std::fmt::Arguments<'_>) {
 }
 
 #[macro_export]
-macro_rules! log_debug { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Debug, format_args!($($t)*)) } }
+macro_rules! log_debug { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Debug, format_args!($($t)*)) } }
 #[macro_export]
-macro_rules! log_info { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Info, format_args!($($t)*)) } }
+macro_rules! log_info { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Info, format_args!($($t)*)) } }
 #[macro_export]
-macro_rules! log_warning { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Warning, format_args!($($t)*)) } }
+macro_rules! log_warning { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Warning, format_args!($($t)*)) } }
 #[macro_export]
-macro_rules! log_error { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Error, format_args!($($t)*)) } }
+macro_rules! log_error { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Error, format_args!($($t)*)) } }
 #[macro_export]
-macro_rules! log_critical { ($($t:tt)*) => { $crate::logging::log($crate::logging::Level::Critical, format_args!($($t)*)) } }
+macro_rules! log_critical { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Critical, format_args!($($t)*)) } }
 
 /// Formats the current local time with strftime(3).
 pub fn local_time(format: &str) -> String {
@@ -162,7 +174,9 @@ pub fn local_time(format: &str) -> String {
 
 /// Formats a Unix time as local time with strftime(3).
 pub fn format_time(secs: libc::time_t, format: &str) -> String {
-    let Ok(format) = std::ffi::CString::new(format) else { return String::new() };
+    let Ok(format) = std::ffi::CString::new(format) else {
+        return String::new();
+    };
     // SAFETY: localtime_r and strftime write only into the buffers we pass.
     unsafe {
         let mut tm: libc::tm = std::mem::zeroed();

@@ -1,57 +1,20 @@
 //! The request path: one fresh Store and instance per request, the guest run on its own task
 //! under the request clock, and every guest outcome mapped to a response (200 from the guest,
 //! 500 for faults, 503 for no free instance slot, 504 for a guest cut off before its head).
-use crate::access_log::{AccessLog, AccessRecord};
-use crate::config::{RequestLimits, Settings};
-use crate::deadline::{Expiry, RequestClock};
-use crate::guest_output::GuestOutput;
-use crate::response_body::{GuestOutcome, ResponseBody};
+use crate::config::settings::{RequestLimits, Settings};
+use crate::guest::body::{GuestOutcome, ResponseBody};
+use crate::guest::clock::{Expiry, RequestClock};
+use crate::guest::store::{new_store, GuestState};
+use crate::log::access::{AccessLog, AccessRecord};
 use crate::{log_error, log_warning};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use wasmtime::component::ResourceTable;
-use wasmtime::{Store, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
-
-/// Per-request store data.
-pub struct GuestState {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    limiter: MemoryLimiter,
-    clock: Arc<RequestClock>,
-    stdout: GuestOutput,
-    stderr: GuestOutput,
-}
-
-impl GuestState {
-    /// Readies a kept instance's state for its next request (--instance-reuse).
-    fn begin_request(&mut self, request_id: &Arc<str>, clock: Arc<RequestClock>) {
-        self.clock = clock;
-        self.limiter.denied = false;
-        self.stdout.set_request(request_id.clone());
-        self.stderr.set_request(request_id.clone());
-    }
-
-    /// True when the last request left nothing of itself behind in the instance's table
-    /// (a leaked body would keep its response or its connection open if the instance lived on).
-    fn request_fully_released(&mut self) -> bool {
-        use wasmtime_wasi_http::p2::body::{HostIncomingBody, HostOutgoingBody};
-        use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostOutgoingResponse, HostResponseOutparam};
-        self.table.iter_mut().all(|entry| {
-            !(entry.is::<HostIncomingRequest>()
-                || entry.is::<HostIncomingBody>()
-                || entry.is::<HostOutgoingBody>()
-                || entry.is::<HostOutgoingResponse>()
-                || entry.is::<HostResponseOutparam>())
-        })
-    }
-}
+use wasmtime_wasi_http::WasiHttpView;
 
 /// A guest instance kept between requests (--instance-reuse > 1); never used by two at once.
 struct IdleInstance {
@@ -59,42 +22,6 @@ struct IdleInstance {
     proxy: Proxy,
     /// Requests it has served so far.
     served: u32,
-}
-
-impl WasiView for GuestState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl WasiHttpView for GuestState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
-    }
-}
-
-/// Caps the linear memory of one instance (all its memories together) and remembers a denial,
-/// so a guest that dies after running out of memory is logged as such.
-struct MemoryLimiter {
-    max_bytes: usize,
-    granted_bytes: usize,
-    denied: bool,
-}
-
-impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let total = self.granted_bytes + desired.saturating_sub(current);
-        if total > self.max_bytes {
-            self.denied = true;
-            return Ok(false);
-        }
-        self.granted_bytes = total;
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(maximum.is_none_or(|max| desired <= max))
-    }
 }
 
 /// Everything a worker needs to serve requests with one app.
@@ -148,7 +75,11 @@ impl AppRuntime {
     }
 
     /// Serves one request. Never fails: every outcome is a response.
-    pub async fn handle(self: Arc<Self>, mut request: Request<Incoming>, conn: &ConnectionInfo) -> Response<ResponseBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        mut request: Request<Incoming>,
+        conn: &ConnectionInfo,
+    ) -> Response<ResponseBody> {
         let record = self.access_log.as_ref().map(|log| AccessRecord::new(log.clone(), conn.remote.clone(), &request));
         if let Some((status, text)) = check_limits(&request, &self.settings.limits) {
             return error_response(status, text, record);
@@ -161,7 +92,7 @@ impl AppRuntime {
         if id == self.max_requests {
             self.quota_reached.notify_one();
         }
-        let request_id: Arc<str> = format!("{}-{id}", crate::logging::pid()).into();
+        let request_id: Arc<str> = format!("{}-{id}", crate::log::pid()).into();
         let summary = format!("{} {}", request.method(), request.uri().path());
 
         let clock = RequestClock::new(self.settings.request_timeout, self.settings.max_request_time);
@@ -172,7 +103,7 @@ impl AppRuntime {
                 store.set_epoch_deadline(1);
                 (store, Some(idle.proxy), idle.served)
             }
-            None => match self.new_store(&request_id, clock.clone()) {
+            None => match new_store(self.pre.engine(), &self.settings, &request_id, clock.clone()) {
                 Ok(store) => (store, None, 0),
                 Err(e) => {
                     log_error!("request {request_id} {summary}: cannot set up the guest: {e:#}");
@@ -204,11 +135,11 @@ impl AppRuntime {
                 result = run_guest(&app.pre, &mut store, kept_proxy, guest_request, response_out) => result,
             };
             let result = match result {
-                Err(GuestFailure::Trap { .. }) if task_clock.is_expired() => {
-                    Err(GuestFailure::Timeout(task_clock.check(std::time::Instant::now()).unwrap_or(Expiry::NoProgress)))
-                }
+                Err(GuestFailure::Trap { .. }) if task_clock.is_expired() => Err(GuestFailure::Timeout(
+                    task_clock.check(std::time::Instant::now()).unwrap_or(Expiry::NoProgress),
+                )),
                 Err(GuestFailure::Trap { error, .. }) => {
-                    Err(GuestFailure::Trap { error, out_of_memory: store.data().limiter.denied })
+                    Err(GuestFailure::Trap { error, out_of_memory: store.data().memory_denied() })
                 }
                 other => other,
             };
@@ -285,50 +216,6 @@ impl AppRuntime {
             }
         }
     }
-
-    fn new_store(&self, request_id: &Arc<str>, clock: Arc<RequestClock>) -> anyhow::Result<Store<GuestState>> {
-        let settings = &self.settings;
-        let stdout = GuestOutput::new(request_id.clone(), "stdout");
-        let stderr = GuestOutput::new(request_id.clone(), "stderr");
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.envs(&settings.guest_env).stdout(stdout.clone()).stderr(stderr.clone());
-        for (host, guest) in &settings.guest_dirs {
-            wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadWrite)?;
-        }
-        let state = GuestState {
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter { max_bytes: settings.max_memory, granted_bytes: 0, denied: false },
-            clock,
-            stdout,
-            stderr,
-        };
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if ctx.data().clock.is_expired() {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                // A CPU-bound guest steps aside at every tick (see `yield_to_other_requests`).
-                Ok(UpdateDeadline::YieldCustom(1, Box::pin(yield_to_other_requests())))
-            }
-        });
-        Ok(store)
-    }
-}
-
-/// Scheduler rounds a CPU-bound guest gives up at each epoch tick. A short request needs a few
-/// rounds (read, run its guest, write), so it finishes within one tick of a spinning neighbour
-/// instead of waiting one tick per round. tokio's yield_now defers each wake-up until the runtime
-/// has polled for I/O, so new connections get in too. Alone, the spinner loses only microseconds.
-const ROUNDS_PER_TICK: usize = 4;
-
-async fn yield_to_other_requests() {
-    for _ in 0..ROUNDS_PER_TICK {
-        tokio::task::yield_now().await;
-    }
 }
 
 /// Runs the guest's handler (instantiating the app first unless a kept instance is given) and
@@ -372,11 +259,12 @@ fn failure_response(
         }
         Some(GuestFailure::Timeout(why)) => {
             let what = match why {
-                Expiry::NoProgress => format!("no response within --timeout {}s", settings.request_timeout.map_or(0, |t| t.as_secs())),
-                Expiry::MaxRequestTime => format!(
-                    "over --max-request-time {}s",
-                    settings.max_request_time.map_or(0, |t| t.as_secs())
-                ),
+                Expiry::NoProgress => {
+                    format!("no response within --timeout {}s", settings.request_timeout.map_or(0, |t| t.as_secs()))
+                }
+                Expiry::MaxRequestTime => {
+                    format!("over --max-request-time {}s", settings.max_request_time.map_or(0, |t| t.as_secs()))
+                }
             };
             log_error!("request {request_id} {summary}: timed out ({what}); answered 504");
             (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n")
@@ -426,7 +314,8 @@ fn check_limits<B>(request: &Request<B>, limits: &RequestLimits) -> Option<(Stat
         return Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request Header Fields Too Large\n"));
     }
     if limits.field_size > 0 {
-        let too_big = request.headers().iter().any(|(name, value)| name.as_str().len() + 2 + value.len() > limits.field_size);
+        let too_big =
+            request.headers().iter().any(|(name, value)| name.as_str().len() + 2 + value.len() > limits.field_size);
         if too_big {
             return Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request Header Fields Too Large\n"));
         }

@@ -16,7 +16,14 @@ impl fmt::Display for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let user = User::from_uid(self.uid).ok().flatten().map(|u| u.name);
         let group = Group::from_gid(self.gid).ok().flatten().map(|g| g.name);
-        write!(f, "user {} (uid {}), group {} (gid {})", user.as_deref().unwrap_or("?"), self.uid, group.as_deref().unwrap_or("?"), self.gid)
+        write!(
+            f,
+            "user {} (uid {}), group {} (gid {})",
+            user.as_deref().unwrap_or("?"),
+            self.uid,
+            group.as_deref().unwrap_or("?"),
+            self.gid
+        )
     }
 }
 
@@ -35,7 +42,8 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<Credent
                 (uid, primary)
             }
             Err(_) => {
-                let found = User::from_name(text).with_context(|| format!("--user {text}: cannot read the user database"))?;
+                let found =
+                    User::from_name(text).with_context(|| format!("--user {text}: cannot read the user database"))?;
                 let Some(found) = found else { bail!("--user {text}: no such user") };
                 (found.uid, Some(found.gid))
             }
@@ -46,8 +54,8 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<Credent
         Some(text) => match text.parse::<u32>() {
             Ok(gid) => Gid::from_raw(gid),
             Err(_) => {
-                let found =
-                    Group::from_name(text).with_context(|| format!("--group {text}: cannot read the group database"))?;
+                let found = Group::from_name(text)
+                    .with_context(|| format!("--group {text}: cannot read the group database"))?;
                 let Some(found) = found else { bail!("--group {text}: no such group") };
                 found.gid
             }

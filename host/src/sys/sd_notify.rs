@@ -6,7 +6,9 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 /// Sends one notification (newline-separated `KEY=VALUE` assignments). Failures are logged at
 /// debug level only: a missing or full notify socket must never stop the server.
 pub fn notify(state: &str) {
-    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     if let Err(e) = send(&target, state) {
         crate::log_debug!("sd_notify {state:?} to {target:?} failed: {e}");
     }
@@ -34,7 +36,7 @@ pub fn ready(status: &str) {
 
 /// `RELOADING=1` with the timestamp `Type=notify-reload` expects, and this process as main pid.
 pub fn reloading() {
-    let usec = crate::heartbeat::monotonic_ms() * 1000;
+    let usec = crate::sys::heartbeat::monotonic_ms() * 1000;
     notify(&format!("RELOADING=1\nMAINPID={}\nMONOTONIC_USEC={usec}\nSTATUS=reloading", std::process::id()));
 }
 

@@ -1,7 +1,7 @@
 //! USR2 binary upgrade: the arbiter forks and re-executes its own command line with the listening
 //! sockets left open (`RUSTCORN_FD=3,4`) and its pid (`RUSTCORN_PARENT_PID`); the new arbiter
 //! adopts those sockets instead of binding, and takes over once the old arbiter has exited.
-use crate::binds::{self, Listener};
+use crate::sys::binds::{self, Listener};
 use anyhow::{Context, Result};
 use nix::unistd::Pid;
 use std::ffi::{CString, OsString};
@@ -49,7 +49,9 @@ impl StartContext {
 /// The sockets an upgrading arbiter passed us, or None if we were not started by USR2. With
 /// `--reuse-port` the TCP sockets are reservations that do not listen.
 pub fn inherited_listeners(reuse_port: bool) -> Result<Option<Vec<Listener>>> {
-    let Some(list) = std::env::var_os(FD_ENV) else { return Ok(None) };
+    let Some(list) = std::env::var_os(FD_ENV) else {
+        return Ok(None);
+    };
     std::env::remove_var(FD_ENV);
     let list = list.to_string_lossy().into_owned();
     let fds = list
@@ -104,7 +106,7 @@ pub fn reexec(start: &StartContext, listeners: &[Listener]) -> Result<Pid> {
     match unsafe { nix::unistd::fork() }.context("USR2: cannot fork the new arbiter")? {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {
-            crate::signals::reset_in_child();
+            crate::sys::signals::reset_in_child();
             for fd in &fds {
                 // SAFETY: clearing FD_CLOEXEC on our own listening sockets so they survive exec.
                 unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) };

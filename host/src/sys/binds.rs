@@ -34,7 +34,11 @@ impl BindSpec {
             };
         }
         let with_port = if text.starts_with('[') {
-            if text.contains("]:") { text.to_string() } else { format!("{text}:8000") }
+            if text.contains("]:") {
+                text.to_string()
+            } else {
+                format!("{text}:8000")
+            }
         } else if text.contains(':') {
             text.to_string()
         } else {
@@ -107,10 +111,8 @@ pub fn bind_all(specs: &[BindSpec], backlog: i32, reuse_port: bool) -> Result<Ve
 fn bind(spec: &BindSpec, backlog: i32, reuse_port: bool) -> Result<Listener> {
     match spec {
         BindSpec::Tcp(text) => {
-            let addrs: Vec<SocketAddr> = text
-                .to_socket_addrs()
-                .with_context(|| format!("--bind {text}: cannot resolve the host"))?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                text.to_socket_addrs().with_context(|| format!("--bind {text}: cannot resolve the host"))?.collect();
             let mut last_error = None;
             for addr in addrs {
                 // With --reuse-port the arbiter only reserves the address; workers listen.
@@ -188,7 +190,9 @@ pub fn systemd_listeners() -> Result<Option<Vec<Listener>>> {
     for key in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         std::env::remove_var(key);
     }
-    let (Some(pid), Some(count)) = (pid, count) else { return Ok(None) };
+    let (Some(pid), Some(count)) = (pid, count) else {
+        return Ok(None);
+    };
     if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
         return Ok(None);
     }

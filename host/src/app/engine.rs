@@ -1,6 +1,6 @@
 //! The wasmtime configuration shared by the compiler child and the workers (compiled code must
 //! match it), and the linker: the WASI CLI world plus `wasi:http`, with no grants by default.
-use crate::request::GuestState;
+use crate::guest::store::GuestState;
 use anyhow::Result;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};

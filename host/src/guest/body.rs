@@ -1,8 +1,8 @@
 //! The response body sent to the client: either a short host-made text, or the guest's streamed
 //! body, which counts as progress on the request clock and turns into an error (so hyper aborts
 //! the connection and the client sees a truncated response) when the guest failed mid-body.
-use crate::access_log::AccessRecord;
-use crate::deadline::RequestClock;
+use crate::guest::clock::RequestClock;
+use crate::log::access::AccessRecord;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;

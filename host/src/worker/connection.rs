@@ -1,7 +1,7 @@
 //! One client connection: HTTP/1.1 via hyper with Gunicorn's request-head limits, keep-alive and
 //! header-read timeouts, and a graceful close when the worker drains (after the first request of
 //! a connection accepted just before the drain).
-use crate::request::{AppRuntime, ConnectionInfo};
+use crate::guest::handle::{AppRuntime, ConnectionInfo};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::atomic::{AtomicBool, Ordering};

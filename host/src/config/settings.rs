@@ -1,9 +1,9 @@
 //! Resolved settings: turns CLI arguments (and the environment) into validated `Settings`, failing
 //! with one line that names the setting and the fix.
-use crate::access_log::AccessLogFormat;
-use crate::binds::BindSpec;
-use crate::cli::ServeArgs;
-use crate::logging::{Level, LogTarget};
+use crate::config::cli::ServeArgs;
+use crate::log::access::AccessLogFormat;
+use crate::log::{Level, LogTarget};
+use crate::sys::binds::BindSpec;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -133,14 +133,16 @@ impl Settings {
 
         let seconds = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
         let request_timeout = seconds(args.timeout);
-        let max_memory = parse_bytes(&args.max_memory)
-            .ok_or_else(|| bad(format!("--max-memory {:?}: expected a size such as 512M, 1G or 65536", args.max_memory)))?;
+        let max_memory = parse_bytes(&args.max_memory).ok_or_else(|| {
+            bad(format!("--max-memory {:?}: expected a size such as 512M, 1G or 65536", args.max_memory))
+        })?;
         if !(64 * 1024..=4 << 30).contains(&max_memory) {
             return Err(bad(format!("--max-memory must be between 64K and 4G (got {})", args.max_memory)));
         }
 
-        let access_log_format = AccessLogFormat::parse(args.access_logformat.as_deref().unwrap_or(crate::access_log::DEFAULT_FORMAT))
-            .map_err(|e| bad(format!("--access-logformat: {e}")))?;
+        let access_log_format =
+            AccessLogFormat::parse(args.access_logformat.as_deref().unwrap_or(crate::log::access::DEFAULT_FORMAT))
+                .map_err(|e| bad(format!("--access-logformat: {e}")))?;
         let log_level = Level::parse(&args.log_level).ok_or_else(|| {
             bad(format!("--log-level {:?}: expected one of debug, info, warning, error, critical", args.log_level))
         })?;
@@ -178,7 +180,11 @@ impl Settings {
             }
             None => {
                 let shm = PathBuf::from("/dev/shm");
-                if shm.is_dir() { shm } else { std::env::temp_dir() }
+                if shm.is_dir() {
+                    shm
+                } else {
+                    std::env::temp_dir()
+                }
             }
         };
         let cache_dir = match &args.cache_dir {

@@ -94,7 +94,12 @@ pub struct ServeArgs {
     pub limit_request_fields: usize,
 
     /// Maximum size of one request header field in bytes (0 = unlimited).
-    #[arg(long = "limit-request-field_size", alias = "limit-request-field-size", value_name = "INT", default_value_t = 8190)]
+    #[arg(
+        long = "limit-request-field_size",
+        alias = "limit-request-field-size",
+        value_name = "INT",
+        default_value_t = 8190
+    )]
     pub limit_request_field_size: usize,
 
     /// Access log file, or '-' for stdout. No access log unless set.

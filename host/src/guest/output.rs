@@ -19,7 +19,9 @@ struct LineBuffer {
 
 impl LineBuffer {
     fn push(&self, bytes: &[u8]) {
-        let Ok(mut pending) = self.pending.lock() else { return };
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
         pending.extend_from_slice(bytes);
         while let Some(newline) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=newline).collect();
@@ -35,7 +37,7 @@ impl LineBuffer {
         let request_id = self.request_id.lock().map(|id| id.clone()).unwrap_or_else(|e| e.into_inner().clone());
         crate::log_info!(
             "[worker {} request {request_id}] guest {}: {}",
-            crate::logging::pid(),
+            crate::log::pid(),
             self.stream,
             String::from_utf8_lossy(line).trim_end_matches('\r')
         );

@@ -1,7 +1,7 @@
 //! Where `serve` settings come from: built-in defaults < config file (`-c PATH`, else
 //! `./rustcorn.toml`) < `RUSTCORN_CMD_ARGS` < command line. Every layer speaks the CLI's own flag
 //! names, so a flag added to `ServeArgs` is settable from every layer with no code here.
-use crate::cli::{Cli, ServeArgs};
+use crate::config::cli::{Cli, ServeArgs};
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches};
 use std::collections::BTreeMap;
@@ -95,11 +95,8 @@ pub fn resolve(cli_args: &[OsString]) -> Result<Resolved, LayerError> {
     let env_given = given_values(&command, &env);
 
     // -c/--config: the command line wins over RUSTCORN_CMD_ARGS; else ./rustcorn.toml if present.
-    let config_path = cli_given
-        .get("config")
-        .or_else(|| env_given.get("config"))
-        .and_then(|values| values.last())
-        .map(PathBuf::from);
+    let config_path =
+        cli_given.get("config").or_else(|| env_given.get("config")).and_then(|values| values.last()).map(PathBuf::from);
     let file_layer = match config_path {
         Some(path) => Some(read_config_file(&command, &path)?),
         None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
@@ -165,7 +162,9 @@ fn to_argv(command: &clap::Command, given: &BTreeMap<String, (Vec<OsString>, Sou
     let mut argv = vec![OsString::from("serve")];
     let mut app = None;
     for (id, (values, _)) in given {
-        let Some(arg) = command.get_arguments().find(|a| a.get_id().as_str() == id) else { continue };
+        let Some(arg) = command.get_arguments().find(|a| a.get_id().as_str() == id) else {
+            continue;
+        };
         if arg.is_positional() {
             app = values.last().cloned();
             continue;
@@ -224,11 +223,16 @@ fn read_config_file(
                 "config file {shown}: key `{key}` is not allowed in a config file (pass -c on the command line)"
             )));
         }
-        let values = toml_values(arg, key, value).map_err(|why| LayerError::Message(format!("config file {shown}: key `{key}`: {why}")))?;
+        let values = toml_values(arg, key, value)
+            .map_err(|why| LayerError::Message(format!("config file {shown}: key `{key}`: {why}")))?;
         // Let clap check the value itself (numbers, choices), naming the file and key on error.
-        let probe = to_argv(command, &BTreeMap::from([(id.clone(), (values.clone(), Source::File(path.to_path_buf())))]));
+        let probe =
+            to_argv(command, &BTreeMap::from([(id.clone(), (values.clone(), Source::File(path.to_path_buf())))]));
         if let Err(e) = command.clone().try_get_matches_from(probe) {
-            return Err(LayerError::Message(format!("config file {shown}: key `{key}`: {}", first_line(&e.to_string()))));
+            return Err(LayerError::Message(format!(
+                "config file {shown}: key `{key}`: {}",
+                first_line(&e.to_string())
+            )));
         }
         given.insert(id, values);
     }

@@ -1,0 +1,4 @@
+//! The app: compiling and validating the component (`prepare`) and the wasmtime engine
+//! configuration every process that touches it shares (`engine`).
+pub mod engine;
+pub mod prepare;

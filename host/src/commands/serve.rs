@@ -1,0 +1,90 @@
+//! `rustcorn serve`: resolve and validate the settings, then run the arbiter.
+use crate::app::prepare as app;
+use crate::arbiter::Arbiter;
+use crate::config::cli::ServeArgs;
+use crate::config::settings::Settings;
+use crate::{log_error, log_warning};
+use anyhow::{Context, Result};
+
+/// `rustcorn serve`: returns the process exit status.
+pub fn run(resolved: crate::config::layers::Resolved) -> i32 {
+    let args = resolved.args.clone();
+    if args.print_config {
+        print!("{}", crate::config::layers::print_config(&resolved));
+        return 0;
+    }
+    if let Err(e) = apply_process_settings(&args) {
+        eprintln!("rustcorn: error: {e}");
+        return 1;
+    }
+    let settings = match Settings::from_args(&args) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("rustcorn: error: {}", attribute_to_layer(&resolved, &e.to_string()));
+            return 1;
+        }
+    };
+    if args.check_config {
+        return match app::prepare(&settings.app, &settings.cache_dir) {
+            Ok(_) => {
+                println!("ok: settings and {} are valid", settings.app.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("rustcorn: error: {e:#}");
+                1
+            }
+        };
+    }
+    if let Err(e) = crate::log::init(&settings.error_log, settings.log_level) {
+        eprintln!("rustcorn: error: --error-logfile {:?}: cannot open it: {e}", settings.error_log);
+        return 1;
+    }
+    for flag in args.gunicorn_only.given() {
+        log_warning!("{flag} is a Gunicorn option with no meaning for rustcorn; ignored");
+    }
+    let error_log_is_a_file = matches!(settings.error_log, crate::log::LogTarget::File(_));
+    match Arbiter::start(args, settings) {
+        Ok(arbiter) => arbiter.run(),
+        Err(e) => {
+            // One clear line on stderr, and in the error log too when that is a file.
+            eprintln!("rustcorn: error: {e:#}");
+            if error_log_is_a_file {
+                log_error!("{e:#}");
+            }
+            1
+        }
+    }
+}
+
+/// `--chdir` and `--umask`, applied before anything reads a relative path or creates a file.
+pub(crate) fn apply_process_settings(args: &ServeArgs) -> Result<()> {
+    if let Some(dir) = &args.chdir {
+        std::env::set_current_dir(dir).with_context(|| format!("--chdir {}: cannot change to it", dir.display()))?;
+    }
+    if let Some(mask) = &args.umask {
+        let digits = mask.trim_start_matches("0o");
+        let bits = u32::from_str_radix(digits, 8).ok().filter(|bits| *bits <= 0o777).with_context(|| {
+            format!("--umask {mask:?}: expected an octal mode from 0 to 0777, such as 022 or 0o027")
+        })?;
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(bits as nix::libc::mode_t));
+    }
+    Ok(())
+}
+
+/// Prefixes a settings error with the config file and key when the flag it names came from a file.
+pub(crate) fn attribute_to_layer(resolved: &crate::config::layers::Resolved, message: &str) -> String {
+    let flag = message
+        .split(|c: char| c.is_whitespace() || c == ':')
+        .find_map(|word| word.strip_prefix("--"))
+        .map(|flag| flag.trim_end_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-'));
+    match flag.and_then(|flag| resolved.source_of_flag(flag).map(|source| (flag, source))) {
+        Some((flag, crate::config::layers::Source::File(path))) => {
+            format!("config file {}: key `{flag}`: {message}", path.display())
+        }
+        Some((_, crate::config::layers::Source::EnvCmdArgs)) => {
+            format!("{}: {message}", crate::config::layers::CMD_ARGS_ENV)
+        }
+        _ => message.to_string(),
+    }
+}

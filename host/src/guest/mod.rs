@@ -1,0 +1,8 @@
+//! The request path inside a worker: one guest instance per request (`handle`), its store data
+//! (`store`), the response body streamed from it (`body`), the request clock (`clock`) and the
+//! guest's stdout/stderr (`output`).
+pub mod body;
+pub mod clock;
+pub mod handle;
+pub mod output;
+pub mod store;

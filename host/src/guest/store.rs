@@ -1,0 +1,136 @@
+//! The per-request store: what a guest instance may reach (WASI context, wasi-http context,
+//! resource table), its memory cap, its request clock and its stdout/stderr.
+use crate::config::settings::Settings;
+use crate::guest::clock::RequestClock;
+use crate::guest::output::GuestOutput;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Per-request store data.
+pub struct GuestState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    clock: Arc<RequestClock>,
+    stdout: GuestOutput,
+    stderr: GuestOutput,
+}
+
+impl GuestState {
+    /// Readies a kept instance's state for its next request (--instance-reuse).
+    pub fn begin_request(&mut self, request_id: &Arc<str>, clock: Arc<RequestClock>) {
+        self.clock = clock;
+        self.limiter.denied = false;
+        self.stdout.set_request(request_id.clone());
+        self.stderr.set_request(request_id.clone());
+    }
+
+    /// True when the guest asked for more linear memory than `--max-memory` allows.
+    pub fn memory_denied(&self) -> bool {
+        self.limiter.denied
+    }
+
+    /// True when the last request left nothing of itself behind in the instance's table
+    /// (a leaked body would keep its response or its connection open if the instance lived on).
+    pub fn request_fully_released(&mut self) -> bool {
+        use wasmtime_wasi_http::p2::body::{HostIncomingBody, HostOutgoingBody};
+        use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostOutgoingResponse, HostResponseOutparam};
+        self.table.iter_mut().all(|entry| {
+            !(entry.is::<HostIncomingRequest>()
+                || entry.is::<HostIncomingBody>()
+                || entry.is::<HostOutgoingBody>()
+                || entry.is::<HostOutgoingResponse>()
+                || entry.is::<HostResponseOutparam>())
+        })
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for GuestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+    }
+}
+
+/// Caps the linear memory of one instance (all its memories together) and remembers a denial,
+/// so a guest that dies after running out of memory is logged as such.
+struct MemoryLimiter {
+    max_bytes: usize,
+    granted_bytes: usize,
+    denied: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.granted_bytes + desired.saturating_sub(current);
+        if total > self.max_bytes {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.granted_bytes = total;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// A fresh store for one request: the granted environment and directories, the memory cap, and
+/// an epoch callback that interrupts the guest once its request clock has run out.
+pub fn new_store(
+    engine: &Engine,
+    settings: &Settings,
+    request_id: &Arc<str>,
+    clock: Arc<RequestClock>,
+) -> anyhow::Result<Store<GuestState>> {
+    let stdout = GuestOutput::new(request_id.clone(), "stdout");
+    let stderr = GuestOutput::new(request_id.clone(), "stderr");
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.envs(&settings.guest_env).stdout(stdout.clone()).stderr(stderr.clone());
+    for (host, guest) in &settings.guest_dirs {
+        wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadWrite)?;
+    }
+    let state = GuestState {
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        table: ResourceTable::new(),
+        limiter: MemoryLimiter { max_bytes: settings.max_memory, granted_bytes: 0, denied: false },
+        clock,
+        stdout,
+        stderr,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| {
+        if ctx.data().clock.is_expired() {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            // A CPU-bound guest steps aside at every tick (see `yield_to_other_requests`).
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(yield_to_other_requests())))
+        }
+    });
+    Ok(store)
+}
+
+/// Scheduler rounds a CPU-bound guest gives up at each epoch tick. A short request needs a few
+/// rounds (read, run its guest, write), so it finishes within one tick of a spinning neighbour
+/// instead of waiting one tick per round. tokio's yield_now defers each wake-up until the runtime
+/// has polled for I/O, so new connections get in too. Alone, the spinner loses only microseconds.
+const ROUNDS_PER_TICK: usize = 4;
+
+async fn yield_to_other_requests() {
+    for _ in 0..ROUNDS_PER_TICK {
+        tokio::task::yield_now().await;
+    }
+}

@@ -1,0 +1,155 @@
+//! The worker's accept loop: takes connections while a `--worker-connections` slot is free, hands
+//! each to its own task, and on drain empties a `--reuse-port` socket's own queue before closing it.
+use super::connection;
+use super::WorkerSpec;
+use crate::guest::handle::{AppRuntime, ConnectionInfo};
+use crate::log_warning;
+use crate::sys::binds::Listener;
+use anyhow::{Context, Result};
+use http::HeaderValue;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
+
+/// A listener as this worker accepts on it.
+pub struct WorkerListener {
+    pub listener: Listener,
+    /// This worker's own `--reuse-port` socket: its accept queue is nobody else's.
+    own_queue: bool,
+}
+
+/// The shared listening sockets, except that a TCP socket the arbiter only reserved
+/// (`--reuse-port`: bound, not listening) is replaced by this worker's own listening socket.
+pub fn open_listeners(spec: &WorkerSpec<'_>) -> Result<Vec<WorkerListener>> {
+    spec.listeners
+        .iter()
+        .map(|listener| {
+            if let Listener::Tcp(reserved) = listener {
+                if !socket2::SockRef::from(reserved).is_listener().context("cannot read SO_ACCEPTCONN")? {
+                    let own = crate::sys::binds::bind_reuse_port(reserved, spec.settings.backlog)?;
+                    return Ok(WorkerListener { listener: Listener::Tcp(own), own_queue: true });
+                }
+            }
+            let shared = listener.try_clone().with_context(|| format!("cannot use listener {listener}"))?;
+            Ok(WorkerListener { listener: shared, own_queue: false })
+        })
+        .collect()
+}
+
+/// Accepts connections on one listener while a connection slot is free, until the worker drains.
+/// A `--reuse-port` socket's queue is then emptied (those connections get their first request
+/// served) before the socket closes, since no other worker could take them.
+pub fn accept_loop(
+    listener: WorkerListener,
+    app: Arc<AppRuntime>,
+    slots: Arc<Semaphore>,
+    connections: TaskTracker,
+    mut draining: watch::Receiver<bool>,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    enum Accepting {
+        Tcp(tokio::net::TcpListener, HeaderValue),
+        Unix(tokio::net::UnixListener, HeaderValue),
+    }
+    let own_queue = listener.own_queue;
+    let accepting = match listener.listener {
+        Listener::Tcp(l) => {
+            l.set_nonblocking(true)?;
+            let authority = HeaderValue::from_str(&l.local_addr()?.to_string())?;
+            Accepting::Tcp(tokio::net::TcpListener::from_std(l)?, authority)
+        }
+        Listener::Unix(l, _) => {
+            l.set_nonblocking(true)?;
+            Accepting::Unix(tokio::net::UnixListener::from_std(l)?, HeaderValue::from_static("localhost"))
+        }
+    };
+    enum Connection {
+        Tcp(tokio::net::TcpStream, ConnectionInfo),
+        Unix(tokio::net::UnixStream, ConnectionInfo),
+    }
+
+    async fn accept_one(accepting: &Accepting) -> std::io::Result<Connection> {
+        match accepting {
+            Accepting::Tcp(listener, authority) => {
+                let (stream, peer) = listener.accept().await?;
+                let info = ConnectionInfo { remote: peer.ip().to_string(), local_authority: authority.clone() };
+                Ok(Connection::Tcp(stream, info))
+            }
+            Accepting::Unix(listener, authority) => {
+                let (stream, _) = listener.accept().await?;
+                let info = ConnectionInfo { remote: "-".into(), local_authority: authority.clone() };
+                Ok(Connection::Unix(stream, info))
+            }
+        }
+    }
+
+    /// Without waiting: the connections already in the listener's own queue.
+    fn take_queued(accepting: &Accepting) -> Vec<Connection> {
+        let mut queued = Vec::new();
+        let Accepting::Tcp(listener, authority) = accepting else {
+            return queued;
+        };
+        while let Ok((socket, peer)) = socket2::SockRef::from(listener).accept() {
+            let stream = std::net::TcpStream::from(socket);
+            let (Ok(()), Some(peer)) = (stream.set_nonblocking(true), peer.as_socket()) else {
+                continue;
+            };
+            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                let info = ConnectionInfo { remote: peer.ip().to_string(), local_authority: authority.clone() };
+                queued.push(Connection::Tcp(stream, info));
+            }
+        }
+        queued
+    }
+
+    Ok(async move {
+        loop {
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
+                _ = draining.changed() => break,
+            };
+            let accepted = tokio::select! {
+                accepted = accept_one(&accepting) => accepted,
+                _ = draining.changed() => break,
+            };
+            match accepted {
+                Ok(Connection::Tcp(stream, info)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (app, drain) = (app.clone(), draining.clone());
+                    connections.spawn(async move {
+                        connection::serve(stream, app, info, drain).await;
+                        drop(permit);
+                    });
+                }
+                Ok(Connection::Unix(stream, info)) => {
+                    let (app, drain) = (app.clone(), draining.clone());
+                    connections.spawn(async move {
+                        connection::serve(stream, app, info, drain).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning on the error.
+                    log_warning!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        if own_queue {
+            let queued = take_queued(&accepting);
+            // Closing the socket now stops the kernel from queueing more connections on it.
+            drop(accepting);
+            for connection in queued {
+                let (app, drain) = (app.clone(), draining.clone());
+                match connection {
+                    Connection::Tcp(stream, info) => {
+                        connections.spawn(async move { connection::serve(stream, app, info, drain).await });
+                    }
+                    Connection::Unix(stream, info) => {
+                        connections.spawn(async move { connection::serve(stream, app, info, drain).await });
+                    }
+                }
+            }
+        }
+    })
+}
