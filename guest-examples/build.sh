@@ -28,7 +28,11 @@ stale() {
 echo "== rust guests" >&2
 (cd "$here/rust" && cargo build --quiet --release --target wasm32-wasip2)
 for name in hello echo stream faults; do
-  cp -f "$here/rust/target/wasm32-wasip2/release/$name.wasm" "$out/$name.wasm"
+  built="$here/rust/target/wasm32-wasip2/release/$name.wasm"
+  # Replaced atomically and only when it changed: a test may be reading the current one.
+  if ! cmp -s "$built" "$out/$name.wasm"; then
+    cp -f "$built" "$out/$name.wasm.tmp" && mv -f "$out/$name.wasm.tmp" "$out/$name.wasm"
+  fi
 done
 
 $rust_only && exit 0

@@ -8,11 +8,16 @@ use std::ffi::OsString;
 fn main() {
     let argv: Vec<OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|command| command == "serve") {
-        if let Ok(dir) = std::env::current_dir() {
-            let _ = rustcorn::arbiter::upgrade::LAUNCH_DIR.set(dir);
-        }
+        // Recorded before anything can change it: HUP and USR2 resolve the settings from here.
+        let launch_dir = match std::env::current_dir() {
+            Ok(dir) => dir,
+            Err(e) => {
+                eprintln!("rustcorn: error: cannot read the current directory: {e}");
+                std::process::exit(1);
+            }
+        };
         let code = match layers::resolve(&argv[2..]) {
-            Ok(resolved) => rustcorn::commands::serve::run(resolved),
+            Ok(resolved) => rustcorn::commands::serve::run(resolved, launch_dir),
             // --help, --version and usage errors on the command line itself: clap's own output.
             Err(LayerError::Clap(e)) => e.exit(),
             Err(e) => {

@@ -76,9 +76,9 @@ fn reuse_port_gives_each_worker_its_own_socket() {
     // A new generation binds its own sockets on the same reserved port. (Connections that race
     // an old worker's socket closing can be reset: see the README; so no load during the swap.)
     server.signal(libc::SIGHUP);
-    server.log.wait_for(&["reload: generation 2 is serving"], WAIT);
+    server.wait_status("generation 2 serving", |s| s.generation == 2 && s.state == "running");
     for pid in workers {
-        server.log.wait_for(&[&format!("Worker exiting (pid: {pid})")], WAIT);
+        server.wait_status("worker gone", |s| !s.has_worker(pid));
     }
     let (ok, failed) = load(&server.addr, "/", 4, 40);
     assert_eq!((ok, failed), (40, 0));

@@ -18,8 +18,7 @@ fn a_killed_worker_is_replaced_and_only_its_in_flight_requests_fail() {
     server.log.wait_for_nth(&["sleeping for 20 ms"], 20, WAIT);
     let victim = before[0];
     kill(victim, libc::SIGKILL);
-    server.log.wait_for(&[&format!("Worker (pid:{victim}) was sent SIGKILL")], WAIT);
-    server.log.wait_for_nth(&["Worker ready"], 3, WAIT);
+    server.wait_status("the victim replaced", |s| !s.has_worker(victim) && s.serving(1).len() == 2);
     let (ok, failures) = background.finish();
     assert!(ok > 0);
     // Each client has at most one request in flight, so at most `clients` can have been on the
@@ -40,7 +39,7 @@ fn the_watchdog_replaces_a_wedged_worker() {
     kill(wedged, libc::SIGSTOP);
     let line = server.log.wait_for(&["WORKER TIMEOUT", &format!("pid:{wedged}")], WAIT);
     assert!(line.contains("CRITICAL"), "{line}");
-    server.log.wait_for_nth(&["Worker ready"], 2, WAIT);
+    server.wait_status("the wedged worker replaced", |s| !s.has_worker(wedged) && s.serving(1).len() == 1);
     wait_until("the wedged worker is gone", WAIT, || !process_alive(wedged));
     assert_eq!(server.get("/ok").status, 200);
 }
@@ -101,7 +100,7 @@ fn hup_serves_the_new_app_with_no_failed_request() {
     std::fs::rename(&staged, &app).unwrap();
     server.signal(libc::SIGHUP);
     for pid in &old_workers {
-        server.log.wait_for(&[&format!("Worker exiting (pid: {pid})")], WAIT);
+        server.wait_status("worker gone", |s| !s.has_worker(*pid));
     }
     let (ok, failures) = background.finish();
     assert!(ok > 0);
@@ -123,8 +122,9 @@ fn hup_with_a_broken_app_keeps_the_old_generation() {
     let workers = server.worker_pids();
     std::fs::write(&app, b"this is not wasm").unwrap();
     server.signal(libc::SIGHUP);
-    server.log.wait_for(&["reload failed"], WAIT);
+    let status = server.wait_status("a failed reload", |s| s.failed_reloads == 1);
     assert_eq!(server.get("/").text(), "Hello, world!\n");
+    assert_eq!((status.generation, status.serving(1).len()), (1, 1));
     assert_eq!(server.worker_pids(), workers);
 }
 
@@ -133,17 +133,16 @@ fn ttin_and_ttou_change_the_worker_count() {
     let server = Server::start(&guest("hello"), &["-w", "2"]);
     assert_eq!(server.worker_pids().len(), 2);
     server.signal(libc::SIGTTIN);
-    server.log.wait_for(&["TTIN: now 3 workers"], WAIT);
-    server.log.wait_for_nth(&["Worker ready"], 3, WAIT);
+    server.wait_status("three workers", |s| s.target == 3 && s.ready == 3);
     assert_eq!(server.worker_pids().len(), 3);
 
     let oldest = server.worker_pids()[0];
     server.signal(libc::SIGTTOU);
-    server.log.wait_for(&["TTOU: now 2 workers"], WAIT);
+    server.wait_status("target 2", |s| s.target == 2);
     wait_until("one worker retired", WAIT, || server.worker_pids().len() == 2);
     assert!(!server.worker_pids().contains(&oldest), "TTOU retires the oldest worker");
     server.signal(libc::SIGTTOU);
-    server.log.wait_for(&["TTOU: now 1 workers"], WAIT);
+    server.wait_status("target 1", |s| s.target == 1);
     wait_until("down to one worker", WAIT, || server.worker_pids().len() == 1);
 
     server.signal(libc::SIGTTOU);

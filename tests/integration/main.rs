@@ -1,6 +1,7 @@
 //! Integration tests: the real `rustcorn` binary on ephemeral loopback ports, real sockets,
 //! real signals. Guests are built from source once per run (see `support::guests_dir`).
 
+mod status;
 mod support;
 
 mod bench_smoke;
@@ -12,4 +13,5 @@ mod logs;
 mod ops_signals;
 mod serving;
 mod startup;
+mod supervision;
 mod upgrade;

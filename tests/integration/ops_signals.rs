@@ -19,11 +19,16 @@ impl NotifySocket {
         NotifySocket { socket, path, _dir: dir }
     }
 
-    /// The next notification; panics if none arrives in time.
+    /// The next notification other than a plain status update; panics if none arrives in time.
     fn next(&self) -> String {
-        let mut buf = [0u8; 4096];
-        let n = self.socket.recv(&mut buf).expect("a notification on NOTIFY_SOCKET");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        let mut buf = [0u8; 65536];
+        loop {
+            let n = self.socket.recv(&mut buf).expect("a notification on NOTIFY_SOCKET");
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.lines().any(|l| !l.starts_with("STATUS=") && !l.starts_with("X_RUSTCORN_")) {
+                return text;
+            }
+        }
     }
 }
 
@@ -44,7 +49,6 @@ fn sd_notify_ready_reloading_and_stopping() {
     assert!(reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "{reloading:?}");
     let reloaded = notify.next();
     assert!(reloaded.lines().any(|l| l == "READY=1"), "READY=1 once the new generation serves: {reloaded:?}");
-    server.log.wait_for(&["reload: generation 2 is serving"], WAIT);
 
     server.signal(libc::SIGTERM);
     let stopping = notify.next();
@@ -58,9 +62,9 @@ fn winch_stops_all_workers_and_ttin_or_hup_brings_them_back() {
     let server = ServerCommand::new(&guest("hello")).args(["-w", "2"]).own_process_group().start();
     let workers = server.worker_pids();
     server.signal(libc::SIGWINCH);
-    server.log.wait_for(&["Handling signal: winch"], WAIT);
+    server.wait_status("target 0", |s| s.target == 0);
     for pid in &workers {
-        server.log.wait_for(&[&format!("Worker exiting (pid: {pid})")], WAIT);
+        server.wait_status("worker gone", |s| !s.has_worker(pid));
     }
     wait_until("no worker is left", WAIT, || server.worker_pids().is_empty());
     assert!(process_alive(server.pid), "the arbiter stays");
@@ -69,7 +73,7 @@ fn winch_stops_all_workers_and_ttin_or_hup_brings_them_back() {
     let mut waiting = std::net::TcpStream::connect(&server.addr).unwrap();
     waiting.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     server.signal(libc::SIGTTIN);
-    server.log.wait_for(&["TTIN: now 1 workers"], WAIT);
+    server.wait_status("target 1", |s| s.target == 1);
     let mut reply = String::new();
     waiting.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
@@ -79,7 +83,7 @@ fn winch_stops_all_workers_and_ttin_or_hup_brings_them_back() {
     server.signal(libc::SIGWINCH);
     wait_until("no worker is left", WAIT, || server.worker_pids().is_empty());
     server.signal(libc::SIGHUP);
-    server.log.wait_for(&["reload: generation 2 is serving"], WAIT);
+    server.wait_status("generation 2 serving", |s| s.generation == 2 && s.state == "running");
     assert_eq!(server.worker_pids().len(), 2);
     assert_eq!(server.get("/").status, 200);
 }
@@ -89,7 +93,7 @@ fn max_requests_recycles_workers_with_no_failed_request() {
     let server = Server::start(&guest("hello"), &["-w", "2", "--max-requests", "50", "--max-requests-jitter", "10"]);
     let load = BackgroundLoad::start(&server.addr, "/", 4);
     // Two workers at start, then at least four replacements.
-    server.log.wait_for_nth(&["Worker ready"], 6, WAIT);
+    wait_until("four replacements", WAIT, || server.status.workers_seen(server.pid).len() >= 6);
     let (ok, failures) = load.finish();
     assert!(ok >= 200, "only {ok} requests");
     assert!(failures.is_empty(), "{} failed requests while recycling: {failures:?}", failures.len());
@@ -124,16 +128,16 @@ fn reload_follows_changes_to_the_app_and_extra_files() {
     std::fs::copy(guest("faults"), &staged).unwrap();
     std::fs::rename(&staged, &app).unwrap();
     server.log.wait_for(&["reload:", "app.wasm changed"], WAIT);
-    server.log.wait_for(&["reload: generation 2 is serving"], WAIT);
+    server.wait_status("generation 2 serving", |s| s.generation == 2 && s.state == "running");
     // The old worker may take a request or two until it has seen its TERM.
-    server.log.wait_for(&[&format!("Worker exiting (pid: {})", first[0])], WAIT);
+    server.wait_status("worker gone", |s| !s.has_worker(first[0]));
     assert_eq!(server.get("/ok").text(), "ok\n");
     let second = server.worker_pids();
 
     std::fs::write(&extra, "two, longer").unwrap();
     server.log.wait_for(&["reload:", "settings.txt changed"], WAIT);
-    server.log.wait_for(&["reload: generation 3 is serving"], WAIT);
-    server.log.wait_for(&[&format!("Worker exiting (pid: {})", second[0])], WAIT);
+    server.wait_status("generation 3 serving", |s| s.generation == 3 && s.state == "running");
+    server.wait_status("worker gone", |s| !s.has_worker(second[0]));
     assert_eq!(server.get("/ok").text(), "ok\n");
     assert_eq!(server.log.count(&["reload failed"]), 0, "{}", server.log.text());
 }
@@ -211,8 +215,8 @@ fn workers_drop_to_user_and_group_while_the_arbiter_keeps_root() {
     // A reload still works: the arbiter compiles as root, new workers drop privileges again.
     let old_worker = server.worker_pids()[0];
     server.signal(libc::SIGHUP);
-    server.log.wait_for(&["reload: generation 2 is serving"], WAIT);
-    server.log.wait_for(&[&format!("Worker exiting (pid: {old_worker})")], WAIT);
+    server.wait_status("generation 2 serving", |s| s.generation == 2 && s.state == "running");
+    server.wait_status("worker gone", |s| !s.has_worker(old_worker));
     assert_eq!(field(&status_of(server.worker_pids()[0]), "Uid:"), "65534 65534 65534 65534");
     assert_eq!(server.get("/").status, 200);
 }

@@ -11,6 +11,8 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub use crate::status::{Status, StatusLog};
+
 /// How long a server may take to print its readiness line. Generous: the first start of the
 /// Python and JS apps compiles them (several seconds on 2 cores), later starts hit the cache.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -127,6 +129,8 @@ pub struct Server {
     /// Every address from the readiness line (`http://...` or `unix:...`).
     pub addresses: Vec<String>,
     pub log: Arc<LogCapture>,
+    /// The arbiter's published status (empty when the test set `NOTIFY_SOCKET` itself).
+    pub status: Arc<StatusLog>,
 }
 
 /// Builder for a server command line.
@@ -286,7 +290,11 @@ impl ServerCommand {
     }
 
     /// Starts the server and waits for its readiness line.
-    pub fn start(self) -> Server {
+    pub fn start(mut self) -> Server {
+        let status = StatusLog::listen();
+        if !self.envs.iter().any(|(key, _)| key == "NOTIFY_SOCKET") {
+            self = self.env("NOTIFY_SOCKET", status.socket_path.to_str().unwrap());
+        }
         let mut child = self.spawn_piped();
         let log = LogCapture::follow(child.stderr.take().unwrap());
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -311,7 +319,7 @@ impl ServerCommand {
         assert!(line.contains(&format!("(pid {pid},")), "readiness line names the arbiter pid: {line}");
         // Everything after the readiness line on stdout (the access log with `-`) joins the log.
         log.follow_also(stdout);
-        Server { child, pid, addr, addresses, log }
+        Server { child, pid, addr, addresses, log, status }
     }
 
     /// Runs the command expecting it to exit without becoming ready; returns (status, stderr).
@@ -397,6 +405,13 @@ impl Server {
     /// Pids of the arbiter's live child processes (its workers and any compile helper).
     pub fn worker_pids(&self) -> Vec<u32> {
         child_pids(self.pid)
+    }
+
+    /// Waits until this arbiter's published status satisfies `condition`.
+    pub fn wait_status(&self, what: &str, condition: impl Fn(&Status) -> bool) -> Status {
+        self.status
+            .try_wait(self.pid, WAIT, condition)
+            .unwrap_or_else(|last| panic!("timed out waiting for {what}; {last}; log:\n{}", self.log.text()))
     }
 
     pub fn signal(&self, signal: i32) {

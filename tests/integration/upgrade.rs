@@ -6,10 +6,9 @@ use std::path::Path;
 
 /// Sends USR2 to `server` and waits until the new arbiter it starts is ready; returns its pid.
 fn upgrade(server: &Server) -> u32 {
-    let before = server.log.count(&["upgrade: new arbiter pid"]);
     server.signal(libc::SIGUSR2);
-    let line = server.log.wait_for_nth(&["upgrade: new arbiter pid"], before + 1, WAIT);
-    let new_pid = number_after(&line, "new arbiter pid ");
+    let status = server.wait_status("a new arbiter", |s| s.upgrade.starts_with("child:"));
+    let new_pid = number_after(&status.upgrade, "child:");
     assert_ne!(new_pid, server.pid);
     // The new arbiter shares the old one's stdout and stderr: its readiness line lands in the log.
     server.log.wait_for(&["rustcorn: listening on", &format!("(pid {new_pid},")], WAIT);
@@ -42,7 +41,7 @@ fn usr2_then_winch_and_term_hands_over_with_no_failed_request() {
     let _new_guard = ProcessGuard(new_pid);
     assert_eq!(read_pid(&pid_file), Some(old.pid), "the old arbiter keeps PIDFILE");
     assert_eq!(read_pid(&pid_file_2), Some(new_pid), "the new arbiter writes PIDFILE.2");
-    old.log.wait_for_nth(&["Worker ready"], 4, WAIT);
+    old.status.wait(new_pid, "the new arbiter's workers", WAIT, |s| s.ready == 2);
     // Both generations serve side by side before the old one is retired.
     let new_workers = child_pids(new_pid);
     wait_until("a new worker serves a request", WAIT, || {
@@ -51,13 +50,13 @@ fn usr2_then_winch_and_term_hands_over_with_no_failed_request() {
 
     // Retire the old arbiter: its workers first, then itself.
     old.signal(libc::SIGWINCH);
-    old.log.wait_for(&["Handling signal: winch"], WAIT);
+    old.wait_status("target 0", |s| s.target == 0);
     for pid in &old_workers {
-        old.log.wait_for(&[&format!("Worker exiting (pid: {pid})")], WAIT);
+        old.wait_status("worker gone", |s| !s.has_worker(pid));
     }
     old.signal(libc::SIGTERM);
     assert!(old.wait_exit(WAIT).success());
-    old.log.wait_for(&[&format!("the old arbiter (pid {}) has exited", old.pid)], WAIT);
+    old.status.wait(new_pid, "the new arbiter alone", WAIT, |s| s.upgrade == "none");
     wait_until("PIDFILE names the new arbiter", WAIT, || read_pid(&pid_file) == Some(new_pid));
     assert!(!pid_file_2.exists(), "PIDFILE.2 was renamed to PIDFILE");
     assert!(socket.exists(), "the old arbiter left the unix socket to the new one");
@@ -98,7 +97,7 @@ fn usr2_rolled_back_by_stopping_the_new_arbiter() {
 
     // Roll back: the new arbiter goes, the old one notices and serves on with its files intact.
     send_signal(new_pid, libc::SIGTERM);
-    old.log.wait_for(&[&format!("the new arbiter (pid {new_pid}) exited with code 0")], WAIT);
+    old.wait_status("the new arbiter gone", |s| s.upgrade == "none");
     assert_eq!(read_pid(&pid_file), Some(old.pid));
     assert!(!dir.path().join("rustcorn.pid.2").exists(), "the new arbiter removed PIDFILE.2");
     assert!(socket.exists(), "an unpromoted arbiter leaves the unix socket alone");

@@ -6,6 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Precompiled};
@@ -21,37 +22,84 @@ pub struct PreparedApp {
 pub(crate) const ELF_MAGIC: &[u8] = b"\x7fELF";
 
 /// Validates and compiles `app` (or reuses the cache) in a forked child, so no compiler thread
-/// is ever alive in the arbiter. Errors are one readable line.
+/// is ever alive in the arbiter, and waits for it. Errors are one readable line.
 pub fn prepare(app: &Path, cache_dir: &Path) -> Result<PreparedApp> {
-    let (mut read_end, write_end) = std::io::pipe().context("cannot create a pipe for the compiler")?;
-    // SAFETY: the arbiter is single-threaded here; the child only compiles and calls _exit.
-    match unsafe { nix::unistd::fork() }.context("cannot fork the compiler")? {
-        nix::unistd::ForkResult::Child => {
-            drop(read_end);
-            crate::sys::signals::reset_in_child();
-            let mut write_end = write_end;
-            let message = match prepare_in_process(app, cache_dir) {
-                Ok(prepared) => format!("ok\n{}", prepared.compiled.display()),
-                Err(e) => format!("err\n{e:#}"),
-            };
-            let _ = write_end.write_all(message.as_bytes());
-            // SAFETY: leave without running the parent's atexit handlers or destructors.
-            unsafe { libc::_exit(0) }
+    let mut compiler = Compiler::start(app, cache_dir)?;
+    compiler.pipe.set_nonblocking(false).context("cannot read the compiler's answer")?;
+    loop {
+        if let Some(result) = compiler.read_available() {
+            let _ = nix::sys::wait::waitpid(compiler.pid, None);
+            return result;
         }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(write_end);
-            let mut output = String::new();
-            let read = read_end.read_to_string(&mut output);
-            let status = nix::sys::wait::waitpid(child, None);
-            read.context("cannot read the compiler's answer")?;
-            if let Some(path) = output.strip_prefix("ok\n") {
-                return Ok(PreparedApp { compiled: PathBuf::from(path) });
+    }
+}
+
+/// A compiler child at work: the arbiter polls `fd()` and calls `read_available` until it answers,
+/// so a reload's compile never stops the arbiter's loop.
+pub struct Compiler {
+    pid: nix::unistd::Pid,
+    pipe: UnixStream,
+    app: PathBuf,
+    answer: Vec<u8>,
+}
+
+impl Compiler {
+    /// Forks the compiler child for `app`.
+    pub fn start(app: &Path, cache_dir: &Path) -> Result<Compiler> {
+        let (read_end, mut write_end) = UnixStream::pair().context("cannot create a pipe for the compiler")?;
+        // SAFETY: the arbiter is single-threaded here; the child only compiles and calls _exit.
+        match unsafe { nix::unistd::fork() }.context("cannot fork the compiler")? {
+            nix::unistd::ForkResult::Child => {
+                drop(read_end);
+                crate::sys::signals::reset_in_child();
+                let message = match prepare_in_process(app, cache_dir) {
+                    Ok(prepared) => format!("ok\n{}", prepared.compiled.display()),
+                    Err(e) => format!("err\n{e:#}"),
+                };
+                let _ = write_end.write_all(message.as_bytes());
+                // SAFETY: leave without running the parent's atexit handlers or destructors.
+                unsafe { libc::_exit(0) }
             }
-            if let Some(message) = output.strip_prefix("err\n") {
-                bail!("{message}");
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(write_end);
+                read_end.set_nonblocking(true).context("cannot read the compiler's answer")?;
+                Ok(Compiler { pid: child, pipe: read_end, app: app.to_path_buf(), answer: Vec::new() })
             }
-            bail!("compiling {} failed: the compiler process ended with {status:?}", app.display())
         }
+    }
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.pipe.as_fd()
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        self.pid
+    }
+
+    /// Reads what the child wrote so far; the result once it has closed its end.
+    pub fn read_available(&mut self) -> Option<Result<PreparedApp>> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.pipe.read(&mut buf) {
+                Ok(0) => return Some(self.answer()),
+                Ok(n) => self.answer.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                Err(e) => return Some(Err(anyhow!("cannot read the compiler's answer: {e}"))),
+            }
+        }
+    }
+
+    fn answer(&self) -> Result<PreparedApp> {
+        let output = String::from_utf8_lossy(&self.answer);
+        if let Some(path) = output.strip_prefix("ok\n") {
+            return Ok(PreparedApp { compiled: PathBuf::from(path) });
+        }
+        if let Some(message) = output.strip_prefix("err\n") {
+            bail!("{message}");
+        }
+        bail!("compiling {} failed: the compiler process ended without an answer", self.app.display())
     }
 }
 

@@ -1,122 +1,78 @@
-//! The arbiter: resolves settings, validates and compiles the app (in a child), binds, forks and
-//! supervises workers (respawn with backoff, heartbeat watchdog, max-requests recycling), and
-//! handles Gunicorn's signals (including the USR2 upgrade dance). Single-threaded, with no tokio
-//! runtime and no wasmtime state, so every fork is safe.
+//! The arbiter's loop: the shell around the pure supervisor (`supervisor.rs`). It turns what the
+//! OS reports (signals in delivery order, exited children, heartbeat pages, the reload compiler's
+//! answer) into events, and carries out the actions the supervisor returns (fork, kill, log,
+//! notify). Single-threaded, with no tokio runtime and no wasmtime state, so every fork is safe.
+pub mod generation;
+pub mod lifecycle;
+pub mod readiness;
+pub mod reload;
 pub mod reload_watch;
+pub mod sockets;
+pub mod supervisor;
 pub mod upgrade;
 
-use crate::app::prepare::{self as app, PreparedApp};
+use crate::app::prepare as app;
 use crate::config::cli::ServeArgs;
 use crate::config::settings::Settings;
-use crate::sys::binds::{self, Listener};
 use crate::sys::heartbeat::{monotonic_ms, Heartbeat, WorkerReport};
 use crate::sys::signals::SignalPipe;
 use crate::sys::{daemon, pidfile, privileges, sd_notify};
-use crate::worker::{self, WorkerSpec, EXIT_BOOT_ERROR};
-use crate::{log_critical, log_error, log_info, log_warning};
+use crate::worker::{self, WorkerSpec};
+use crate::{log_error, log_info, log_warning};
 use anyhow::{Context, Result};
+use generation::{Payload, ProcessSettings};
+use lifecycle::{Generation, Timing, Upgrade};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use readiness::{Status, StatusPublisher};
+use reload::{Origin, PendingReload};
 use reload_watch::ReloadWatch;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use supervisor::{Action, Beat, Event, Exit, Kill, Sig, Supervisor};
 use upgrade::StartContext;
-
-/// The arbiter's lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifecycle {
-    /// Workers of the first generation are starting.
-    Booting,
-    /// Every first-generation worker has served as ready; the readiness line is printed.
-    Running,
-    /// Shutting down: workers are finishing (TERM) or being stopped (INT/QUIT).
-    Draining,
-    /// All workers are gone.
-    Stopped,
-}
 
 /// The longest the main loop sleeps between checks of the watchdog and the workers.
 const LOOP_INTERVAL: Duration = Duration::from_millis(100);
-/// A worker that dies sooner than this after it was forked counts towards the respawn backoff.
-const QUICK_DEATH: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How long a worker gets between SIGABRT (watchdog) or QUIT and SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WorkerPhase {
-    Booting,
-    Serving,
-    /// Sent TERM at this instant: finishing in-flight requests.
-    Retiring(Instant),
-    /// Sent SIGABRT/QUIT at this instant; SIGKILL follows after KILL_GRACE.
-    Stopping(Instant),
-    Killed,
-}
-
-struct WorkerHandle {
-    pid: Pid,
-    generation: u64,
-    heartbeat: Heartbeat,
-    spawned_at: Instant,
-    phase: WorkerPhase,
-    ever_ready: bool,
-}
-
-impl WorkerHandle {
-    /// Counts towards the worker target: current generation, not leaving, not asking to leave.
-    fn is_active(&self, generation: u64) -> bool {
-        self.generation == generation
-            && matches!(self.phase, WorkerPhase::Booting | WorkerPhase::Serving)
-            && self.heartbeat.read_report() != WorkerReport::WantsRetirement
-    }
-}
 
 /// The arbiter process.
 pub struct Arbiter {
-    args: ServeArgs,
-    settings: Arc<Settings>,
-    app: PreparedApp,
-    listeners: Vec<Listener>,
+    supervisor: Supervisor<Payload>,
     signals: SignalPipe,
-    workers: Vec<WorkerHandle>,
-    generation: u64,
-    target_workers: usize,
-    lifecycle: Lifecycle,
-    drain_deadline: Option<Instant>,
-    quick_deaths: u32,
-    next_spawn_at: Instant,
-    exit_code: i32,
-    /// The command line and directory to re-execute on USR2.
+    /// Each live worker's heartbeat page, by pid.
+    heartbeats: HashMap<i32, Heartbeat>,
+    /// The command line and directory to re-execute on USR2 and to re-resolve on HUP.
     start_context: StartContext,
-    /// After USR2: the new arbiter (our child) while it runs.
-    new_arbiter: Option<Pid>,
-    /// In an arbiter started by USR2: the old arbiter, until it exits.
-    old_arbiter: Option<Pid>,
-    /// A reload started and its generation is not serving yet (systemd gets READY=1 when it is).
-    reload_in_progress: bool,
+    pending_reload: Option<PendingReload>,
     /// The pid file this arbiter wrote (`PIDFILE`, or `PIDFILE.2` while the old arbiter runs).
     pid_file: Option<PathBuf>,
     /// `--daemon`: the pipe to the foreground process, until the readiness line is sent.
     ready_pipe: Option<daemon::ReadyPipe>,
-    /// `--user`/`--group` for the workers.
     credentials: Option<privileges::Credentials>,
-    /// `--reload`: the files whose change triggers a reload.
     reload_watch: Option<ReloadWatch>,
-    /// Unix socket files this arbiter owns and removes on exit (not inherited fd:// or systemd ones).
-    socket_files: Vec<PathBuf>,
-    /// The listeners come from our own `--bind`s (not an upgrade or systemd), in their order.
-    binds_are_ours: bool,
+    /// The sockets come from `--bind` (ours or an upgrade's), so a HUP may re-bind them.
+    rebindable: bool,
+    status: StatusPublisher,
+}
+
+/// Settings known before the arbiter starts.
+pub struct StartOptions {
+    pub args: ServeArgs,
+    pub settings: Settings,
+    pub process: ProcessSettings,
+    pub launch_dir: PathBuf,
 }
 
 impl Arbiter {
     /// Validates the app, binds (or adopts inherited sockets), detaches with `--daemon`, installs
     /// signal handlers and writes the pid file. Nothing has been forked (except the compiler
     /// child, already reaped, and with `--daemon` the daemon itself) when this returns an error.
-    pub fn start(args: ServeArgs, settings: Settings) -> Result<Arbiter> {
-        let start_context = StartContext::capture()?;
+    pub fn start(options: StartOptions) -> Result<Arbiter> {
+        let StartOptions { args, settings, process, launch_dir } = options;
+        let start_context = StartContext::capture(launch_dir);
         log_info!("Starting rustcorn {}", env!("CARGO_PKG_VERSION"));
         crate::sys::process_name::set(crate::sys::process_name::Role::Arbiter, &settings.name);
         // An arbiter started by USR2 is detached already if its predecessor was.
@@ -124,9 +80,7 @@ impl Arbiter {
         let old_arbiter = upgrade::old_arbiter();
         let credentials = privileges::resolve(args.ops.user.as_deref(), args.ops.group.as_deref())?;
         let app = app::prepare(&settings.app, &settings.cache_dir)?;
-        // Sockets we bound from --bind ourselves can be re-bound on HUP; inherited ones cannot.
-        let binds_are_ours = !upgraded && std::env::var_os("LISTEN_FDS").is_none();
-        let (listeners, socket_files) = open_listeners(&settings, &args)?;
+        let sockets = sockets::open(&settings, args.ops.reuse_port, !args.bind.is_empty())?;
         let ready_pipe = if args.ops.daemon && !upgraded {
             if settings.error_log == crate::log::LogTarget::Stderr {
                 log_warning!(
@@ -137,8 +91,8 @@ impl Arbiter {
         } else {
             None
         };
-        for listener in &listeners {
-            log_info!("Listening at: {listener} ({})", std::process::id());
+        for bound in &sockets.bound {
+            log_info!("Listening at: {} ({})", bound.listener, std::process::id());
         }
         let signals = SignalPipe::install()?;
         let pid_file = match &settings.pid_file {
@@ -167,43 +121,43 @@ impl Arbiter {
             let files: Vec<String> = watch.files().map(|f| f.display().to_string()).collect();
             log_info!("--reload: watching {}", files.join(", "));
         }
-        let target_workers = settings.workers;
-        Ok(Arbiter {
+        let (target, timing) = (settings.workers, timing_of(&settings));
+        let payload = Payload {
             args,
             settings: Arc::new(settings),
             app,
-            listeners,
+            process,
+            bound: sockets.bound,
+            socket_files: sockets.socket_files,
+        };
+        let upgrade = old_arbiter.map_or(Upgrade::None, |pid| Upgrade::Parent(pid.as_raw()));
+        Ok(Arbiter {
+            supervisor: Supervisor::new(payload, target, timing, upgrade, Instant::now()),
             signals,
-            workers: Vec::new(),
-            generation: 1,
-            target_workers,
-            lifecycle: Lifecycle::Booting,
-            drain_deadline: None,
-            quick_deaths: 0,
-            next_spawn_at: Instant::now(),
-            exit_code: 0,
+            heartbeats: HashMap::new(),
             start_context,
-            new_arbiter: None,
-            old_arbiter,
-            reload_in_progress: false,
-            reload_watch,
+            pending_reload: None,
+            pid_file,
             ready_pipe,
             credentials,
-            pid_file,
-            socket_files,
-            binds_are_ours,
+            reload_watch,
+            rebindable: sockets.rebindable,
+            status: StatusPublisher::default(),
         })
     }
 
     /// The main loop, until every worker is gone after a shutdown. Returns the exit status.
     pub fn run(mut self) -> i32 {
+        log_info!("arbiter -> booting");
         loop {
             self.reap();
             self.check_old_arbiter();
             self.check_reload_watch();
-            self.check_workers();
-            self.manage_workers();
-            if self.lifecycle == Lifecycle::Stopped {
+            self.check_pending_reload();
+            let beats = self.beats();
+            self.dispatch(Event::Tick { beats });
+            self.status.publish(Status::of(&self.supervisor));
+            if self.supervisor.is_stopped() {
                 break;
             }
             self.wait_for_event();
@@ -213,501 +167,227 @@ impl Arbiter {
         }
         self.cleanup();
         log_info!("Shutting down: Master");
-        self.exit_code
+        self.supervisor.exit_code
     }
 
-    fn wait_for_event(&self) {
-        let mut timeout = LOOP_INTERVAL;
-        if self.next_spawn_at > Instant::now() {
-            timeout = timeout.min(self.next_spawn_at - Instant::now());
-        }
-        let mut fds = [nix::poll::PollFd::new(self.signals.fd(), nix::poll::PollFlags::POLLIN)];
-        let ms =
-            nix::poll::PollTimeout::try_from(timeout.as_millis().max(1) as i32).unwrap_or(nix::poll::PollTimeout::NONE);
-        let _ = nix::poll::poll(&mut fds, ms);
-    }
-
-    fn set_lifecycle(&mut self, lifecycle: Lifecycle) {
-        if self.lifecycle != lifecycle {
-            log_info!("arbiter {:?} -> {:?}", self.lifecycle, lifecycle);
-            self.lifecycle = lifecycle;
+    fn dispatch(&mut self, event: Event<Payload>) {
+        let actions = self.supervisor.handle(event, Instant::now());
+        for action in actions {
+            self.carry_out(action);
         }
     }
 
     fn on_signal(&mut self, signal: Signal) {
-        match signal {
-            Signal::SIGCHLD => {}
-            Signal::SIGTERM => self.begin_shutdown(true),
-            Signal::SIGINT | Signal::SIGQUIT => self.begin_shutdown(false),
-            Signal::SIGHUP if self.lifecycle != Lifecycle::Draining => self.reload("Handling signal: hup"),
-            Signal::SIGTTIN if self.lifecycle != Lifecycle::Draining => {
-                self.target_workers += 1;
-                log_info!("TTIN: now {} workers", self.target_workers);
-            }
-            Signal::SIGTTOU if self.lifecycle != Lifecycle::Draining => {
-                if self.target_workers > 1 {
-                    self.target_workers -= 1;
-                    log_info!("TTOU: now {} workers", self.target_workers);
-                } else {
-                    log_info!("TTOU ignored: already at {} worker(s)", self.target_workers);
-                }
-            }
-            Signal::SIGUSR1 => self.reopen_logs(),
-            Signal::SIGUSR2 if self.lifecycle != Lifecycle::Draining => self.upgrade(),
-            Signal::SIGWINCH if self.lifecycle != Lifecycle::Draining => self.stop_all_workers(),
-            other => log_info!("{other} ignored"),
-        }
-    }
-
-    /// TERM: graceful (workers finish in-flight requests); INT/QUIT: quick.
-    fn begin_shutdown(&mut self, graceful: bool) {
-        let now = Instant::now();
-        if self.lifecycle == Lifecycle::Draining {
-            if graceful {
+        let sig = match signal {
+            Signal::SIGTERM => Sig::Term,
+            Signal::SIGINT => Sig::Int,
+            Signal::SIGQUIT => Sig::Quit,
+            Signal::SIGHUP => Sig::Hup,
+            Signal::SIGTTIN => Sig::Ttin,
+            Signal::SIGTTOU => Sig::Ttou,
+            Signal::SIGUSR1 => Sig::Usr1,
+            Signal::SIGUSR2 => Sig::Usr2,
+            Signal::SIGWINCH if crate::sys::signals::in_terminal_foreground() => {
+                log_info!("WINCH ignored: running in the foreground of a terminal (a window resize sends WINCH)");
                 return;
             }
-            log_info!("Quick shutdown requested while draining");
-        } else {
-            log_info!("Handling signal: {}", if graceful { "term" } else { "quick shutdown" });
-            // After a USR2 the new arbiter is the service now: our exit is not its stop.
-            if self.new_arbiter.is_none() {
-                sd_notify::stopping();
-            }
-        }
-        self.set_lifecycle(Lifecycle::Draining);
-        // Stop accepting in the arbiter's copies too; workers close theirs as they drain.
-        self.listeners.clear();
-        if graceful {
-            self.drain_deadline = Some(now + self.settings.graceful_timeout);
-            for index in 0..self.workers.len() {
-                if matches!(self.workers[index].phase, WorkerPhase::Booting | WorkerPhase::Serving) {
-                    self.retire(index, now);
+            Signal::SIGWINCH => Sig::Winch,
+            // SIGCHLD only wakes the loop, which reaps every turn.
+            _ => return,
+        };
+        self.dispatch(Event::Signal(sig));
+    }
+
+    fn carry_out(&mut self, action: Action<Payload>) {
+        match action {
+            Action::Log(level, message) => crate::log::log(level, format_args!("{message}")),
+            Action::Spawn(count) => {
+                for _ in 0..count {
+                    match self.spawn_worker() {
+                        Ok(pid) => self.dispatch(Event::Spawned { pid }),
+                        Err(e) => {
+                            self.dispatch(Event::SpawnFailed { error: format!("{e:#}") });
+                            break;
+                        }
+                    }
                 }
             }
-        } else {
-            self.drain_deadline = Some(now + KILL_GRACE);
-            for worker in &mut self.workers {
-                if worker.phase != WorkerPhase::Killed {
-                    let _ = kill(worker.pid, Signal::SIGQUIT);
-                    worker.phase = WorkerPhase::Stopping(now);
+            Action::Signal(pid, signal) => {
+                let signal = match signal {
+                    Kill::Term => Signal::SIGTERM,
+                    Kill::Quit => Signal::SIGQUIT,
+                    Kill::Abrt => Signal::SIGABRT,
+                    Kill::Kill => Signal::SIGKILL,
+                    Kill::Usr1 => Signal::SIGUSR1,
+                };
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+            Action::PrepareReload => self.prepare_reload(),
+            Action::CancelReload => {
+                if let Some(pending) = self.pending_reload.take() {
+                    let _ = kill(pending.compiler_pid(), Signal::SIGKILL);
+                }
+            }
+            Action::RolledBack => self.apply_current_process_settings(),
+            Action::Release(generation) => self.release(generation),
+            Action::AnnounceReady => {
+                let payload = &self.supervisor.current.payload;
+                readiness::announce(
+                    &payload.listening_addresses(),
+                    self.supervisor.current.target,
+                    self.ready_pipe.take(),
+                );
+            }
+            Action::NotifyReady(status) => sd_notify::ready(&status),
+            Action::NotifyStopping => sd_notify::stopping(),
+            Action::NotifyMainPid => sd_notify::notify(&format!("MAINPID={}", std::process::id())),
+            Action::StartUpgrade => {
+                let listeners = self.supervisor.current.payload.listeners();
+                match upgrade::reexec(&self.start_context, &listeners) {
+                    Ok(pid) => self.dispatch(Event::UpgradeStarted { pid: pid.as_raw() }),
+                    Err(e) => log_error!("upgrade failed, still serving: {e:#}"),
+                }
+            }
+            Action::ReopenLogs => match crate::log::reopen_error_log() {
+                Ok(()) => log_info!("reopened the error log"),
+                Err(e) => log_error!(
+                    "cannot reopen the error log {:?}: {e}",
+                    self.supervisor.current.payload.settings.error_log
+                ),
+            },
+            // Stop accepting in the arbiter's copies too; workers close theirs as they drain.
+            Action::CloseListeners => self.supervisor.current.payload.bound.clear(),
+            Action::TakeOverPidFile => {
+                if let (Some(current), Some(wanted)) =
+                    (&self.pid_file, &self.supervisor.current.payload.settings.pid_file)
+                {
+                    match std::fs::rename(current, wanted) {
+                        Ok(()) => self.pid_file = Some(wanted.clone()),
+                        Err(e) => log_error!("cannot rename {} to {}: {e}", current.display(), wanted.display()),
+                    }
                 }
             }
         }
     }
 
-    /// HUP with changed binds: keeps the sockets of binds that stay (so no connection is refused),
-    /// binds the new ones, closes the dropped ones. The new generation gets the new set; the old
-    /// workers keep their inherited sockets until they retire. Nothing changes if a bind fails.
-    fn rebind(&mut self, settings: &Settings) -> Result<()> {
-        if !self.binds_are_ours {
-            log_warning!("reload: --bind changed but the sockets were inherited (upgrade or systemd); keeping them");
-            return Ok(());
-        }
-        for (i, spec) in settings.binds.iter().enumerate() {
-            if settings.binds[..i].contains(spec) {
-                anyhow::bail!("--bind {spec:?} is given twice");
-            }
-        }
-        let reuse_port = self.args.ops.reuse_port;
-        let mut fresh = Vec::new();
-        for spec in settings.binds.iter().filter(|spec| !self.settings.binds.contains(spec)) {
-            fresh.push(binds::bind_all(std::slice::from_ref(spec), settings.backlog, reuse_port)?.remove(0));
-        }
-        let mut old: Vec<Option<Listener>> = std::mem::take(&mut self.listeners).into_iter().map(Some).collect();
-        let mut fresh = fresh.into_iter();
-        for spec in &settings.binds {
-            let kept = self.settings.binds.iter().position(|s| s == spec).and_then(|i| old[i].take());
-            // Every spec is either kept or was bound above (specs are distinct).
-            self.listeners.extend(kept.or_else(|| fresh.next()));
-        }
-        for (spec, dropped) in self.settings.binds.iter().zip(old) {
-            if let (Some(listener), binds::BindSpec::Unix(path)) = (dropped, spec) {
-                drop(listener);
-                let _ = std::fs::remove_file(path);
-                self.socket_files.retain(|owned| owned != path);
-            }
-        }
-        for spec in &settings.binds {
-            if let binds::BindSpec::Unix(path) = spec {
-                if !self.socket_files.contains(path) {
-                    self.socket_files.push(path.clone());
-                }
-            }
-        }
-        log_info!("reload: now listening at {}", self.listening_addresses());
-        Ok(())
-    }
-
-    /// Runs the whole settings resolution again (config file, RUSTCORN_CMD_ARGS, the original
-    /// command line) from the directory the arbiter started in.
-    fn resolve_settings_again(&mut self) -> Result<Settings, String> {
-        let _ = std::env::set_current_dir(self.start_context.directory());
-        let resolved = crate::config::layers::resolve(self.start_context.serve_args()).map_err(|e| e.to_string());
-        let settings = resolved.and_then(|resolved| {
-            crate::commands::serve::apply_process_settings(&resolved.args).map_err(|e| format!("{e:#}"))?;
-            let settings = Settings::from_args(&resolved.args)
-                .map_err(|e| crate::commands::serve::attribute_to_layer(&resolved, &e.to_string()))?;
-            self.args = resolved.args;
-            Ok(settings)
-        });
-        if settings.is_err() {
-            // Back to where the serving generation runs.
-            let _ = crate::commands::serve::apply_process_settings(&self.args);
-        }
-        settings
-    }
-
-    /// HUP: re-resolve settings and re-prepare the app; start a new generation, retire the old
-    /// one once the new one is ready. A bad new app or setting keeps the old generation serving.
-    fn reload(&mut self, why: &str) {
-        log_info!("{why}; reloading settings and the app");
+    /// HUP: re-resolve the settings and start compiling; a newer HUP supersedes a pending one.
+    fn prepare_reload(&mut self) {
         // RELOADING=1 also names us the main pid: a HUP to the old arbiter of an upgrade is the
         // first step of a rollback, and systemd must not lose the service when the new one stops.
         sd_notify::reloading();
-        let settings = match self.resolve_settings_again() {
-            Ok(settings) => settings,
-            Err(e) => {
-                log_error!("reload failed, still serving the previous generation: {e}");
-                sd_notify::ready("reload failed; serving the previous generation");
-                return;
+        if let Some(pending) = self.pending_reload.take() {
+            let _ = kill(pending.compiler_pid(), Signal::SIGKILL);
+        }
+        let origin = Origin { launch_dir: self.start_context.directory(), serve_args: self.start_context.serve_args() };
+        match PendingReload::start(&origin, &self.supervisor.current.payload.process) {
+            Ok(pending) => self.pending_reload = Some(pending),
+            Err(e) => self.dispatch(Event::ReloadFailed(e)),
+        }
+    }
+
+    /// The reload compiler answered: hand the new generation to the supervisor.
+    fn check_pending_reload(&mut self) {
+        let Some(answer) = self.pending_reload.as_mut().and_then(PendingReload::poll) else { return };
+        let Some(pending) = self.pending_reload.take() else { return };
+        // The compiler has answered and is exiting: collect it now, so no stray child outlives the reload.
+        let _ = waitpid(pending.compiler_pid(), None);
+        let prepared = answer.and_then(|app| pending.finish(app, &self.supervisor.current.payload, self.rebindable));
+        match prepared {
+            Ok(payload) => {
+                let (target, timing) = (payload.settings.workers, timing_of(&payload.settings));
+                self.dispatch(Event::ReloadPrepared(payload, target, timing));
+                self.apply_current_process_settings();
             }
+            Err(e) => self.dispatch(Event::ReloadFailed(e)),
+        }
+    }
+
+    fn apply_current_process_settings(&self) {
+        if let Err(e) = self.supervisor.current.payload.process.apply() {
+            log_error!("cannot apply the serving generation's process settings: {e:#}");
+        }
+    }
+
+    /// A generation that will not run again: its sockets close with it, and the unix socket
+    /// files that no remaining generation binds are removed.
+    fn release(&mut self, generation: Generation<Payload>) {
+        let still_bound = |path: &PathBuf| {
+            self.supervisor.current.payload.socket_files.contains(path)
+                || self.supervisor.previous().is_some_and(|previous| previous.payload.socket_files.contains(path))
         };
-        let app = match app::prepare(&settings.app, &settings.cache_dir) {
-            Ok(app) => app,
-            Err(e) => {
-                log_error!("reload failed, still serving the previous generation: {e:#}");
-                sd_notify::ready("reload failed; serving the previous generation");
-                return;
-            }
-        };
-        if settings.binds != self.settings.binds {
-            if let Err(e) = self.rebind(&settings) {
-                log_error!("reload failed, still serving the previous generation: {e:#}");
-                sd_notify::ready("reload failed; serving the previous generation");
-                return;
-            }
-        }
-        self.reload_in_progress = true;
-        self.target_workers = settings.workers;
-        self.settings = Arc::new(settings);
-        self.app = app;
-        self.generation += 1;
-        self.quick_deaths = 0;
-        self.next_spawn_at = Instant::now();
-        log_info!("reload: starting generation {}", self.generation);
-    }
-
-    /// USR1: reopen the error log here and tell every worker to reopen its error and access logs.
-    fn reopen_logs(&mut self) {
-        log_info!("Handling signal: usr1; reopening the log files");
-        match crate::log::reopen_error_log() {
-            Ok(()) => log_info!("reopened the error log"),
-            Err(e) => log_error!("cannot reopen the error log {:?}: {e}", self.settings.error_log),
-        }
-        for worker in &self.workers {
-            if worker.phase != WorkerPhase::Killed {
-                let _ = kill(worker.pid, Signal::SIGUSR1);
-            }
-        }
-    }
-
-    /// USR2: start a new arbiter from the same command line, handing it the listening sockets.
-    /// Both serve until the old one is told to stop (WINCH, then TERM) or the new one is (rollback:
-    /// HUP the old one, TERM the new one).
-    fn upgrade(&mut self) {
-        if let Some(pid) = self.new_arbiter {
-            log_warning!("USR2 ignored: the new arbiter (pid {pid}) from the last USR2 is still running");
-            return;
-        }
-        if let Some(pid) = self.old_arbiter {
-            log_warning!("USR2 ignored: the old arbiter (pid {pid}) is still running; stop it first");
-            return;
-        }
-        log_info!("Handling signal: usr2; starting a new arbiter with the same command line");
-        match upgrade::reexec(&self.start_context, &self.listeners) {
-            Ok(pid) => {
-                self.new_arbiter = Some(pid);
-                log_info!("upgrade: new arbiter pid {pid}");
-            }
-            Err(e) => log_error!("upgrade failed, still serving: {e:#}"),
-        }
-    }
-
-    /// WINCH: stop every worker but keep the arbiter (and its sockets); HUP or TTIN starts
-    /// workers again. Ignored in the foreground of a terminal, where WINCH means "resized".
-    fn stop_all_workers(&mut self) {
-        if crate::sys::signals::in_terminal_foreground() {
-            log_info!("WINCH ignored: running in the foreground of a terminal (a window resize sends WINCH)");
-            return;
-        }
-        log_info!("Handling signal: winch; stopping all workers (the arbiter stays; HUP or TTIN starts them again)");
-        self.target_workers = 0;
-        let now = Instant::now();
-        for index in 0..self.workers.len() {
-            if matches!(self.workers[index].phase, WorkerPhase::Booting | WorkerPhase::Serving) {
-                self.retire(index, now);
-            }
+        for path in generation.payload.socket_files.iter().filter(|path| !still_bound(path)) {
+            let _ = std::fs::remove_file(path);
         }
     }
 
     /// `--reload`: a HUP-style reload when a watched file changed.
     fn check_reload_watch(&mut self) {
-        if self.lifecycle == Lifecycle::Draining {
+        if self.supervisor.lifecycle.is_draining() {
             return;
         }
-        let Some(changed) = self.reload_watch.as_mut().and_then(|watch| watch.poll(Instant::now())) else {
-            return;
-        };
-        self.reload(&format!("reload: {} changed", changed.display()));
+        let Some(changed) = self.reload_watch.as_mut().and_then(|watch| watch.poll(Instant::now())) else { return };
+        log_info!("reload: {} changed", changed.display());
+        self.dispatch(Event::Signal(Sig::Hup));
     }
 
-    /// In the new arbiter of an upgrade: once the old arbiter has exited (we were reparented),
-    /// take over its pid file.
+    /// In the new arbiter of an upgrade: notices when the old arbiter has exited (we were reparented).
     fn check_old_arbiter(&mut self) {
-        let Some(old) = self.old_arbiter else { return };
-        if nix::unistd::getppid() == old {
-            return;
-        }
-        self.old_arbiter = None;
-        log_info!("upgrade: the old arbiter (pid {old}) has exited; this arbiter is now the only one");
-        if let (Some(current), Some(wanted)) = (&self.pid_file, &self.settings.pid_file) {
-            match std::fs::rename(current, wanted) {
-                Ok(()) => self.pid_file = Some(wanted.clone()),
-                Err(e) => log_error!("cannot rename {} to {}: {e}", current.display(), wanted.display()),
+        if let Upgrade::Parent(old) = self.supervisor.upgrade {
+            if nix::unistd::getppid().as_raw() != old {
+                self.dispatch(Event::OldArbiterGone);
             }
         }
     }
 
-    /// Sends TERM: the worker stops accepting and finishes its in-flight requests.
-    fn retire(&mut self, index: usize, now: Instant) {
-        let worker = &mut self.workers[index];
-        let _ = kill(worker.pid, Signal::SIGTERM);
-        worker.phase = WorkerPhase::Retiring(now);
-    }
-
-    /// Collects exited workers and decides whether a failure is fatal.
+    /// Collects exited children.
     fn reap(&mut self) {
         loop {
-            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, Exit::Signal(signal as i32, signal.as_str())),
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(status) => status,
+                Ok(_) => continue,
             };
-            let (pid, code, signal) = match status {
-                WaitStatus::Exited(pid, code) => (pid, Some(code), None),
-                WaitStatus::Signaled(pid, signal, _) => (pid, None, Some(signal)),
-                _ => continue,
-            };
-            if self.new_arbiter == Some(pid) {
-                self.new_arbiter = None;
-                // Rolled back (or the new arbiter failed): we are the service's main process again.
-                sd_notify::notify(&format!("MAINPID={}", std::process::id()));
-                match (code, signal) {
-                    (Some(code), _) => {
-                        log_warning!("upgrade: the new arbiter (pid {pid}) exited with code {code}")
-                    }
-                    (_, Some(signal)) => {
-                        log_warning!("upgrade: the new arbiter (pid {pid}) was stopped by {signal}")
-                    }
-                    _ => {}
-                }
-                continue;
-            }
-            let Some(index) = self.workers.iter().position(|w| w.pid == pid) else {
-                continue;
-            };
-            let worker = self.workers.swap_remove(index);
-            let expected =
-                matches!(worker.phase, WorkerPhase::Retiring(_) | WorkerPhase::Stopping(_) | WorkerPhase::Killed);
-            match (code, signal) {
-                (Some(0), _) if expected => log_info!("Worker exiting (pid: {pid})"),
-                (Some(code), _) => log_error!("Worker (pid:{pid}) exited with code {code}"),
-                (_, Some(Signal::SIGKILL)) if !expected => {
-                    log_error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
-                }
-                (_, Some(signal)) if !expected => {
-                    log_error!("Worker (pid:{pid}) was sent {signal}!")
-                }
-                (_, Some(signal)) => log_info!("Worker (pid:{pid}) stopped by {signal}"),
-                _ => {}
-            }
-            if expected || self.lifecycle == Lifecycle::Draining {
-                continue;
-            }
-            if code == Some(EXIT_BOOT_ERROR) && !worker.ever_ready {
-                self.on_boot_failure(worker.generation);
-            } else if worker.spawned_at.elapsed() < QUICK_DEATH {
-                self.quick_deaths += 1;
-                let backoff = Duration::from_millis(100u64 << self.quick_deaths.min(6)).min(MAX_BACKOFF);
-                log_warning!(
-                    "worker died {:?} after it started; next spawn in {backoff:?}",
-                    worker.spawned_at.elapsed()
-                );
-                self.next_spawn_at = Instant::now() + backoff;
-            } else {
-                self.quick_deaths = 0;
-            }
+            self.heartbeats.remove(&pid.as_raw());
+            self.dispatch(Event::Exited { pid: pid.as_raw(), exit });
         }
     }
 
-    /// A worker that cannot boot will not boot on retry: give up on its generation.
-    fn on_boot_failure(&mut self, generation: u64) {
-        let generation_has_served = self.workers.iter().any(|w| w.generation == generation && w.ever_ready);
-        if generation_has_served {
-            self.quick_deaths += 1;
-            self.next_spawn_at =
-                Instant::now() + Duration::from_millis(100u64 << self.quick_deaths.min(6)).min(MAX_BACKOFF);
-            return;
-        }
-        let older_serving = self.workers.iter().any(|w| w.generation < generation && w.ever_ready);
-        if older_serving && generation == self.generation {
-            log_error!("generation {generation} failed to boot; keeping the previous generation");
-            for worker in &mut self.workers {
-                if worker.generation == generation && worker.phase != WorkerPhase::Killed {
-                    let _ = kill(worker.pid, Signal::SIGKILL);
-                    worker.phase = WorkerPhase::Killed;
+    fn beats(&self) -> Vec<Beat> {
+        self.heartbeats
+            .iter()
+            .map(|(pid, heartbeat)| {
+                let report = heartbeat.read_report();
+                Beat {
+                    pid: *pid,
+                    ready: report != WorkerReport::Booting,
+                    wants_retirement: report == WorkerReport::WantsRetirement,
+                    silence: Duration::from_millis(heartbeat.silence_ms()),
                 }
-            }
-            self.generation -= 1;
-            if std::mem::take(&mut self.reload_in_progress) {
-                sd_notify::ready("reload failed; serving the previous generation");
-            }
-            return;
-        }
-        log_critical!("Worker failed to boot.");
-        eprintln!("rustcorn: error: worker failed to boot (see the error log above)");
-        self.exit_code = EXIT_BOOT_ERROR;
-        self.begin_shutdown(false);
+            })
+            .collect()
     }
 
-    /// Readiness, the heartbeat watchdog, and escalation of TERM/ABRT to KILL.
-    fn check_workers(&mut self) {
+    fn wait_for_event(&self) {
         let now = Instant::now();
-        let watchdog_ms = self.settings.watchdog_timeout.as_millis() as u64;
-        let graceful = self.settings.graceful_timeout;
-        for worker in &mut self.workers {
-            if worker.phase == WorkerPhase::Booting && worker.heartbeat.read_report() != WorkerReport::Booting {
-                worker.phase = WorkerPhase::Serving;
-                worker.ever_ready = true;
-                log_info!("Worker ready (pid: {}, generation {})", worker.pid, worker.generation);
-                self.quick_deaths = 0;
-            }
-            match worker.phase {
-                WorkerPhase::Booting | WorkerPhase::Serving | WorkerPhase::Retiring(_) => {
-                    let silence = worker.heartbeat.silence_ms();
-                    if silence > watchdog_ms {
-                        log_critical!("WORKER TIMEOUT (pid:{}): no heartbeat for {} ms", worker.pid, silence);
-                        let _ = kill(worker.pid, Signal::SIGABRT);
-                        worker.phase = WorkerPhase::Stopping(now);
-                        continue;
-                    }
-                }
-                _ => {}
-            }
-            match worker.phase {
-                WorkerPhase::Retiring(since) if now.duration_since(since) > graceful + KILL_GRACE => {
-                    log_warning!("Worker (pid:{}) still running after --graceful-timeout; killing it", worker.pid);
-                    let _ = kill(worker.pid, Signal::SIGKILL);
-                    worker.phase = WorkerPhase::Killed;
-                }
-                WorkerPhase::Stopping(since) if now.duration_since(since) > KILL_GRACE => {
-                    let _ = kill(worker.pid, Signal::SIGKILL);
-                    worker.phase = WorkerPhase::Killed;
-                }
-                _ => {}
-            }
+        let timeout = LOOP_INTERVAL.min(self.supervisor.next_spawn_at().saturating_duration_since(now));
+        let mut fds = vec![nix::poll::PollFd::new(self.signals.fd(), nix::poll::PollFlags::POLLIN)];
+        if let Some(pending) = &self.pending_reload {
+            fds.push(nix::poll::PollFd::new(pending.fd(), nix::poll::PollFlags::POLLIN));
         }
+        let ms =
+            nix::poll::PollTimeout::try_from(timeout.as_millis().max(1) as i32).unwrap_or(nix::poll::PollTimeout::NONE);
+        let _ = nix::poll::poll(&mut fds, ms);
     }
 
-    /// Keeps the worker count at the target, rolls generations and recycles workers.
-    fn manage_workers(&mut self) {
-        let now = Instant::now();
-        if self.lifecycle == Lifecycle::Draining {
-            if self.workers.is_empty() {
-                self.set_lifecycle(Lifecycle::Stopped);
-            } else if self.drain_deadline.is_some_and(|deadline| now > deadline) {
-                for worker in &mut self.workers {
-                    if worker.phase != WorkerPhase::Killed {
-                        log_warning!("Worker (pid:{}) did not stop in time; killing it", worker.pid);
-                        let _ = kill(worker.pid, Signal::SIGKILL);
-                        worker.phase = WorkerPhase::Killed;
-                    }
-                }
-            }
-            return;
-        }
-
-        let generation = self.generation;
-        let active = self.workers.iter().filter(|w| w.is_active(generation)).count();
-        if active < self.target_workers && now >= self.next_spawn_at {
-            for _ in active..self.target_workers {
-                if let Err(e) = self.spawn_worker() {
-                    log_error!("cannot start a worker: {e:#}");
-                    self.next_spawn_at = now + Duration::from_secs(1);
-                    break;
-                }
-            }
-        }
-        if active > self.target_workers {
-            // TTOU: retire the oldest active workers.
-            let mut surplus: Vec<usize> =
-                (0..self.workers.len()).filter(|&i| self.workers[i].is_active(generation)).collect();
-            surplus.sort_by_key(|&i| self.workers[i].spawned_at);
-            for &index in surplus.iter().take(active - self.target_workers) {
-                log_info!("retiring worker {} (TTOU)", self.workers[index].pid);
-                self.retire(index, now);
-            }
-        }
-
-        // Retire old generations and recycled workers only once their replacements serve.
-        let ready = self.workers.iter().filter(|w| w.is_active(generation) && w.phase == WorkerPhase::Serving).count();
-        if ready >= self.target_workers {
-            for index in 0..self.workers.len() {
-                let worker = &self.workers[index];
-                let replaceable = matches!(worker.phase, WorkerPhase::Booting | WorkerPhase::Serving)
-                    && (worker.generation != generation
-                        || worker.heartbeat.read_report() == WorkerReport::WantsRetirement);
-                if replaceable {
-                    log_info!("retiring worker {} (generation {})", worker.pid, worker.generation);
-                    self.retire(index, now);
-                }
-            }
-            if self.lifecycle == Lifecycle::Booting && self.target_workers > 0 {
-                self.set_lifecycle(Lifecycle::Running);
-                self.reload_in_progress = false;
-                self.announce_ready();
-            } else if self.reload_in_progress && self.target_workers > 0 {
-                self.reload_in_progress = false;
-                log_info!("reload: generation {} is serving", self.generation);
-                sd_notify::ready(&format!("reloaded; serving with {} workers", self.target_workers));
-            }
-        }
-    }
-
-    /// Where clients reach us, as the readiness line shows it: `http://HOST:PORT unix:PATH ...`.
-    fn listening_addresses(&self) -> String {
-        self.listeners.iter().map(Listener::display_address).collect::<Vec<_>>().join(" ")
-    }
-
-    fn announce_ready(&mut self) {
-        let line = format!(
-            "rustcorn: listening on {} (pid {}, {} workers)",
-            self.listening_addresses(),
-            std::process::id(),
-            self.target_workers
-        );
-        match self.ready_pipe.take() {
-            // --daemon: the foreground process prints it and exits.
-            Some(pipe) => pipe.send_ready(&line),
-            None => println!("{line}"),
-        }
-        sd_notify::ready(&format!("serving with {} workers", self.target_workers));
-    }
-
-    fn spawn_worker(&mut self) -> Result<()> {
-        let heartbeat = Heartbeat::create(&self.settings.worker_tmp_dir)?;
-        let max_requests = match self.settings.max_requests {
+    /// Forks a worker of the current generation; returns its pid.
+    fn spawn_worker(&mut self) -> Result<i32> {
+        let generation = &self.supervisor.current;
+        let settings = generation.payload.settings.clone();
+        let heartbeat = Heartbeat::create(&settings.worker_tmp_dir)?;
+        let max_requests = match settings.max_requests {
             0 => 0,
-            n => n + jitter(self.settings.max_requests_jitter),
+            n => n.saturating_add(jitter(settings.max_requests_jitter)),
         };
         let arbiter_pid = nix::unistd::getpid();
         // SAFETY: the arbiter is single-threaded (no runtime, no wasmtime threads), so the child
@@ -718,9 +398,9 @@ impl Arbiter {
                 // Only the arbiter may tell the foreground process it is ready.
                 drop(self.ready_pipe.take());
                 let code = worker::run(WorkerSpec {
-                    settings: self.settings.clone(),
-                    app: &self.app,
-                    listeners: &self.listeners,
+                    settings,
+                    app: &generation.payload.app,
+                    listeners: generation.payload.listeners(),
                     heartbeat: heartbeat.view(),
                     arbiter_pid,
                     max_requests,
@@ -730,23 +410,19 @@ impl Arbiter {
             }
             nix::unistd::ForkResult::Parent { child } => {
                 log_info!("Booting worker with pid: {child}");
-                self.workers.push(WorkerHandle {
-                    pid: child,
-                    generation: self.generation,
-                    heartbeat,
-                    spawned_at: Instant::now(),
-                    phase: WorkerPhase::Booting,
-                    ever_ready: false,
-                });
-                Ok(())
+                self.heartbeats.insert(child.as_raw(), heartbeat);
+                Ok(child.as_raw())
             }
         }
     }
 
     fn cleanup(&mut self) {
+        if let Some(pending) = self.pending_reload.take() {
+            let _ = kill(pending.compiler_pid(), Signal::SIGKILL);
+        }
         // Another arbiter of an upgrade still serves on our unix sockets: leave their files.
-        if self.new_arbiter.is_none() && self.old_arbiter.is_none() {
-            for path in &self.socket_files {
+        if self.supervisor.upgrade == Upgrade::None {
+            for path in &self.supervisor.current.payload.socket_files {
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -756,38 +432,8 @@ impl Arbiter {
     }
 }
 
-/// The listening sockets: passed by the old arbiter of an upgrade, else by systemd socket
-/// activation, else bound (or adopted, for `fd://N`) from `--bind`. Also returns the unix socket
-/// files this arbiter owns (removed on exit).
-fn open_listeners(settings: &Settings, args: &ServeArgs) -> Result<(Vec<Listener>, Vec<PathBuf>)> {
-    let reuse_port = args.ops.reuse_port;
-    // Ours are the unix sockets `--bind unix:PATH` names (bound by us, or by the arbiter we
-    // upgraded from with the same command line); fd:// and systemd sockets belong to whoever
-    // passed them.
-    let owned_files = settings
-        .binds
-        .iter()
-        .filter_map(|spec| match spec {
-            binds::BindSpec::Unix(path) => Some(path.clone()),
-            _ => None,
-        })
-        .collect();
-    if let Some(listeners) = upgrade::inherited_listeners(reuse_port)? {
-        log_info!("upgrade: using the {} listening socket(s) of the old arbiter", listeners.len());
-        return Ok((listeners, owned_files));
-    }
-    if let Some(listeners) = binds::systemd_listeners()? {
-        log_info!("using the {} listening socket(s) passed by systemd (LISTEN_FDS)", listeners.len());
-        if !args.bind.is_empty() {
-            log_warning!("--bind is ignored: the sockets come from systemd socket activation");
-        }
-        return Ok((listeners, Vec::new()));
-    }
-    let listeners = binds::bind_all(&settings.binds, settings.backlog, reuse_port)?;
-    if reuse_port {
-        log_info!("--reuse-port: each worker listens on its own socket for the TCP binds");
-    }
-    Ok((listeners, owned_files))
+fn timing_of(settings: &Settings) -> Timing {
+    Timing { watchdog: settings.watchdog_timeout, graceful: settings.graceful_timeout }
 }
 
 /// A value in 0..=max, different per worker.
@@ -797,7 +443,7 @@ fn jitter(max: u64) -> u64 {
     }
     let seed = monotonic_ms() ^ (u64::from(std::process::id()) << 17) ^ nanos();
     let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-    mixed % (max + 1)
+    mixed % max.saturating_add(1).max(1)
 }
 
 fn nanos() -> u64 {

@@ -15,9 +15,6 @@ pub const PARENT_ENV: &str = "RUSTCORN_PARENT_PID";
 /// Variables describing inherited sockets, never passed on as they are.
 const SOCKET_ENV: [&str; 5] = [FD_ENV, PARENT_ENV, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
 
-/// The working directory at launch, recorded before `--chdir` moves the process.
-pub static LAUNCH_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
 /// How this process was started, recorded before anything can change it (Gunicorn's START_CTX).
 #[derive(Debug, Clone)]
 pub struct StartContext {
@@ -26,13 +23,9 @@ pub struct StartContext {
 }
 
 impl StartContext {
-    pub fn capture() -> Result<StartContext> {
-        // The directory `rustcorn` was launched from, before any --chdir.
-        let cwd = match LAUNCH_DIR.get() {
-            Some(dir) => dir.clone(),
-            None => std::env::current_dir().context("cannot read the current directory")?,
-        };
-        Ok(StartContext { argv: std::env::args_os().collect(), cwd })
+    /// `launch_dir` is the working directory `rustcorn` was started in, before any `--chdir`.
+    pub fn capture(launch_dir: PathBuf) -> StartContext {
+        StartContext { argv: std::env::args_os().collect(), cwd: launch_dir }
     }
 
     /// The directory the arbiter started in.
@@ -80,8 +73,8 @@ pub fn old_arbiter() -> Option<Pid> {
 /// Returns the new arbiter's pid (our child). The program is `argv[0]` resolved as a shell would
 /// (from the start directory, or `PATH`), so a binary replaced on disk is the one that runs;
 /// `/proc/self/exe` (the running binary, even if deleted) is the fallback.
-pub fn reexec(start: &StartContext, listeners: &[Listener]) -> Result<Pid> {
-    let fds: Vec<i32> = listeners.iter().map(Listener::raw_fd).collect();
+pub fn reexec(start: &StartContext, listeners: &[&Listener]) -> Result<Pid> {
+    let fds: Vec<i32> = listeners.iter().map(|l| l.raw_fd()).collect();
     let fd_list = fds.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
     let cstring = |bytes: &[u8]| CString::new(bytes).context("an argument or variable contains a NUL byte");
     let argv = start.argv.iter().map(|a| cstring(a.as_bytes())).collect::<Result<Vec<_>>>()?;

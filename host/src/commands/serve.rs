@@ -1,22 +1,27 @@
 //! `rustcorn serve`: resolve and validate the settings, then run the arbiter.
 use crate::app::prepare as app;
-use crate::arbiter::Arbiter;
-use crate::config::cli::ServeArgs;
+use crate::arbiter::generation::ProcessSettings;
+use crate::arbiter::{Arbiter, StartOptions};
 use crate::config::settings::Settings;
 use crate::{log_error, log_warning};
-use anyhow::{Context, Result};
+use std::path::PathBuf;
 
 /// `rustcorn serve`: returns the process exit status.
-pub fn run(resolved: crate::config::layers::Resolved) -> i32 {
+/// `launch_dir` is the directory `rustcorn` was started in (HUP and USR2 resolve from there).
+pub fn run(resolved: crate::config::layers::Resolved, launch_dir: PathBuf) -> i32 {
     let args = resolved.args.clone();
     if args.print_config {
         print!("{}", crate::config::layers::print_config(&resolved));
         return 0;
     }
-    if let Err(e) = apply_process_settings(&args) {
-        eprintln!("rustcorn: error: {e}");
-        return 1;
-    }
+    let process =
+        match ProcessSettings::from_args(&args, &launch_dir).and_then(|process| process.apply().map(|()| process)) {
+            Ok(process) => process,
+            Err(e) => {
+                eprintln!("rustcorn: error: {e:#}");
+                return 1;
+            }
+        };
     let settings = match Settings::from_args(&args) {
         Ok(settings) => settings,
         Err(e) => {
@@ -44,7 +49,7 @@ pub fn run(resolved: crate::config::layers::Resolved) -> i32 {
         log_warning!("{flag} is a Gunicorn option with no meaning for rustcorn; ignored");
     }
     let error_log_is_a_file = matches!(settings.error_log, crate::log::LogTarget::File(_));
-    match Arbiter::start(args, settings) {
+    match Arbiter::start(StartOptions { args, settings, process, launch_dir }) {
         Ok(arbiter) => arbiter.run(),
         Err(e) => {
             // One clear line on stderr, and in the error log too when that is a file.
@@ -55,21 +60,6 @@ pub fn run(resolved: crate::config::layers::Resolved) -> i32 {
             1
         }
     }
-}
-
-/// `--chdir` and `--umask`, applied before anything reads a relative path or creates a file.
-pub(crate) fn apply_process_settings(args: &ServeArgs) -> Result<()> {
-    if let Some(dir) = &args.chdir {
-        std::env::set_current_dir(dir).with_context(|| format!("--chdir {}: cannot change to it", dir.display()))?;
-    }
-    if let Some(mask) = &args.umask {
-        let digits = mask.trim_start_matches("0o");
-        let bits = u32::from_str_radix(digits, 8).ok().filter(|bits| *bits <= 0o777).with_context(|| {
-            format!("--umask {mask:?}: expected an octal mode from 0 to 0777, such as 022 or 0o027")
-        })?;
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(bits as nix::libc::mode_t));
-    }
-    Ok(())
 }
 
 /// Prefixes a settings error with the config file and key when the flag it names came from a file.

@@ -1,9 +1,10 @@
-//! Signal delivery for the arbiter: async-signal-safe handlers record the signal in a bit set and
-//! wake the main loop through a self-pipe; the loop handles signals in order, outside the handler.
+//! Signal delivery for the arbiter: the async-signal-safe handler writes the signal's number into a
+//! self-pipe, so the main loop reads every delivery in order (three TTINs are three bytes) and
+//! handles them outside the handler. Workers write a 0 byte to the same pipe to wake the loop.
 use anyhow::{Context, Result};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Signals the arbiter acts on.
 pub const ARBITER_SIGNALS: [Signal; 9] = [
@@ -18,16 +19,14 @@ pub const ARBITER_SIGNALS: [Signal; 9] = [
     Signal::SIGWINCH,
 ];
 
-static PENDING: AtomicU64 = AtomicU64::new(0);
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 /// In a worker: the arbiter's self-pipe, inherited through fork, to wake it on news.
 static ARBITER_WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn record_signal(signo: libc::c_int) {
-    PENDING.fetch_or(1u64 << signo, Ordering::SeqCst);
     let fd = WAKE_FD.load(Ordering::SeqCst);
     if fd >= 0 {
-        let byte = 1u8;
+        let byte = signo as u8;
         // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking so a full pipe is fine.
         unsafe {
             libc::write(fd, (&byte as *const u8).cast(), 1);
@@ -62,12 +61,15 @@ impl SignalPipe {
         self.read.as_fd()
     }
 
-    /// Empties the pipe and returns the signals received since the last call, lowest number first.
+    /// Empties the pipe and returns the signals delivered since the last call, in delivery order
+    /// (worker wake-ups, 0 bytes, are dropped).
     pub fn take(&self) -> Vec<Signal> {
-        let mut buf = [0u8; 64];
-        while matches!(nix::unistd::read(&self.read, &mut buf), Ok(n) if n > 0) {}
-        let bits = PENDING.swap(0, Ordering::SeqCst);
-        (1..64).filter(|n| bits & (1u64 << n) != 0).filter_map(|n| Signal::try_from(n as i32).ok()).collect()
+        let mut delivered = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n @ 1..) = nix::unistd::read(&self.read, &mut buf) {
+            delivered.extend(buf[..n].iter().filter(|b| **b != 0).filter_map(|b| Signal::try_from(i32::from(*b)).ok()));
+        }
+        delivered
     }
 }
 
@@ -110,5 +112,23 @@ pub fn in_terminal_foreground() -> bool {
         let foreground = libc::tcgetpgrp(fd);
         libc::close(fd);
         foreground >= 0 && foreground == libc::getpgrp()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_come_out_in_order_and_uncoalesced() {
+        let pipe = SignalPipe::install().unwrap();
+        // raise(3) runs the handler before it returns, so each is a distinct delivery.
+        for signal in [Signal::SIGTTOU, Signal::SIGTTIN, Signal::SIGTTIN, Signal::SIGTTIN, Signal::SIGHUP] {
+            nix::sys::signal::raise(signal).unwrap();
+        }
+        wake_arbiter();
+        let expected = [Signal::SIGTTOU, Signal::SIGTTIN, Signal::SIGTTIN, Signal::SIGTTIN, Signal::SIGHUP];
+        assert_eq!(pipe.take(), expected);
+        assert!(pipe.take().is_empty());
     }
 }

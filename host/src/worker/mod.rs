@@ -30,7 +30,7 @@ pub const BEAT_INTERVAL: Duration = Duration::from_millis(200);
 pub struct WorkerSpec<'a> {
     pub settings: Arc<Settings>,
     pub app: &'a PreparedApp,
-    pub listeners: &'a [Listener],
+    pub listeners: Vec<&'a Listener>,
     pub heartbeat: Heartbeat,
     pub arbiter_pid: nix::unistd::Pid,
     /// Requests after which this worker asks to be recycled; 0 = never.

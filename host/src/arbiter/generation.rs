@@ -1,0 +1,131 @@
+//! What one generation of workers runs with (settings, compiled app, listening sockets, the
+//! process settings `--chdir`/`--umask`), and how a reload derives the next generation's sockets
+//! from the current ones: binds that stay keep their socket, new ones are bound, dropped ones are
+//! closed when the generation that used them is released.
+use crate::app::prepare::PreparedApp;
+use crate::config::cli::ServeArgs;
+use crate::config::settings::Settings;
+use crate::sys::binds::{self, BindSpec, Listener};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// One listening socket and the `--bind` it serves (None for sockets systemd passed).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub spec: Option<BindSpec>,
+    pub listener: Rc<Listener>,
+}
+
+/// `--chdir` and `--umask` as applied to the arbiter (and inherited by the workers it forks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSettings {
+    pub directory: PathBuf,
+    pub umask: Option<u32>,
+}
+
+impl ProcessSettings {
+    /// Resolves `--chdir` (relative to `launch_dir`) and `--umask` without applying them.
+    pub fn from_args(args: &ServeArgs, launch_dir: &Path) -> Result<ProcessSettings> {
+        let directory = match &args.chdir {
+            Some(dir) => launch_dir.join(dir),
+            None => launch_dir.to_path_buf(),
+        };
+        let umask = match &args.umask {
+            None => None,
+            Some(mask) => Some(
+                u32::from_str_radix(mask.trim_start_matches("0o"), 8).ok().filter(|bits| *bits <= 0o777).with_context(
+                    || format!("--umask {mask:?}: expected an octal mode from 0 to 0777, such as 022 or 0o027"),
+                )?,
+            ),
+        };
+        Ok(ProcessSettings { directory, umask })
+    }
+
+    pub fn apply(&self) -> Result<()> {
+        std::env::set_current_dir(&self.directory)
+            .with_context(|| format!("--chdir {}: cannot change to it", self.directory.display()))?;
+        if let Some(bits) = self.umask {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(bits as nix::libc::mode_t));
+        }
+        Ok(())
+    }
+}
+
+/// A generation's payload in the supervisor.
+pub struct Payload {
+    pub args: ServeArgs,
+    pub settings: Arc<Settings>,
+    pub app: PreparedApp,
+    pub process: ProcessSettings,
+    pub bound: Vec<Bound>,
+    /// Unix socket files this generation's binds own (removed when no generation uses them).
+    pub socket_files: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payload").field("app", &self.app).field("bound", &self.bound).finish_non_exhaustive()
+    }
+}
+
+impl Payload {
+    pub fn listeners(&self) -> Vec<&Listener> {
+        self.bound.iter().map(|b| b.listener.as_ref()).collect()
+    }
+
+    /// Where clients reach us, as the readiness line shows it: `http://HOST:PORT unix:PATH ...`.
+    pub fn listening_addresses(&self) -> String {
+        self.bound.iter().map(|b| b.listener.display_address()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// The sockets for a reload's `settings`: those of `current` whose bind stays, plus new binds.
+/// With `rebindable` false (sockets inherited from an upgrade or systemd) the current ones stay.
+/// Nothing is closed here; a failure leaves the current sockets as they were.
+pub fn sockets_for_reload(
+    current: &Payload,
+    settings: &Settings,
+    reuse_port: bool,
+    rebindable: bool,
+) -> Result<(Vec<Bound>, Vec<PathBuf>)> {
+    let current_specs: Vec<&BindSpec> = current.bound.iter().filter_map(|b| b.spec.as_ref()).collect();
+    let unchanged =
+        settings.binds.len() == current_specs.len() && settings.binds.iter().all(|s| current_specs.contains(&s));
+    if unchanged || !rebindable {
+        if !unchanged {
+            crate::log_warning!(
+                "reload: --bind changed but the sockets were inherited (upgrade or systemd); keeping them"
+            );
+        }
+        return Ok((current.bound.clone(), current.socket_files.clone()));
+    }
+    for (i, spec) in settings.binds.iter().enumerate() {
+        if settings.binds[..i].contains(spec) {
+            anyhow::bail!("--bind {spec:?} is given twice");
+        }
+    }
+    let mut bound = Vec::new();
+    for spec in &settings.binds {
+        match current.bound.iter().find(|b| b.spec.as_ref() == Some(spec)) {
+            Some(kept) => bound.push(kept.clone()),
+            None => {
+                let listener = binds::bind_all(std::slice::from_ref(spec), settings.backlog, reuse_port)?.remove(0);
+                bound.push(Bound { spec: Some(spec.clone()), listener: Rc::new(listener) });
+            }
+        }
+    }
+    Ok((bound, unix_socket_files(&settings.binds)))
+}
+
+/// The unix socket files that `--bind unix:PATH` values name.
+pub fn unix_socket_files(specs: &[BindSpec]) -> Vec<PathBuf> {
+    specs
+        .iter()
+        .filter_map(|spec| match spec {
+            BindSpec::Unix(path) => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,94 @@
+//! Preparing a reload (HUP, `--reload`) without stopping the arbiter's loop: the settings are
+//! resolved again from the launch directory (config file, `RUSTCORN_CMD_ARGS`, the original
+//! command line), then the app is compiled in a child whose answer the loop polls for. Until the
+//! new generation is committed, the process keeps the serving generation's `--chdir`/`--umask`.
+use super::generation::{sockets_for_reload, Payload, ProcessSettings};
+use crate::app::prepare::{Compiler, PreparedApp};
+use crate::commands::serve::attribute_to_layer;
+use crate::config::cli::ServeArgs;
+use crate::config::settings::Settings;
+use anyhow::Result;
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A reload whose app is being compiled.
+pub struct PendingReload {
+    args: ServeArgs,
+    settings: Settings,
+    process: ProcessSettings,
+    compiler: Compiler,
+}
+
+/// Where the settings come from, as at startup.
+pub struct Origin<'a> {
+    pub launch_dir: &'a Path,
+    pub serve_args: &'a [OsString],
+}
+
+impl PendingReload {
+    /// Resolves the settings again and starts the compiler. `serving` is the process settings of
+    /// the serving generation, restored before this returns whatever happens.
+    pub fn start(origin: &Origin<'_>, serving: &ProcessSettings) -> Result<PendingReload, String> {
+        let resolved = resolve(origin);
+        if let Err(e) = serving.apply() {
+            crate::log_error!("reload: cannot restore the serving generation's directory: {e:#}");
+        }
+        let (args, mut settings, process) = resolved?;
+        // Paths are used from the serving generation's directory until the new one is committed.
+        settings.app = process.directory.join(&settings.app);
+        settings.cache_dir = process.directory.join(&settings.cache_dir);
+        let compiler = Compiler::start(&settings.app, &settings.cache_dir).map_err(|e| format!("{e:#}"))?;
+        Ok(PendingReload { args, settings, process, compiler })
+    }
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.compiler.fd()
+    }
+
+    /// The compiler's pid (killed when the reload is cancelled).
+    pub fn compiler_pid(&self) -> nix::unistd::Pid {
+        self.compiler.pid()
+    }
+
+    /// Reads the compiler's answer; Some once it is complete.
+    pub fn poll(&mut self) -> Option<Result<PreparedApp, String>> {
+        Some(self.compiler.read_available()?.map_err(|e| format!("{e:#}")))
+    }
+
+    /// The new generation's payload, with its sockets derived from `current`'s.
+    pub fn finish(self, app: PreparedApp, current: &Payload, rebindable: bool) -> Result<Payload, String> {
+        let reuse_port = self.args.ops.reuse_port;
+        let (bound, socket_files) =
+            sockets_for_reload(current, &self.settings, reuse_port, rebindable).map_err(|e| format!("{e:#}"))?;
+        if bound
+            .iter()
+            .map(|b| b.listener.display_address())
+            .ne(current.bound.iter().map(|b| b.listener.display_address()))
+        {
+            let addresses: Vec<String> = bound.iter().map(|b| b.listener.display_address()).collect();
+            crate::log_info!("reload: now listening at {}", addresses.join(" "));
+        }
+        Ok(Payload {
+            args: self.args,
+            settings: Arc::new(self.settings),
+            app,
+            process: self.process,
+            bound,
+            socket_files,
+        })
+    }
+}
+
+/// The whole settings resolution, from the launch directory; leaves the process in the new
+/// `--chdir` (the caller restores the serving one).
+fn resolve(origin: &Origin<'_>) -> Result<(ServeArgs, Settings, ProcessSettings), String> {
+    std::env::set_current_dir(origin.launch_dir).map_err(|e| {
+        format!("cannot change to the launch directory {} to read the settings: {e}", origin.launch_dir.display())
+    })?;
+    let resolved = crate::config::layers::resolve(origin.serve_args).map_err(|e| e.to_string())?;
+    let process = ProcessSettings::from_args(&resolved.args, origin.launch_dir).map_err(|e| format!("{e:#}"))?;
+    process.apply().map_err(|e| format!("{e:#}"))?;
+    let settings = Settings::from_args(&resolved.args).map_err(|e| attribute_to_layer(&resolved, &e.to_string()))?;
+    Ok((resolved.args, settings, process))
+}
