@@ -10,11 +10,11 @@
 //! - `sys/`: thin wrappers over the OS (signals, heartbeat pages, sockets, pid file, privileges);
 //! - `log/`: the error log and the access log.
 
-pub mod app;
-pub mod arbiter;
+mod app;
+mod arbiter;
 pub mod commands;
 pub mod config;
-pub mod guest;
-pub mod log;
-pub mod sys;
-pub mod worker;
+mod guest;
+mod log;
+mod sys;
+mod worker;

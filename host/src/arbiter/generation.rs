@@ -55,7 +55,6 @@ impl ProcessSettings {
 
 /// A generation's payload in the supervisor.
 pub struct Payload {
-    pub args: ServeArgs,
     pub settings: Arc<Settings>,
     pub app: PreparedApp,
     pub process: ProcessSettings,

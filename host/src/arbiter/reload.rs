@@ -69,14 +69,7 @@ impl PendingReload {
             let addresses: Vec<String> = bound.iter().map(|b| b.listener.display_address()).collect();
             crate::log_info!("reload: now listening at {}", addresses.join(" "));
         }
-        Ok(Payload {
-            args: self.args,
-            settings: Arc::new(self.settings),
-            app,
-            process: self.process,
-            bound,
-            socket_files,
-        })
+        Ok(Payload { settings: Arc::new(self.settings), app, process: self.process, bound, socket_files })
     }
 }
 
