@@ -25,6 +25,22 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 /// (only with `--timeout 0` and no `--max-request-time`).
 const UNBOUNDED_REQUEST_RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Share of the inbound request's remaining time kept back from an outbound timeout, so the
+/// guest still has a moment to answer its client after an outbound timeout (at most 500 ms).
+const MARGIN_DIVISOR: u32 = 10;
+const MAX_MARGIN: Duration = Duration::from_millis(500);
+
+/// `wanted`, cut to the inbound request's remaining time less a small margin.
+fn capped(wanted: Duration, clock: &RequestClock) -> Duration {
+    match clock.deadline() {
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            wanted.min(left - (left / MARGIN_DIVISOR).min(MAX_MARGIN))
+        }
+        None => wanted,
+    }
+}
+
 /// What one `send_request` call needs from its instance.
 pub struct Attempt {
     pub outbound: Arc<Outbound>,
@@ -36,10 +52,7 @@ pub struct Attempt {
 impl Attempt {
     /// `wanted`, cut to what is left of the inbound request's time.
     fn cap(&self, wanted: Duration) -> Duration {
-        match self.clock.deadline() {
-            Some(deadline) => wanted.min(deadline.saturating_duration_since(Instant::now())),
-            None => wanted,
-        }
+        capped(wanted, &self.clock)
     }
 
     /// One permit from the instance's and one from the worker's outbound budget.
@@ -228,10 +241,7 @@ impl TimedBody {
     }
 
     fn allowance(between_bytes: Duration, clock: &RequestClock) -> Duration {
-        match clock.deadline() {
-            Some(deadline) => between_bytes.min(deadline.saturating_duration_since(Instant::now())),
-            None => between_bytes,
-        }
+        capped(between_bytes, clock)
     }
 }
 
