@@ -10,6 +10,7 @@ mod faults;
 mod lifecycle;
 mod logs;
 mod ops_signals;
+mod outbound;
 mod serving;
 mod startup;
 mod upgrade;
