@@ -101,7 +101,12 @@ impl WasiHttpHooks for OutboundHooks {
             clock: self.clock.clone(),
             in_flight: self.in_flight.clone(),
         };
-        Box::new(send::send(attempt, request, options.unwrap_or_default()))
+        match send::admit(&attempt, &request) {
+            Ok((target, permits)) => {
+                Box::new(send::send(attempt, target, permits, request, options.unwrap_or_default()))
+            }
+            Err(error) => Box::new(std::future::ready(Err(error))),
+        }
     }
 }
 

@@ -80,17 +80,13 @@ impl Attempt {
     }
 }
 
-/// Sends one guest request; every failure is an `Error` the guest sees as a wasi-http error code.
-pub async fn send(
-    attempt: Attempt,
-    mut request: Request<WasiBody>,
-    options: RequestOptions,
-) -> Result<(Response<WasiBody>, IoFuture), Error> {
+/// The checks made as soon as the guest hands a request over, before any task runs: a target
+/// no pattern allows, or one over the limits, is refused here.
+pub fn admit(attempt: &Attempt, request: &Request<WasiBody>) -> Result<(Target, [GaugePermit; 2]), Error> {
     let Some(target) = Target::from_uri(request.uri()) else {
         return Err(Error::HttpRequestUriInvalid);
     };
-    let settings = &attempt.outbound.settings;
-    if !settings.allow.permits(&target) {
+    if !attempt.outbound.settings.allow.permits(&target) {
         log_warning!(
             "request {}: outbound request to {} denied: no --allow-outbound pattern allows it",
             attempt.request_id,
@@ -99,6 +95,19 @@ pub async fn send(
         return Err(Error::HttpRequestDenied);
     }
     let permits = attempt.acquire(&target)?;
+    Ok((target, permits))
+}
+
+/// Sends one admitted request; every failure is an `Error` the guest sees as a wasi-http error
+/// code. The permits are held until the response body is done.
+pub async fn send(
+    attempt: Attempt,
+    target: Target,
+    permits: [GaugePermit; 2],
+    mut request: Request<WasiBody>,
+    options: RequestOptions,
+) -> Result<(Response<WasiBody>, IoFuture), Error> {
+    let settings = &attempt.outbound.settings;
     let connect_timeout = options.connect_timeout.map_or(settings.connect_timeout, |t| t.min(settings.connect_timeout));
     let connect_deadline = tokio::time::Instant::now() + attempt.cap(connect_timeout);
 
