@@ -244,3 +244,17 @@ fn wasi_sockets_stay_denied() {
     assert!(lookup.starts_with("error ") && lookup.contains("permanent-resolver-failure"), "{lookup}");
     assert_eq!(target.accepted(), 0, "no socket reached the target");
 }
+
+#[test]
+fn https_to_a_target_that_speaks_no_tls_fails_cleanly() {
+    let target = TargetServer::start(Behaviour::Answer);
+    let pattern = format!("https://{}", target.authority());
+    let server = Server::start(&guest("outbound"), &["-w", "1", "--allow-outbound", &pattern]);
+    let worker = server.worker_pids();
+    let text = server.get(&format!("/fetch?scheme=https&authority={}&path=/", target.authority())).text();
+    assert_eq!(text, "error ErrorCode::TlsProtocolError\n", "the TLS client runs and rejects a non-TLS answer");
+    assert_eq!(target.accepted(), 1);
+    // The pattern is for https only.
+    assert_eq!(fetch(&server, &target.authority()), "error ErrorCode::HttpRequestDenied\n");
+    assert_eq!(server.worker_pids(), worker, "the worker serves on");
+}
