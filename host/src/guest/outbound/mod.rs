@@ -5,6 +5,7 @@
 pub mod address;
 pub mod policy;
 mod send;
+pub mod target;
 
 use crate::guest::clock::RequestClock;
 use policy::AllowList;

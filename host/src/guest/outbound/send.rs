@@ -2,7 +2,7 @@
 //! a connection to exactly the checked address (TLS with SNI = the host name), HTTP/1.1, and
 //! timeouts capped by the inbound request's clock.
 use super::address::is_global;
-use super::policy::{Host, Scheme, Target};
+use super::target::{Host, Scheme, Target};
 use super::{escape, GaugePermit, IoFuture, Outbound};
 use crate::guest::clock::RequestClock;
 use crate::log_warning;
