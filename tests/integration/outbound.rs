@@ -100,6 +100,17 @@ fn outbound_http_is_denied_by_default() {
 }
 
 #[test]
+fn a_reused_instance_logs_each_request_under_its_own_id() {
+    let server = Server::start(&guest("outbound"), &["-w", "1", "--instance-reuse", "3"]);
+    let worker = server.worker_pids()[0];
+    for n in 1..=2 {
+        assert_eq!(fetch(&server, "127.0.0.1:1"), "error ErrorCode::HttpRequestDenied\n");
+        let line = server.log.wait_for(&[&format!("request {worker}-{n}: outbound request to")], WAIT);
+        assert!(line.contains("denied"), "{line}");
+    }
+}
+
+#[test]
 fn allowing_every_host_still_refuses_loopback() {
     let target = TargetServer::start(Behaviour::Answer);
     let server = Server::start(&guest("outbound"), &["-w", "1", "--allow-outbound", "http://*:*"]);
