@@ -17,6 +17,9 @@ enum Behaviour {
     Answer,
     /// Accepts and holds the connection without ever answering.
     Silent,
+    /// Writes a plain HTTP answer at once, without reading anything (a TLS client gets it
+    /// in place of its ServerHello).
+    PlainAtOnce,
 }
 
 /// A loopback HTTP server that counts the connections it accepts.
@@ -46,6 +49,10 @@ impl TargetServer {
                         std::thread::spawn(move || answer(stream));
                     }
                     Behaviour::Silent => held.lock().unwrap().push(stream),
+                    Behaviour::PlainAtOnce => {
+                        let mut stream = stream;
+                        let _ = stream.write_all(RESPONSE);
+                    }
                 }
             }
         });
@@ -76,8 +83,10 @@ fn answer(stream: TcpStream) {
         line.clear();
     }
     let mut stream = stream;
-    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\ntarget");
+    let _ = stream.write_all(RESPONSE);
 }
+
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\ntarget";
 
 /// The guest's report for `GET /fetch` of `http://AUTHORITY/`.
 fn fetch(server: &Server, authority: &str) -> String {
@@ -258,7 +267,7 @@ fn wasi_sockets_stay_denied() {
 
 #[test]
 fn https_to_a_target_that_speaks_no_tls_fails_cleanly() {
-    let target = TargetServer::start(Behaviour::Answer);
+    let target = TargetServer::start(Behaviour::PlainAtOnce);
     let pattern = format!("https://{}", target.authority());
     let server = Server::start(&guest("outbound"), &["-w", "1", "--allow-outbound", &pattern]);
     let worker = server.worker_pids();
