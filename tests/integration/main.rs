@@ -11,6 +11,7 @@ mod faults;
 mod lifecycle;
 mod logs;
 mod ops_signals;
+mod outbound;
 mod serving;
 mod startup;
 mod supervision;

@@ -130,6 +130,29 @@ pub struct ServeArgs {
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     pub dir: Vec<String>,
 
+    /// Outbound HTTP the guest may make: SCHEME://HOST[:PORT] (scheme http, https or *; host a
+    /// name, *.domain, *, an IP or a CIDR such as 10.0.0.0/8 or [fd00::]/8; port a number, * or
+    /// omitted for the scheme's default). Repeatable. Without it the guest has no outbound HTTP.
+    /// Loopback, private, link-local and other non-public addresses stay refused unless a
+    /// pattern names the address (or its network) literally.
+    #[arg(long = "allow-outbound", value_name = "PATTERN")]
+    pub allow_outbound: Vec<String>,
+
+    /// Outbound HTTP requests one guest instance may have in flight; beyond it the guest gets
+    /// the connection-limit-reached error.
+    #[arg(long = "outbound-max-concurrency", value_name = "INT", default_value_t = 16)]
+    pub outbound_max_concurrency: usize,
+
+    /// Open outbound connections per worker process (keeps the worker's file descriptors for
+    /// its clients). [default: 256, or a quarter of RLIMIT_NOFILE if that is less]
+    #[arg(long = "outbound-max-connections", value_name = "INT")]
+    pub outbound_max_connections: Option<usize>,
+
+    /// Seconds an outbound request may take to resolve, connect and finish its TLS handshake
+    /// (a guest may ask for less, never more; also cut to the request's remaining time).
+    #[arg(long = "outbound-connect-timeout", value_name = "SECS", default_value_t = 10)]
+    pub outbound_connect_timeout: u64,
+
     /// Directory for the workers' heartbeat files. [default: /dev/shm if it exists, else the temp dir]
     #[arg(long = "worker-tmp-dir", value_name = "DIR")]
     pub worker_tmp_dir: Option<PathBuf>,

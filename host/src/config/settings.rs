@@ -1,11 +1,14 @@
 //! Resolved settings: turns CLI arguments (and the environment) into validated `Settings`, failing
 //! with one line that names the setting and the fix.
 use crate::config::cli::ServeArgs;
+use crate::guest::outbound::policy::AllowList;
+use crate::guest::outbound::{Outbound, OutboundSettings};
 use crate::log::access::AccessLogFormat;
 use crate::log::{Level, LogTarget};
 use crate::sys::binds::BindSpec;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A bad setting: printed as one line, before any worker forks.
@@ -61,6 +64,9 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     pub guest_env: Vec<(String, String)>,
     pub guest_dirs: Vec<(PathBuf, String)>,
+    /// Outbound HTTP policy and limits (`--allow-outbound` and friends), with each worker's
+    /// count of open outbound connections.
+    pub outbound: Arc<Outbound>,
     pub worker_tmp_dir: PathBuf,
     pub max_memory: usize,
     pub instance_slots: u32,
@@ -171,6 +177,8 @@ impl Settings {
             })
             .collect::<Result<_, _>>()?;
 
+        let outbound = Outbound::new(outbound_settings(args)?);
+
         let worker_tmp_dir = match &args.worker_tmp_dir {
             Some(dir) => {
                 if !dir.is_dir() {
@@ -218,6 +226,7 @@ impl Settings {
             pid_file: args.pid.clone(),
             guest_env,
             guest_dirs,
+            outbound,
             worker_tmp_dir,
             max_memory,
             instance_slots: args.instance_slots,
@@ -227,6 +236,45 @@ impl Settings {
                 args.app.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into())
             }),
         })
+    }
+}
+
+/// Most outbound connections a worker may open by default.
+const DEFAULT_OUTBOUND_CONNECTIONS: usize = 256;
+
+fn outbound_settings(args: &ServeArgs) -> Result<OutboundSettings, ConfigError> {
+    let allow = AllowList::parse(&args.allow_outbound).map_err(|e| bad(format!("--allow-outbound {e}")))?;
+    positive("--outbound-max-concurrency", args.outbound_max_concurrency)?;
+    let fd_limit = open_files_limit();
+    let max_connections = match args.outbound_max_connections {
+        None => DEFAULT_OUTBOUND_CONNECTIONS.min(fd_limit / 4).max(1),
+        Some(n) if n >= 1 && n <= fd_limit / 2 => n,
+        Some(n) => {
+            return Err(bad(format!(
+                "--outbound-max-connections must be between 1 and half the open-files limit ({}; got {n}): raise `ulimit -n` or lower it",
+                fd_limit / 2
+            )))
+        }
+    };
+    if !(1..=600).contains(&args.outbound_connect_timeout) {
+        return Err(bad(format!(
+            "--outbound-connect-timeout must be between 1 and 600 seconds (got {})",
+            args.outbound_connect_timeout
+        )));
+    }
+    Ok(OutboundSettings {
+        allow,
+        max_concurrency: args.outbound_max_concurrency,
+        max_connections,
+        connect_timeout: Duration::from_secs(args.outbound_connect_timeout),
+    })
+}
+
+/// The soft RLIMIT_NOFILE of this process (workers inherit it).
+fn open_files_limit() -> usize {
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) => usize::try_from(soft).unwrap_or(usize::MAX),
+        Err(_) => 1024,
     }
 }
 

@@ -2,6 +2,7 @@
 //! resource table), its memory cap, its request clock and its stdout/stderr.
 use crate::config::settings::Settings;
 use crate::guest::clock::RequestClock;
+use crate::guest::outbound::OutboundHooks;
 use crate::guest::output::GuestOutput;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -13,6 +14,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 pub struct GuestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    /// Outbound HTTP: the allow-list check, address check and limits (never the default sender).
+    outbound: OutboundHooks,
     table: ResourceTable,
     limiter: MemoryLimiter,
     clock: Arc<RequestClock>,
@@ -23,6 +26,7 @@ pub struct GuestState {
 impl GuestState {
     /// Readies a kept instance's state for its next request (--instance-reuse).
     pub fn begin_request(&mut self, request_id: &Arc<str>, clock: Arc<RequestClock>) {
+        self.outbound.begin_request(request_id.clone(), clock.clone());
         self.clock = clock;
         self.limiter.denied = false;
         self.stdout.set_request(request_id.clone());
@@ -57,7 +61,7 @@ impl WasiView for GuestState {
 
 impl WasiHttpView for GuestState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
     }
 }
 
@@ -103,6 +107,7 @@ pub fn new_store(
     let state = GuestState {
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
+        outbound: OutboundHooks::new(settings.outbound.clone(), request_id.clone(), clock.clone()),
         table: ResourceTable::new(),
         limiter: MemoryLimiter { max_bytes: settings.max_memory, granted_bytes: 0, denied: false },
         clock,
