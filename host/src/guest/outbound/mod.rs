@@ -130,6 +130,7 @@ impl Gauge {
             .map(|_| GaugePermit(self.clone()))
     }
 
+    #[cfg(test)]
     pub fn in_use(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
