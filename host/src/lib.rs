@@ -17,4 +17,5 @@ pub mod config;
 pub mod guest;
 pub mod log;
 pub mod sys;
+pub mod tls;
 pub mod worker;

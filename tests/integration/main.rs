@@ -12,4 +12,5 @@ mod logs;
 mod ops_signals;
 mod serving;
 mod startup;
+mod tls;
 mod upgrade;

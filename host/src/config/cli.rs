@@ -182,6 +182,9 @@ pub struct ServeArgs {
     pub ops: OpsArgs,
 
     #[command(flatten)]
+    pub tls: TlsArgs,
+
+    #[command(flatten)]
     pub gunicorn_only: GunicornOnlyFlags,
 }
 
@@ -213,6 +216,45 @@ pub struct OpsArgs {
     /// Workers run with this group (name or gid). [default: the --user's primary group]
     #[arg(short = 'g', long = "group", value_name = "GROUP")]
     pub group: Option<String>,
+}
+
+/// TLS and HTTP versions. TLS applies to every TCP bind; unix-socket binds stay plain.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// TLS certificate chain (PEM). Serves https (and HTTP/2 by ALPN) on every TCP bind.
+    #[arg(long = "certfile", value_name = "FILE")]
+    pub certfile: Option<PathBuf>,
+
+    /// TLS private key (PEM). [default: read from --certfile]
+    #[arg(long = "keyfile", value_name = "FILE", requires = "certfile")]
+    pub keyfile: Option<PathBuf>,
+
+    /// CA certificates (PEM) that client certificates must chain to (with --cert-reqs 1 or 2).
+    #[arg(long = "ca-certs", value_name = "FILE", requires = "certfile")]
+    pub ca_certs: Option<PathBuf>,
+
+    /// Client certificates: 0 = not asked for, 1 = optional, 2 = required (mutual TLS).
+    #[arg(long = "cert-reqs", value_name = "INT", default_value_t = 0)]
+    pub cert_reqs: u8,
+
+    /// TLS cipher suites, ':'-separated IANA or OpenSSL names (rustls has no OpenSSL cipher
+    /// strings: names it lacks are reported and skipped). [default: rustls's suites]
+    #[arg(long = "ciphers", value_name = "CIPHERS")]
+    pub ciphers: Option<String>,
+
+    /// Accepted for Gunicorn compatibility; rustcorn always handshakes in the connection's task.
+    #[arg(long = "do-handshake-on-connect", hide = true)]
+    pub do_handshake_on_connect: bool,
+
+    /// Seconds a new connection gets to finish its TLS handshake (and, with h2 on a plain bind,
+    /// to send its first bytes); it is then closed, freeing its --worker-connections slot.
+    #[arg(long = "handshake-timeout", value_name = "SECS", default_value_t = 10)]
+    pub handshake_timeout: u64,
+
+    /// HTTP versions to serve: h1, h2 or h1,h2. h2 is by ALPN on TLS and by prior knowledge on
+    /// plain binds. [default: h1,h2 with --certfile, else h1]
+    #[arg(long = "http-protocols", value_name = "LIST")]
+    pub http_protocols: Option<String>,
 }
 
 /// Gunicorn flags that have no meaning for rustcorn. They are accepted so a Gunicorn command line
