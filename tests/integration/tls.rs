@@ -322,3 +322,23 @@ fn a_stalled_handshake_gives_its_connection_slot_back_after_the_timeout() {
     let mut buf = [0u8; 16];
     assert_eq!(stalled.read(&mut buf).unwrap(), 0, "closed by the server");
 }
+
+#[test]
+fn an_idle_h2_connection_gets_goaway_after_keep_alive() {
+    let server = Server::start(&guest("faults"), &["-w", "1", "--http-protocols", "h1,h2", "--keep-alive", "1"]);
+    let mut client = std::net::TcpStream::connect(&server.addr).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    // Connection preface and an empty SETTINGS frame; then silence (no PING answered either).
+    use std::io::Write;
+    client.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").unwrap();
+    let mut received = Vec::new();
+    client.read_to_end(&mut received).expect("the server closes the idle connection");
+    let mut frame_types = Vec::new();
+    let mut rest = &received[..];
+    while rest.len() >= 9 {
+        let length = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        frame_types.push(rest[3]);
+        rest = &rest[(9 + length).min(rest.len())..];
+    }
+    assert!(frame_types.contains(&0x7), "a GOAWAY frame before the close: {frame_types:?}");
+}

@@ -1,13 +1,20 @@
 //! One HTTP/2 connection (ALPN h2 on TLS, or prior knowledge on a plain bind): every stream is
 //! a request served like an HTTP/1.1 one (own instance, deadline, access-log line), under
-//! hyper's stream limits; a drain sends GOAWAY and lets the open streams finish.
+//! hyper's stream limits; a drain, or `--keep-alive` seconds without an open stream, sends
+//! GOAWAY and lets the open streams finish.
+use crate::guest::body::ResponseBody;
 use crate::guest::handle::{AppRuntime, ConnectionInfo};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Streams one connection may have open at once (each holds a guest instance while it runs).
 pub const MAX_CONCURRENT_STREAMS: u32 = 100;
@@ -18,6 +25,64 @@ pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 
 /// How long a ping may go unanswered before the connection counts as dead.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// After GOAWAY, how long a client gets to acknowledge it before the connection is dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Open streams on a connection and when the last one ended (for the idle timeout).
+struct Activity {
+    state: Mutex<(usize, Instant)>,
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> StreamGuard {
+        if let Ok(mut state) = self.state.lock() {
+            state.0 += 1;
+        }
+        StreamGuard(self.clone())
+    }
+
+    /// When the connection counts as idle if nothing happens before: `None` while streams are open.
+    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        let state = self.state.lock().ok()?;
+        (state.0 == 0).then(|| state.1 + idle)
+    }
+}
+
+/// Held by a stream from its request until its response body is finished or dropped.
+struct StreamGuard(Arc<Activity>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.lock() {
+            state.0 -= 1;
+            state.1 = Instant::now();
+        }
+    }
+}
+
+/// A response body that keeps its stream counted as open.
+struct TrackedBody {
+    inner: ResponseBody,
+    _guard: StreamGuard,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = crate::guest::body::BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// The largest decoded header list a stream may send: the request-head limits' worth.
 fn max_header_list_size(app: &AppRuntime) -> u32 {
@@ -41,21 +106,34 @@ where
     if !app.settings.keep_alive.is_zero() {
         builder.keep_alive_interval(Some(app.settings.keep_alive));
     }
+    let activity = Arc::new(Activity { state: Mutex::new((0, Instant::now())) });
+    let service_activity = activity.clone();
     let service_app = app.clone();
     let info = Arc::new(info);
     let service = hyper::service::service_fn(move |request| {
         let app = service_app.clone();
         let info = info.clone();
-        async move { Ok::<_, std::convert::Infallible>(app.handle(request, &info).await) }
+        let guard = service_activity.begin();
+        async move {
+            let response = app.handle(request, &info).await;
+            Ok::<_, std::convert::Infallible>(response.map(|inner| TrackedBody { inner, _guard: guard }))
+        }
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let mut shut_down = false;
+    // Idle connections close after --keep-alive (0: an HTTP/2 connection is never kept idle).
+    let idle = app.settings.keep_alive;
+    // Set once GOAWAY is sent: the connection is dropped if it has not closed by then.
+    let mut closing_by: Option<Instant> = None;
     if *draining.borrow() {
         connection.as_mut().graceful_shutdown();
-        shut_down = true;
+        closing_by = Some(Instant::now() + app.settings.graceful_timeout);
     }
     loop {
+        let wake_at = match closing_by {
+            Some(at) => at,
+            None => activity.idle_deadline(idle).unwrap_or_else(|| Instant::now() + idle.max(Duration::from_secs(1))),
+        };
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
@@ -63,10 +141,20 @@ where
                 }
                 return;
             }
-            changed = draining.changed(), if !shut_down => {
+            changed = draining.changed(), if closing_by.is_none() => {
                 if changed.is_err() || *draining.borrow() {
                     connection.as_mut().graceful_shutdown();
-                    shut_down = true;
+                    closing_by = Some(Instant::now() + app.settings.graceful_timeout);
+                }
+            }
+            _ = tokio::time::sleep_until(wake_at) => {
+                if closing_by.is_some() {
+                    crate::log_debug!("HTTP/2 connection did not close after GOAWAY; dropping it");
+                    return;
+                }
+                if activity.idle_deadline(idle).is_some_and(|at| at <= Instant::now()) {
+                    connection.as_mut().graceful_shutdown();
+                    closing_by = Some(Instant::now() + SHUTDOWN_GRACE);
                 }
             }
         }
