@@ -342,3 +342,34 @@ fn an_idle_h2_connection_gets_goaway_after_keep_alive() {
     }
     assert!(frame_types.contains(&0x7), "a GOAWAY frame before the close: {frame_types:?}");
 }
+
+#[test]
+fn h2_streams_beyond_the_instance_slots_wait_for_one_instead_of_503() {
+    let pki = Pki::new("tls-slots");
+    let server = tls_server(&pki, &guest("faults"), &["--instance-slots", "1"]);
+    let ca = pki.arg("ca.pem");
+    let slow = https_url(&server, "/sleep?ms=1000");
+    let fast = https_url(&server, "/ok");
+    let run = curl(&[
+        "--cacert",
+        &ca,
+        "--http2",
+        "--parallel",
+        "--parallel-max",
+        "3",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{url_effective} %{http_code}\n",
+        &slow,
+        &fast,
+        &fast,
+    ]);
+    let text = stdout(&run);
+    assert_eq!(text.lines().count(), 3, "{run:?}");
+    assert!(text.lines().all(|line| line.ends_with(" 200")), "every stream served, none 503: {text}");
+}

@@ -1,9 +1,12 @@
 //! One HTTP/2 connection (ALPN h2 on TLS, or prior knowledge on a plain bind): every stream is
 //! a request served like an HTTP/1.1 one (own instance, deadline, access-log line), under
 //! hyper's stream limits; a drain, or `--keep-alive` seconds without an open stream, sends
-//! GOAWAY and lets the open streams finish.
+//! GOAWAY and lets the open streams finish. Streams beyond the worker's free instance slots wait
+//! for one (up to `--timeout`) instead of getting 503: one client can open many streams at once.
+use crate::config::settings::Settings;
 use crate::guest::body::ResponseBody;
-use crate::guest::handle::{AppRuntime, ConnectionInfo};
+use crate::guest::handle::{error_response, AppRuntime, ConnectionInfo};
+use crate::log::access::AccessRecord;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::server::conn::http2;
@@ -13,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Streams one connection may have open at once (each holds a guest instance while it runs).
@@ -61,10 +64,27 @@ impl Drop for StreamGuard {
     }
 }
 
-/// A response body that keeps its stream counted as open.
+/// A response body that keeps its stream counted as open (and its instance-slot permit held).
 struct TrackedBody {
     inner: ResponseBody,
     _guard: StreamGuard,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Streams a worker runs at once: its instance slots, less those `--instance-reuse` may keep idle.
+pub fn stream_permits(settings: &Settings) -> usize {
+    let slots = settings.instance_slots as usize;
+    let idle = if settings.instance_reuse > 1 { slots / 2 } else { 0 };
+    (slots - idle).max(1)
+}
+
+/// Waits for an instance-slot permit, up to `--timeout` (forever with `--timeout 0`).
+async fn stream_permit(streams: &Arc<Semaphore>, wait: Option<Duration>) -> Option<OwnedSemaphorePermit> {
+    let acquire = streams.clone().acquire_owned();
+    match wait {
+        Some(wait) => tokio::time::timeout(wait, acquire).await.ok()?.ok(),
+        None => acquire.await.ok(),
+    }
 }
 
 impl Body for TrackedBody {
@@ -92,8 +112,13 @@ fn max_header_list_size(app: &AppRuntime) -> u32 {
 }
 
 /// Serves HTTP/2 on `io` until the client closes or the worker drains.
-pub async fn serve<I>(io: I, app: Arc<AppRuntime>, info: ConnectionInfo, mut draining: watch::Receiver<bool>)
-where
+pub async fn serve<I>(
+    io: I,
+    app: Arc<AppRuntime>,
+    info: ConnectionInfo,
+    mut draining: watch::Receiver<bool>,
+    streams: &Arc<Semaphore>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -110,13 +135,30 @@ where
     let service_activity = activity.clone();
     let service_app = app.clone();
     let info = Arc::new(info);
-    let service = hyper::service::service_fn(move |request| {
+    let streams = streams.clone();
+    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let app = service_app.clone();
         let info = info.clone();
         let guard = service_activity.begin();
+        let streams = streams.clone();
         async move {
+            let Some(permit) = stream_permit(&streams, app.settings.request_timeout).await else {
+                crate::log_warning!(
+                    "HTTP/2 stream {} {} waited --timeout for a free instance slot (--instance-slots); answered 503",
+                    request.method(),
+                    request.uri().path()
+                );
+                let record =
+                    app.access_log.as_ref().map(|log| AccessRecord::new(log.clone(), info.remote.clone(), &request));
+                let response = error_response(http::StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n", record);
+                return Ok(response.map(|inner| TrackedBody { inner, _guard: guard, _permit: None }));
+            };
             let response = app.handle(request, &info).await;
-            Ok::<_, std::convert::Infallible>(response.map(|inner| TrackedBody { inner, _guard: guard }))
+            Ok::<_, std::convert::Infallible>(response.map(|inner| TrackedBody {
+                inner,
+                _guard: guard,
+                _permit: Some(permit),
+            }))
         }
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);

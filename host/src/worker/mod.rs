@@ -78,6 +78,7 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerLis
         tls,
         plain: settings.protocols(false),
         first_bytes_timeout: settings.handshake_timeout,
+        h2_streams: Arc::new(Semaphore::new(http2::stream_permits(settings))),
     });
     let pool = PoolSizing { instance_slots: settings.instance_slots, max_memory: settings.max_memory };
     let engine = engine::engine(Some(pool), false).context("cannot create the wasmtime engine")?;

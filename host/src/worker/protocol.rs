@@ -24,6 +24,8 @@ pub struct Setup {
     pub plain: HttpProtocols,
     /// With h2 on a plain bind: how long the client gets to show which version it speaks.
     pub first_bytes_timeout: Duration,
+    /// HTTP/2 streams this worker runs at once, across its connections (see `http2::stream_permits`).
+    pub h2_streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves a TCP connection (with TLS when configured).
@@ -40,7 +42,7 @@ pub async fn serve_tcp(
     info.client_subject = negotiated.client_subject;
     let offered = app.settings.protocols(true);
     if negotiated.h2 || !offered.h1 {
-        http2::serve(stream, app, info, draining).await
+        http2::serve(stream, app, info, draining, &setup.h2_streams).await
     } else {
         connection::serve(stream, app, info, draining).await
     }
@@ -62,12 +64,12 @@ pub async fn serve_plain<I>(
             let Ok(Ok((is_h2, seen))) = first else { return };
             let io = Prefixed { seen, position: 0, inner: io };
             if is_h2 {
-                http2::serve(io, app, info, draining).await
+                http2::serve(io, app, info, draining, &setup.h2_streams).await
             } else {
                 connection::serve(io, app, info, draining).await
             }
         }
-        (false, true) => http2::serve(io, app, info, draining).await,
+        (false, true) => http2::serve(io, app, info, draining, &setup.h2_streams).await,
         _ => connection::serve(io, app, info, draining).await,
     }
 }
