@@ -148,8 +148,11 @@ pub async fn serve<I>(
                     request.method(),
                     request.uri().path()
                 );
-                let record =
-                    app.access_log.as_ref().map(|log| AccessRecord::new(log.clone(), info.remote.clone(), &request));
+                let record = app.access_log.as_ref().map(|log| {
+                    let mut record = AccessRecord::new(log.clone(), info.remote.clone(), &request);
+                    record.client_subject = info.client_subject.clone();
+                    record
+                });
                 let response = error_response(http::StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n", record);
                 return Ok(response.map(|inner| TrackedBody { inner, _guard: guard, _permit: None }));
             };
