@@ -287,13 +287,18 @@ pub struct GunicornOnlyFlags {
     pub spew: bool,
     #[arg(long = "initgroups", hide = true)]
     pub initgroups: bool,
+    /// rustls negotiates TLS 1.2 or 1.3; Gunicorn deprecated this flag too.
+    #[arg(long = "ssl-version", value_name = "VERSION", hide = true)]
+    pub ssl_version: Option<String>,
+    #[arg(long = "suppress-ragged-eofs", hide = true)]
+    pub suppress_ragged_eofs: bool,
 }
 
 impl GunicornOnlyFlags {
     /// The flags given on this command line that rustcorn ignores, by name.
     pub fn given(&self) -> Vec<&'static str> {
         let mut given = Vec::new();
-        let options: [(&'static str, bool); 13] = [
+        let options: [(&'static str, bool); 15] = [
             ("--worker-class", self.worker_class.is_some()),
             ("--preload", self.preload),
             ("--no-sendfile", self.no_sendfile),
@@ -307,6 +312,8 @@ impl GunicornOnlyFlags {
             ("--paste", self.paste.is_some()),
             ("--spew", self.spew),
             ("--initgroups", self.initgroups),
+            ("--ssl-version", self.ssl_version.is_some()),
+            ("--suppress-ragged-eofs", self.suppress_ragged_eofs),
         ];
         for (name, present) in options {
             if present {
