@@ -328,6 +328,29 @@ pub fn parse_bytes(text: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
+    fn resolve_args(extra: &[&str]) -> Result<Settings, ConfigError> {
+        use clap::Parser;
+        let argv = ["rustcorn", "serve", "app.wasm"].iter().chain(extra.iter());
+        let cli = crate::config::cli::Cli::try_parse_from(argv).expect("valid command line");
+        let crate::config::cli::Command::Serve(args) = cli.command else { panic!("serve") };
+        Settings::resolve(&args, &|_| None)
+    }
+
+    #[test]
+    fn tls_flags_must_be_consistent() {
+        let err = |extra: &[&str]| resolve_args(extra).unwrap_err().to_string();
+        assert!(err(&["--cert-reqs", "3"]).contains("--cert-reqs must be 0"));
+        assert!(err(&["--cert-reqs", "2"]).contains("--cert-reqs needs TLS"));
+        assert!(err(&["--certfile", "c.pem", "--cert-reqs", "1"]).contains("need --ca-certs"));
+        assert!(err(&["--http-protocols", "h3"]).contains("--http-protocols"));
+        assert!(err(&["--handshake-timeout", "0"]).contains("--handshake-timeout"));
+        let plain = resolve_args(&[]).unwrap();
+        assert_eq!((plain.protocols(false).h2, plain.protocols(true).h2), (false, true));
+        let tls = resolve_args(&["--certfile", "c.pem", "--http-protocols", "h1"]).unwrap();
+        assert_eq!(tls.tls.as_ref().map(|t| t.client_auth), Some(ClientAuth::None));
+        assert!(!tls.protocols(true).h2, "an explicit --http-protocols applies to TLS too");
+    }
+
     #[test]
     fn byte_sizes_parse_with_binary_suffixes() {
         assert_eq!(parse_bytes("65536"), Some(65536));
