@@ -166,8 +166,9 @@ pub async fn serve<I>(
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    // Idle connections close after --keep-alive (0: an HTTP/2 connection is never kept idle).
-    let idle = app.settings.keep_alive;
+    // Idle connections close after --keep-alive; with --keep-alive 0 (no idle HTTP/1.1
+    // connections), a new HTTP/2 connection still gets 2 s to open its first streams.
+    let idle = app.settings.keep_alive.max(Duration::from_secs(2));
     // Set once GOAWAY is sent: the connection is dropped if it has not closed by then.
     let mut closing_by: Option<Instant> = None;
     if *draining.borrow() {
@@ -177,7 +178,7 @@ pub async fn serve<I>(
     loop {
         let wake_at = match closing_by {
             Some(at) => at,
-            None => activity.idle_deadline(idle).unwrap_or_else(|| Instant::now() + idle.max(Duration::from_secs(1))),
+            None => activity.idle_deadline(idle).unwrap_or_else(|| Instant::now() + idle),
         };
         tokio::select! {
             result = connection.as_mut() => {
