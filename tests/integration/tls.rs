@@ -373,3 +373,21 @@ fn h2_streams_beyond_the_instance_slots_wait_for_one_instead_of_503() {
     assert_eq!(text.lines().count(), 3, "{run:?}");
     assert!(text.lines().all(|line| line.ends_with(" 200")), "every stream served, none 503: {text}");
 }
+
+#[test]
+fn ciphers_are_honoured_where_rustls_has_them_and_the_rest_is_reported() {
+    let pki = Pki::new("tls-ciphers");
+    let server = tls_server(
+        &pki,
+        &guest("faults"),
+        &["--ciphers", "HIGH:TLS_AES_128_GCM_SHA256:!aNULL", "--do-handshake-on-connect"],
+    );
+    server.log.wait_for(&["WARNING", "--ciphers: cannot honour HIGH:!aNULL"], WAIT);
+    server.log.wait_for(&["WARNING", "--do-handshake-on-connect is a no-op"], WAIT);
+    let ca = pki.arg("ca.pem");
+    let tls13 = curl(&["--cacert", &ca, "-w", " %{ssl_verify_result}", &https_url(&server, "/ok")]);
+    assert!(tls13.status.success(), "TLS 1.3 with the named suite: {tls13:?}");
+    // Only a TLS 1.3 suite was named: a TLS 1.2-only client finds nothing in common.
+    let tls12 = curl(&["--cacert", &ca, "--tls-max", "1.2", &https_url(&server, "/ok")]);
+    assert_eq!(tls12.status.code(), Some(35), "handshake refused: {tls12:?}");
+}
