@@ -17,4 +17,5 @@ pub mod config;
 mod guest;
 mod log;
 mod sys;
+mod tls;
 mod worker;

@@ -15,4 +15,5 @@ mod outbound;
 mod serving;
 mod startup;
 mod supervision;
+mod tls;
 mod upgrade;

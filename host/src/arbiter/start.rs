@@ -43,7 +43,8 @@ impl Arbiter {
             None
         };
         for bound in &sockets.bound {
-            log_info!("Listening at: {} ({})", bound.listener, std::process::id());
+            let address = super::generation::display_address(&bound.listener, settings.tls.is_some());
+            log_info!("Listening at: {address} ({})", std::process::id());
         }
         let signals = SignalPipe::install()?;
         let pid_file = match &settings.pid_file {

@@ -205,6 +205,9 @@ pub struct ServeArgs {
     pub ops: OpsArgs,
 
     #[command(flatten)]
+    pub tls: TlsArgs,
+
+    #[command(flatten)]
     pub gunicorn_only: GunicornOnlyFlags,
 }
 
@@ -238,6 +241,45 @@ pub struct OpsArgs {
     pub group: Option<String>,
 }
 
+/// TLS and HTTP versions. TLS applies to every TCP bind; unix-socket binds stay plain.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// TLS certificate chain (PEM). Serves https (and HTTP/2 by ALPN) on every TCP bind.
+    #[arg(long = "certfile", value_name = "FILE")]
+    pub certfile: Option<PathBuf>,
+
+    /// TLS private key (PEM). [default: read from --certfile]
+    #[arg(long = "keyfile", value_name = "FILE", requires = "certfile")]
+    pub keyfile: Option<PathBuf>,
+
+    /// CA certificates (PEM) that client certificates must chain to (with --cert-reqs 1 or 2).
+    #[arg(long = "ca-certs", value_name = "FILE", requires = "certfile")]
+    pub ca_certs: Option<PathBuf>,
+
+    /// Client certificates: 0 = not asked for, 1 = optional, 2 = required (mutual TLS).
+    #[arg(long = "cert-reqs", value_name = "INT", default_value_t = 0)]
+    pub cert_reqs: u8,
+
+    /// TLS cipher suites, ':'-separated IANA or OpenSSL names (rustls has no OpenSSL cipher
+    /// strings: names it lacks are reported and skipped). [default: rustls's suites]
+    #[arg(long = "ciphers", value_name = "CIPHERS")]
+    pub ciphers: Option<String>,
+
+    /// Accepted for Gunicorn compatibility; rustcorn always handshakes in the connection's task.
+    #[arg(long = "do-handshake-on-connect", hide = true)]
+    pub do_handshake_on_connect: bool,
+
+    /// Seconds a new connection gets to finish its TLS handshake (and, with h2 on a plain bind,
+    /// to send its first bytes); it is then closed, freeing its --worker-connections slot.
+    #[arg(long = "handshake-timeout", value_name = "SECS", default_value_t = 10)]
+    pub handshake_timeout: u64,
+
+    /// HTTP versions to serve: h1, h2 or h1,h2. h2 is by ALPN on TLS and by prior knowledge on
+    /// plain binds. [default: h1,h2 with --certfile, else h1]
+    #[arg(long = "http-protocols", value_name = "LIST")]
+    pub http_protocols: Option<String>,
+}
+
 /// Gunicorn flags that have no meaning for rustcorn. They are accepted so a Gunicorn command line
 /// works with only the app swapped, and each one given is reported with a one-line warning.
 #[derive(Args, Debug, Clone, Default)]
@@ -268,13 +310,18 @@ pub struct GunicornOnlyFlags {
     pub spew: bool,
     #[arg(long = "initgroups", hide = true)]
     pub initgroups: bool,
+    /// rustls negotiates TLS 1.2 or 1.3; Gunicorn deprecated this flag too.
+    #[arg(long = "ssl-version", value_name = "VERSION", hide = true)]
+    pub ssl_version: Option<String>,
+    #[arg(long = "suppress-ragged-eofs", hide = true)]
+    pub suppress_ragged_eofs: bool,
 }
 
 impl GunicornOnlyFlags {
     /// The flags given on this command line that rustcorn ignores, by name.
     pub fn given(&self) -> Vec<&'static str> {
         let mut given = Vec::new();
-        let options: [(&'static str, bool); 13] = [
+        let options: [(&'static str, bool); 15] = [
             ("--worker-class", self.worker_class.is_some()),
             ("--preload", self.preload),
             ("--no-sendfile", self.no_sendfile),
@@ -288,6 +335,8 @@ impl GunicornOnlyFlags {
             ("--paste", self.paste.is_some()),
             ("--spew", self.spew),
             ("--initgroups", self.initgroups),
+            ("--ssl-version", self.ssl_version.is_some()),
+            ("--suppress-ragged-eofs", self.suppress_ragged_eofs),
         ];
         for (name, present) in options {
             if present {

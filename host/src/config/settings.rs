@@ -6,6 +6,7 @@ use crate::guest::outbound::{Outbound, OutboundSettings};
 use crate::log::access::AccessLogFormat;
 use crate::log::{Level, LogTarget};
 use crate::sys::binds::BindSpec;
+use crate::tls::{ClientAuth, HttpProtocols, TlsSettings};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,16 +76,31 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     /// `-n/--name`: what `ps` shows for the arbiter and workers.
     pub name: String,
+    /// `--certfile` and friends: TLS on every TCP bind.
+    pub tls: Option<TlsSettings>,
+    /// `--http-protocols` as given; `protocols()` applies the default.
+    pub http_protocols: Option<HttpProtocols>,
+    /// `--handshake-timeout`.
+    pub handshake_timeout: Duration,
 }
 
 /// Watchdog timeout used when `--timeout 0` disables the request deadline.
 pub const DEFAULT_WATCHDOG_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Settings {
-    /// Validates CLI arguments against the process environment.
+    /// Validates CLI arguments against the process environment, and reads and checks the TLS
+    /// files (so a bad certificate stops a start or a HUP before anything changes).
     pub fn from_args(args: &ServeArgs) -> Result<Settings, ConfigError> {
         let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
-        Self::resolve(args, &env)
+        let settings = Self::resolve(args, &env)?;
+        crate::tls::validate_tls_files(&settings).map_err(|e| bad(format!("{e:#}")))?;
+        Ok(settings)
+    }
+
+    /// The HTTP versions served on a TLS (or plain) connection: `--http-protocols`, else h1+h2
+    /// with TLS and h1 alone without.
+    pub fn protocols(&self, tls: bool) -> HttpProtocols {
+        self.http_protocols.unwrap_or(HttpProtocols { h1: true, h2: tls })
     }
 
     fn resolve(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
@@ -195,6 +211,14 @@ impl Settings {
                 }
             }
         };
+        let tls = tls_settings(&args.tls)?;
+        let http_protocols = match &args.tls.http_protocols {
+            Some(text) => Some(HttpProtocols::parse(text).map_err(|e| bad(format!("--http-protocols {text:?}: {e}")))?),
+            None => None,
+        };
+        if args.tls.handshake_timeout == 0 {
+            return Err(bad("--handshake-timeout must be at least 1 second (got 0)"));
+        }
         let cache_dir = match &args.cache_dir {
             Some(dir) => dir.clone(),
             None => default_cache_dir(env),
@@ -232,6 +256,9 @@ impl Settings {
             instance_slots: args.instance_slots,
             instance_reuse: args.instance_reuse,
             cache_dir,
+            tls,
+            http_protocols,
+            handshake_timeout: Duration::from_secs(args.tls.handshake_timeout),
             name: args.name.clone().unwrap_or_else(|| {
                 args.app.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into())
             }),
@@ -278,6 +305,35 @@ fn open_files_limit() -> usize {
     }
 }
 
+/// `--certfile`, `--keyfile`, `--ca-certs`, `--cert-reqs`, `--ciphers`: consistent or an error.
+fn tls_settings(args: &crate::config::cli::TlsArgs) -> Result<Option<TlsSettings>, ConfigError> {
+    let client_auth = match args.cert_reqs {
+        0 => ClientAuth::None,
+        1 => ClientAuth::Optional,
+        2 => ClientAuth::Required,
+        n => return Err(bad(format!("--cert-reqs must be 0 (none), 1 (optional) or 2 (required) (got {n})"))),
+    };
+    let Some(certfile) = args.certfile.clone() else {
+        if client_auth != ClientAuth::None {
+            return Err(bad("--cert-reqs needs TLS: add --certfile (and --keyfile)"));
+        }
+        return Ok(None);
+    };
+    if client_auth != ClientAuth::None && args.ca_certs.is_none() {
+        return Err(bad(format!(
+            "--cert-reqs {}: client certificates need --ca-certs FILE to check them against",
+            args.cert_reqs
+        )));
+    }
+    Ok(Some(TlsSettings {
+        certfile,
+        keyfile: args.keyfile.clone(),
+        ca_certs: args.ca_certs.clone(),
+        client_auth,
+        ciphers: args.ciphers.clone(),
+    }))
+}
+
 fn positive(name: &str, value: usize) -> Result<(), ConfigError> {
     if value == 0 {
         return Err(bad(format!("{name} must be at least 1 (got 0)")));
@@ -319,6 +375,29 @@ pub fn parse_bytes(text: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve_args(extra: &[&str]) -> Result<Settings, ConfigError> {
+        use clap::Parser;
+        let argv = ["rustcorn", "serve", "app.wasm"].iter().chain(extra.iter());
+        let cli = crate::config::cli::Cli::try_parse_from(argv).expect("valid command line");
+        let crate::config::cli::Command::Serve(args) = cli.command else { panic!("serve") };
+        Settings::resolve(&args, &|_| None)
+    }
+
+    #[test]
+    fn tls_flags_must_be_consistent() {
+        let err = |extra: &[&str]| resolve_args(extra).unwrap_err().to_string();
+        assert!(err(&["--cert-reqs", "3"]).contains("--cert-reqs must be 0"));
+        assert!(err(&["--cert-reqs", "2"]).contains("--cert-reqs needs TLS"));
+        assert!(err(&["--certfile", "c.pem", "--cert-reqs", "1"]).contains("need --ca-certs"));
+        assert!(err(&["--http-protocols", "h3"]).contains("--http-protocols"));
+        assert!(err(&["--handshake-timeout", "0"]).contains("--handshake-timeout"));
+        let plain = resolve_args(&[]).unwrap();
+        assert_eq!((plain.protocols(false).h2, plain.protocols(true).h2), (false, true));
+        let tls = resolve_args(&["--certfile", "c.pem", "--http-protocols", "h1"]).unwrap();
+        assert_eq!(tls.tls.as_ref().map(|t| t.client_auth), Some(ClientAuth::None));
+        assert!(!tls.protocols(true).h2, "an explicit --http-protocols applies to TLS too");
+    }
 
     #[test]
     fn byte_sizes_parse_with_binary_suffixes() {

@@ -45,6 +45,17 @@ pub struct ConnectionInfo {
     pub remote: String,
     /// Authority given to requests that carry no Host header (HTTP/1.0): the listening address.
     pub local_authority: HeaderValue,
+    /// TLS connection: the guest sees the `https` scheme.
+    pub https: bool,
+    /// The verified client certificate's subject (`--cert-reqs` 1 or 2), for the access log.
+    pub client_subject: Option<Arc<str>>,
+}
+
+impl ConnectionInfo {
+    /// A plain connection from `remote` to the listener at `local_authority`.
+    pub fn new(remote: String, local_authority: HeaderValue) -> ConnectionInfo {
+        ConnectionInfo { remote, local_authority, https: false, client_subject: None }
+    }
 }
 
 /// How a guest run ended, as seen by the guest task.
@@ -80,7 +91,11 @@ impl AppRuntime {
         mut request: Request<Incoming>,
         conn: &ConnectionInfo,
     ) -> Response<ResponseBody> {
-        let record = self.access_log.as_ref().map(|log| AccessRecord::new(log.clone(), conn.remote.clone(), &request));
+        let record = self.access_log.as_ref().map(|log| {
+            let mut record = AccessRecord::new(log.clone(), conn.remote.clone(), &request);
+            record.client_subject = conn.client_subject.clone();
+            record
+        });
         if let Some((status, text)) = check_limits(&request, &self.settings.limits) {
             return error_response(status, text, record);
         }
@@ -112,10 +127,14 @@ impl AppRuntime {
             },
         };
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let prepared = store.data_mut().http().new_incoming_request(Scheme::Http, request).and_then(|req| {
-            let out = store.data_mut().http().new_response_outparam(sender)?;
-            Ok((req, out))
-        });
+        let prepared = store
+            .data_mut()
+            .http()
+            .new_incoming_request(if conn.https { Scheme::Https } else { Scheme::Http }, request)
+            .and_then(|req| {
+                let out = store.data_mut().http().new_response_outparam(sender)?;
+                Ok((req, out))
+            });
         let (guest_request, response_out) = match prepared {
             Ok(pair) => pair,
             Err(e) => {

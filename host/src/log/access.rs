@@ -36,6 +36,7 @@ enum Atom {
     Micros,
     DecimalSeconds,
     Pid,
+    ClientSubject,
     RequestHeader(http::HeaderName),
     ResponseHeader(http::HeaderName),
 }
@@ -52,7 +53,7 @@ pub struct AccessLogFormat {
 pub const JSON_FORMAT: &str = "json";
 
 /// The atoms of a JSON line, in Gunicorn's documentation order; the numeric ones are numbers.
-const JSON_ATOMS: [(&str, Atom, bool); 19] = [
+const JSON_ATOMS: [(&str, Atom, bool); 20] = [
     ("h", Atom::RemoteAddr, false),
     ("l", Atom::Dash, false),
     ("u", Atom::User, false),
@@ -72,6 +73,7 @@ const JSON_ATOMS: [(&str, Atom, bool); 19] = [
     ("D", Atom::Micros, true),
     ("L", Atom::DecimalSeconds, true),
     ("p", Atom::Pid, false),
+    ("ssl_client_s_dn", Atom::ClientSubject, false),
 ];
 
 impl AccessLogFormat {
@@ -132,9 +134,10 @@ impl AccessLogFormat {
             "D" => Atom::Micros,
             "L" => Atom::DecimalSeconds,
             "p" => Atom::Pid,
+            "ssl_client_s_dn" => Atom::ClientSubject,
             other => {
                 return Err(format!(
-                    "unknown atom %({other})s; use h l u t r m U q H s B b f a T M D L p {{header}}i {{header}}o"
+                    "unknown atom %({other})s; use h l u t r m U q H s B b f a T M D L p ssl_client_s_dn {{header}}i {{header}}o"
                 ))
             }
         })
@@ -160,6 +163,8 @@ pub struct AccessRecord {
     pub status: u16,
     pub response_headers: HeaderMap,
     pub bytes_sent: u64,
+    /// The client certificate's subject on a mutual-TLS connection.
+    pub client_subject: Option<Arc<str>>,
 }
 
 impl AccessRecord {
@@ -176,6 +181,7 @@ impl AccessRecord {
             status: 0,
             response_headers: HeaderMap::new(),
             bytes_sent: 0,
+            client_subject: None,
         }
     }
 
@@ -249,6 +255,7 @@ impl AccessRecord {
             Atom::Micros => write!(out, "{}", elapsed.as_micros()),
             Atom::DecimalSeconds => write!(out, "{:.6}", elapsed.as_secs_f64()),
             Atom::Pid => write!(out, "<{}>", std::process::id()),
+            Atom::ClientSubject => write!(out, "{}", self.client_subject.as_deref().unwrap_or("-")),
             Atom::RequestHeader(name) => write!(out, "{}", header(&self.request_headers, name)),
             Atom::ResponseHeader(name) => write!(out, "{}", header(&self.response_headers, name)),
         };

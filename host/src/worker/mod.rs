@@ -3,6 +3,9 @@
 //! event loop, reopens its log files on USR1, drains on TERM and exits at once on INT/QUIT.
 pub mod accept;
 pub mod connection;
+pub mod http2;
+pub mod protocol;
+pub mod tls;
 
 use crate::app::engine::{self, PoolSizing};
 use crate::app::prepare::PreparedApp;
@@ -55,20 +58,28 @@ pub fn run(spec: WorkerSpec<'_>) -> i32 {
         }
     };
     runtime.block_on(async move {
-        let (app, listeners) = match boot(&spec) {
+        let (app, listeners, setup) = match boot(&spec) {
             Ok(booted) => booted,
             Err(e) => {
                 log_error!("worker failed to boot: {e:#}");
                 return EXIT_BOOT_ERROR;
             }
         };
-        serve(spec, app, listeners).await
+        serve(spec, app, listeners, setup).await
     })
 }
 
-fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerListener>)> {
+fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerListener>, Arc<protocol::Setup>)> {
     let settings = &spec.settings;
     let listeners = accept::open_listeners(spec)?;
+    // Read before privileges drop: the key file is often readable by root only.
+    let tls = tls::Tls::load(settings).context("cannot load the TLS certificate")?;
+    let setup = Arc::new(protocol::Setup {
+        tls,
+        plain: settings.protocols(false),
+        first_bytes_timeout: settings.handshake_timeout,
+        h2_streams: Arc::new(Semaphore::new(http2::stream_permits(settings))),
+    });
     let pool = PoolSizing { instance_slots: settings.instance_slots, max_memory: settings.max_memory };
     let engine = engine::engine(Some(pool), false).context("cannot create the wasmtime engine")?;
     // SAFETY: the arbiter's compiler child produced (or validated) this file for this engine
@@ -92,10 +103,15 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerLis
     }
     crate::guest::clock::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
     let app = AppRuntime::new(pre, settings.clone(), access_log).with_max_requests(spec.max_requests);
-    Ok((Arc::new(app), listeners))
+    Ok((Arc::new(app), listeners, setup))
 }
 
-async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>, listeners: Vec<accept::WorkerListener>) -> i32 {
+async fn serve(
+    spec: WorkerSpec<'_>,
+    app: Arc<AppRuntime>,
+    listeners: Vec<accept::WorkerListener>,
+    setup: Arc<protocol::Setup>,
+) -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
@@ -112,14 +128,20 @@ async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>, listeners: Vec<accept
     let slots = Arc::new(Semaphore::new(settings.worker_connections));
     for listener in listeners {
         let name = listener.listener.to_string();
-        let accept =
-            match accept::accept_loop(listener, app.clone(), slots.clone(), connections.clone(), drain_rx.clone()) {
-                Ok(accept) => accept,
-                Err(e) => {
-                    log_error!("worker cannot use listener {name}: {e:#}");
-                    return EXIT_BOOT_ERROR;
-                }
-            };
+        let accept = match accept::accept_loop(
+            listener,
+            app.clone(),
+            slots.clone(),
+            connections.clone(),
+            drain_rx.clone(),
+            setup.clone(),
+        ) {
+            Ok(accept) => accept,
+            Err(e) => {
+                log_error!("worker cannot use listener {name}: {e:#}");
+                return EXIT_BOOT_ERROR;
+            }
+        };
         // Tracked like connections: the drain waits for an accept loop emptying its own queue.
         connections.spawn(accept);
     }
