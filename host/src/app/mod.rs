@@ -2,3 +2,4 @@
 //! configuration every process that touches it shares (`engine`).
 pub mod engine;
 pub mod prepare;
+pub mod trust;

@@ -1,27 +1,113 @@
 //! The app: validating a component, compiling it once into an on-disk `.cwasm` cache (keyed by
-//! the wasm's SHA-256 and the engine's compatibility hash), and the `compile` / `check` commands.
-//! The arbiter never touches wasmtime itself: `prepare` runs in a short-lived forked child.
+//! the wasm's SHA-256 and the engine's compatibility hash, each entry with a SHA-256 sidecar of
+//! the compiled bytes), and the `compile` / `check` commands. The arbiter never touches wasmtime
+//! itself: `prepare` runs in a short-lived forked child; the arbiter then opens the result once,
+//! checks its digest, and every worker maps that same open file.
 use crate::app::engine;
+use crate::app::trust::{self, Owner, Sha256Hex};
 use anyhow::{anyhow, bail, Context, Result};
-use sha2::{Digest, Sha256};
+use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Precompiled};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-/// A validated app ready for workers to map.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated, digest-checked compiled app, held open. Workers inherit the open file through
+/// fork and map it (`load`): no path is looked up again after the check, and every worker maps
+/// the same file, so its code pages are shared through the page cache.
+#[derive(Debug, Clone)]
 pub struct PreparedApp {
-    /// The compiled file workers load with `Component::deserialize_file`.
+    /// Where the compiled code came from (for messages only).
     pub compiled: PathBuf,
+    /// SHA-256 of the compiled bytes, checked on the open file.
+    pub sha256: Sha256Hex,
+    file: Arc<File>,
+}
+
+impl PreparedApp {
+    /// Maps the verified file into `engine` (through `/proc/self/fd`, i.e. the same inode).
+    pub fn load(&self, engine: &Engine) -> Result<Component> {
+        // SAFETY: the file was produced by rustcorn's compiler for this engine configuration (or
+        // passed explicitly as precompiled, owned by us or root and not shared-writable) and its
+        // digest was checked on this very open file; wasmtime checks the compatibility header.
+        unsafe { load_open_file(engine, &self.file) }
+            .with_context(|| format!("cannot load {}", self.compiled.display()))
+    }
+}
+
+/// SAFETY: the caller vouches that `file` holds trusted compiled code.
+unsafe fn load_open_file(engine: &Engine, file: &File) -> Result<Component> {
+    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    // SAFETY: forwarded to the caller.
+    unsafe { Component::deserialize_file(engine, path) }.map_err(anyhow::Error::from)
 }
 
 pub(crate) const ELF_MAGIC: &[u8] = b"\x7fELF";
+const DIGEST_SUFFIX: &str = ".sha256";
+
+/// What the compiler child produced: where, and the SHA-256 of the compiled bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compiled {
+    /// An entry of the cache directory (file name inside it).
+    Cached { dir: PathBuf, name: String, sha256: Sha256Hex },
+    /// A `.cwasm` the user passed.
+    Given { path: PathBuf, sha256: Sha256Hex },
+}
+
+impl Compiled {
+    fn encode(&self) -> String {
+        match self {
+            Compiled::Cached { dir, name, sha256 } => format!("cached\n{sha256}\n{name}\n{}", dir.display()),
+            Compiled::Given { path, sha256 } => format!("given\n{sha256}\n{}", path.display()),
+        }
+    }
+
+    fn decode(text: &str) -> Option<Compiled> {
+        let mut parts = text.splitn(4, '\n');
+        let kind = parts.next()?;
+        let sha256 = trust::parse_digest(parts.next()?)?;
+        match kind {
+            "cached" => {
+                Some(Compiled::Cached { name: parts.next()?.to_string(), dir: PathBuf::from(parts.next()?), sha256 })
+            }
+            "given" => Some(Compiled::Given { path: PathBuf::from(parts.next()?), sha256 }),
+            _ => None,
+        }
+    }
+
+    /// In the arbiter: opens the file once (cache entries with O_NOFOLLOW inside the checked
+    /// cache directory), checks who can write it, and checks its digest on that open file.
+    fn open_verified(self) -> Result<PreparedApp> {
+        let (file, path, sha256) = match self {
+            Compiled::Cached { dir, name, sha256 } => {
+                let handle = trust::open_private_dir(&dir)?;
+                let file = trust::open_in_dir(&handle, &dir, &name)?
+                    .with_context(|| format!("{} vanished from --cache-dir", dir.join(&name).display()))?;
+                (file, dir.join(name), sha256)
+            }
+            Compiled::Given { path, sha256 } => {
+                let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+                trust::check_open_file(&file, &path, Owner::UsOrRoot)?;
+                (file, path, sha256)
+            }
+        };
+        let actual = trust::sha256_file(&file)?;
+        if actual != sha256 {
+            bail!(
+                "{} changed after it was validated (SHA-256 {actual}, expected {sha256}); refusing to run it",
+                path.display()
+            );
+        }
+        Ok(PreparedApp { compiled: path, sha256, file: Arc::new(file) })
+    }
+}
 
 /// Validates and compiles `app` (or reuses the cache) in a forked child, so no compiler thread
-/// is ever alive in the arbiter. Errors are one readable line.
+/// is ever alive in the arbiter; then opens and verifies the result here. Errors are one line.
 pub fn prepare(app: &Path, cache_dir: &Path) -> Result<PreparedApp> {
     let (mut read_end, write_end) = std::io::pipe().context("cannot create a pipe for the compiler")?;
     // SAFETY: the arbiter is single-threaded here; the child only compiles and calls _exit.
@@ -31,7 +117,7 @@ pub fn prepare(app: &Path, cache_dir: &Path) -> Result<PreparedApp> {
             crate::sys::signals::reset_in_child();
             let mut write_end = write_end;
             let message = match prepare_in_process(app, cache_dir) {
-                Ok(prepared) => format!("ok\n{}", prepared.compiled.display()),
+                Ok(compiled) => format!("ok\n{}", compiled.encode()),
                 Err(e) => format!("err\n{e:#}"),
             };
             let _ = write_end.write_all(message.as_bytes());
@@ -44,8 +130,9 @@ pub fn prepare(app: &Path, cache_dir: &Path) -> Result<PreparedApp> {
             let read = read_end.read_to_string(&mut output);
             let status = nix::sys::wait::waitpid(child, None);
             read.context("cannot read the compiler's answer")?;
-            if let Some(path) = output.strip_prefix("ok\n") {
-                return Ok(PreparedApp { compiled: PathBuf::from(path) });
+            if let Some(answer) = output.strip_prefix("ok\n") {
+                let compiled = Compiled::decode(answer).context("the compiler's answer is malformed")?;
+                return compiled.open_verified();
             }
             if let Some(message) = output.strip_prefix("err\n") {
                 bail!("{message}");
@@ -56,24 +143,22 @@ pub fn prepare(app: &Path, cache_dir: &Path) -> Result<PreparedApp> {
 }
 
 /// Reads, validates and compiles (or finds in the cache) an app in this process.
-pub fn prepare_in_process(app: &Path, cache_dir: &Path) -> Result<PreparedApp> {
+pub fn prepare_in_process(app: &Path, cache_dir: &Path) -> Result<Compiled> {
     let bytes = read_app(app)?;
     let engine = engine::engine(None, true)?;
     if bytes.starts_with(ELF_MAGIC) {
         let component = load_precompiled(&engine, app, &bytes)?;
         validate_proxy(&engine, &component, app)?;
-        let compiled = std::fs::canonicalize(app).unwrap_or_else(|_| app.to_path_buf());
-        return Ok(PreparedApp { compiled });
+        let path = std::fs::canonicalize(app).unwrap_or_else(|_| app.to_path_buf());
+        return Ok(Compiled::Given { path, sha256: trust::sha256_bytes(&bytes) });
     }
     ensure_component(app, &bytes)?;
-    let cached = cache_path(&engine, cache_dir, &bytes);
-    if cached.exists() {
-        // SAFETY: files in the cache are written only by rustcorn, atomically, for this engine.
-        if let Ok(component) = unsafe { Component::deserialize_file(&engine, &cached) } {
-            validate_proxy(&engine, &component, app)?;
-            crate::log_info!("using the compiled app from the cache: {}", cached.display());
-            return Ok(PreparedApp { compiled: cached });
-        }
+    let dir = trust::open_private_dir(cache_dir)?;
+    let name = cache_name(&engine, &bytes);
+    if let Some(found) = cached_entry(&engine, &dir, cache_dir, &name)? {
+        validate_proxy(&engine, &found.1, app)?;
+        crate::log_info!("using the compiled app from the cache: {}", cache_dir.join(&name).display());
+        return Ok(Compiled::Cached { dir: cache_dir.to_path_buf(), name, sha256: found.0 });
     }
     let compile_started = std::time::Instant::now();
     let compiled = engine
@@ -83,19 +168,58 @@ pub fn prepare_in_process(app: &Path, cache_dir: &Path) -> Result<PreparedApp> {
     // SAFETY: these bytes were just produced by this engine.
     let component = unsafe { Component::deserialize(&engine, &compiled) }?;
     validate_proxy(&engine, &component, app)?;
-    write_atomically(&cached, &compiled)
+    let sha256 = trust::sha256_bytes(&compiled);
+    write_entry(cache_dir, &name, &compiled, &sha256)
         .with_context(|| format!("cannot write the compiled app to --cache-dir {}", cache_dir.display()))?;
     crate::log_info!(
         "compiled {} in {} ms; cached at {}",
         app.display(),
         compile_started.elapsed().as_millis(),
-        cached.display()
+        cache_dir.join(&name).display()
     );
-    Ok(PreparedApp { compiled: cached })
+    Ok(Compiled::Cached { dir: cache_dir.to_path_buf(), name, sha256 })
 }
 
+/// A usable cache entry: its digest sidecar matches its bytes, and it loads. A digest mismatch
+/// (a corrupted or tampered file) is never deserialized: the caller recompiles over it.
+fn cached_entry(engine: &Engine, dir: &File, dir_path: &Path, name: &str) -> Result<Option<(Sha256Hex, Component)>> {
+    let Some(file) = trust::open_in_dir(dir, dir_path, name)? else {
+        return Ok(None);
+    };
+    let recorded = match trust::open_in_dir(dir, dir_path, &format!("{name}{DIGEST_SUFFIX}"))? {
+        Some(mut sidecar) => {
+            let mut text = String::new();
+            sidecar.read_to_string(&mut text).ok().and_then(|_| trust::parse_digest(&text))
+        }
+        None => None,
+    };
+    let actual = trust::sha256_file(&file)?;
+    if recorded.as_deref() != Some(actual.as_str()) {
+        crate::log_warning!(
+            "{}: the compiled app does not match its recorded SHA-256 (corrupted or tampered with); not loading it, recompiling",
+            dir_path.join(name).display()
+        );
+        return Ok(None);
+    }
+    // SAFETY: rustcorn wrote this file (its digest matches the sidecar written with it, both in
+    // our private cache directory) for this engine configuration.
+    match unsafe { load_open_file(engine, &file) } {
+        Ok(component) => Ok(Some((actual, component))),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Reads an app. A precompiled (`ELF`) one is checked on the open file: only its owner (us or
+/// root) may be able to write it, since its bytes run as native code.
 pub(crate) fn read_app(app: &Path) -> Result<Vec<u8>> {
-    std::fs::read(app).map_err(|e| anyhow!("cannot read app {}: {e}", app.display()))
+    let mut file = File::open(app).map_err(|e| anyhow!("cannot read app {}: {e}", app.display()))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| anyhow!("cannot read app {}: {e}", app.display()))?;
+    if bytes.starts_with(ELF_MAGIC) {
+        trust::check_open_file(&file, app, Owner::UsOrRoot)
+            .context("a .cwasm is native code: it must come from a trusted build, writable only by its owner")?;
+    }
+    Ok(bytes)
 }
 
 pub(crate) fn ensure_component(app: &Path, bytes: &[u8]) -> Result<()> {
@@ -121,9 +245,10 @@ pub(crate) fn load_precompiled(engine: &Engine, app: &Path, bytes: &[u8]) -> Res
         Some(Precompiled::Module) => bail!("{} is a precompiled core module, not a component", app.display()),
         None => bail!("{} is neither a WebAssembly component nor a file made by `rustcorn compile`", app.display()),
     }
-    // SAFETY: the user passed this file explicitly as a precompiled app; wasmtime checks that it
-    // was compiled by a compatible engine before using it.
-    unsafe { Component::deserialize_file(engine, app) }
+    // SAFETY: the user passed this file explicitly as a precompiled app, and `read_app` checked
+    // that only its owner (us or root) can write it; wasmtime checks that it was compiled by a
+    // compatible engine before using it.
+    unsafe { Component::deserialize(engine, bytes) }
         .map_err(anyhow::Error::from)
         .with_context(|| format!("cannot load precompiled app {} (recompile it with this rustcorn)", app.display()))
 }
@@ -143,20 +268,38 @@ pub(crate) fn validate_proxy(engine: &Engine, component: &Component, app: &Path)
     Ok(())
 }
 
-fn cache_path(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> PathBuf {
-    let digest = Sha256::digest(bytes);
+fn cache_name(engine: &Engine, bytes: &[u8]) -> String {
     let mut hasher = std::hash::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     env!("CARGO_PKG_VERSION").hash(&mut hasher);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    cache_dir.join(format!("{hex}-{:016x}.cwasm", hasher.finish()))
+    format!("{}-{:016x}.cwasm", trust::sha256_bytes(bytes), hasher.finish())
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().context("cache path has no directory")?;
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
+/// Writes the compiled bytes, then their digest sidecar, each through a private (0600) temporary
+/// file in the cache directory and a rename (which replaces, never follows, what was there).
+fn write_entry(dir: &Path, name: &str, compiled: &[u8], sha256: &str) -> Result<()> {
+    for (file_name, bytes) in [(name.to_string(), compiled), (format!("{name}{DIGEST_SUFFIX}"), sha256.as_bytes())] {
+        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(dir.join(file_name)).map_err(|e| e.error)?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiler_answers_round_trip() {
+        let sha256 = trust::sha256_bytes(b"x");
+        for compiled in [
+            Compiled::Cached { dir: "/var/cache/rustcorn".into(), name: "a.cwasm".into(), sha256: sha256.clone() },
+            Compiled::Given { path: "/srv/app.cwasm".into(), sha256 },
+        ] {
+            assert_eq!(Compiled::decode(&compiled.encode()), Some(compiled));
+        }
+        assert_eq!(Compiled::decode("cached\nnot-a-digest\na\n/b"), None);
+    }
 }

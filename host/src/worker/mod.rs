@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
-use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// Exit status of a worker that could not start (the arbiter does not respawn it in a loop).
@@ -71,11 +70,8 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerLis
     let listeners = accept::open_listeners(spec)?;
     let pool = PoolSizing { instance_slots: settings.instance_slots, max_memory: settings.max_memory };
     let engine = engine::engine(Some(pool), false).context("cannot create the wasmtime engine")?;
-    // SAFETY: the arbiter's compiler child produced (or validated) this file for this engine
-    // configuration; wasmtime checks its compatibility header before use.
-    let component = unsafe { Component::deserialize_file(&engine, &spec.app.compiled) }
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("cannot load {}", spec.app.compiled.display()))?;
+    // The file the arbiter opened and digest-checked, inherited open: no path is re-opened.
+    let component = spec.app.load(&engine)?;
     let linker = engine::linker(&engine)?;
     let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
     let access_log = match &settings.access_log {
