@@ -102,8 +102,21 @@ impl Compiled {
                 path.display()
             );
         }
-        Ok(PreparedApp { compiled: path, sha256, file: Arc::new(file) })
+        Ok(PreparedApp { compiled: path, sha256, file: Arc::new(out_of_the_way(file)) })
     }
+}
+
+/// Moves a long-lived fd above the low numbers that systemd's `LISTEN_FDS` (3, 4, ...) and
+/// `fd://N` name, so a socket count that is too high finds a closed fd, not our compiled app.
+fn out_of_the_way(file: File) -> File {
+    const FIRST_FREE_ABOVE: libc::c_int = 64;
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd (or -1) and leaves `file` untouched.
+    let fd = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, FIRST_FREE_ABOVE) };
+    if fd < 0 {
+        return file;
+    }
+    // SAFETY: fcntl just returned this new fd; only this File owns it.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
 }
 
 /// Validates and compiles `app` (or reuses the cache) in a forked child, so no compiler thread

@@ -84,6 +84,13 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerLis
     // Sockets, the compiled app and the logs are open: drop privileges before any thread starts
     // and before the first request.
     if let Some(credentials) = spec.credentials {
+        // Our unix socket files belong to the workers' identity (idempotent across workers).
+        crate::sys::binds::chown_unix_sockets(
+            spec.listeners,
+            &settings.binds,
+            credentials.uid.as_raw(),
+            credentials.gid.as_raw(),
+        )?;
         crate::sys::privileges::drop_to(credentials).with_context(|| format!("cannot switch to {credentials}"))?;
     }
     crate::guest::clock::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
