@@ -243,7 +243,7 @@ fn listen_fds_naming_a_closed_fd_is_one_clear_error() {
 #[test]
 fn bind_fd_naming_a_closed_fd_is_one_clear_error() {
     let line = fails_with_one_line(ServerCommand::new(&guest("hello")).args(["-b", "fd://77"]));
-    assert!(line.contains("--bind fd://") && line.contains("file descriptor 77 is not open"), "{line}");
+    assert!(line.contains("--bind fd://77: file descriptor 77 is not open"), "{line}");
 }
 
 #[test]

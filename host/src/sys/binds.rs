@@ -103,7 +103,12 @@ pub fn bind_all(specs: &[BindSpec], backlog: i32, reuse_port: bool) -> Result<Ve
             _ => None,
         })
         .collect();
-    check_adoptable(&fds, true).context("--bind fd://")?;
+    for (i, &fd) in fds.iter().enumerate() {
+        if fds[..i].contains(&fd) {
+            bail!("--bind fd://{fd} is given twice");
+        }
+        check_adoptable(&[fd], true).with_context(|| format!("--bind fd://{fd}"))?;
+    }
     specs.iter().map(|spec| bind(spec, backlog, reuse_port)).collect()
 }
 
