@@ -3,8 +3,8 @@
 //! the compiled bytes), and the `compile` / `check` commands. The arbiter never touches wasmtime
 //! itself: `prepare` runs in a short-lived forked child; the arbiter then opens the result once,
 //! checks its digest, and every worker maps that same open file.
-use crate::app::engine;
 use crate::app::trust::{self, Owner, Sha256Hex};
+use crate::app::{engine, handoff};
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::File;
 use std::hash::{Hash, Hasher};
@@ -79,29 +79,14 @@ impl Compiled {
         }
     }
 
-    /// In the arbiter: opens the file once (cache entries with O_NOFOLLOW inside the checked
-    /// cache directory), checks who can write it, and checks its digest on that open file.
-    fn open_verified(self) -> Result<PreparedApp> {
-        let (file, path, sha256) = match self {
-            Compiled::Cached { dir, name, sha256 } => {
-                let handle = trust::open_private_dir(&dir)?;
-                let file = trust::open_in_dir(&handle, &dir, &name)?
-                    .with_context(|| format!("{} vanished from --cache-dir", dir.join(&name).display()))?;
-                (file, dir.join(name), sha256)
-            }
-            Compiled::Given { path, sha256 } => {
-                let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-                trust::check_open_file(&file, &path, Owner::UsOrRoot)?;
-                (file, path, sha256)
-            }
+    /// In the arbiter: takes the open file the compiler child validated and hashed, re-checks
+    /// on it who can write it, and keeps it for the workers.
+    fn into_prepared(self, file: File) -> Result<PreparedApp> {
+        let (path, sha256, allowed) = match self {
+            Compiled::Cached { dir, name, sha256 } => (dir.join(name), sha256, Owner::Us),
+            Compiled::Given { path, sha256 } => (path, sha256, Owner::UsOrRoot),
         };
-        let actual = trust::sha256_file(&file)?;
-        if actual != sha256 {
-            bail!(
-                "{} changed after it was validated (SHA-256 {actual}, expected {sha256}); refusing to run it",
-                path.display()
-            );
-        }
+        trust::check_open_file(&file, &path, allowed)?;
         Ok(PreparedApp { compiled: path, sha256, file: Arc::new(out_of_the_way(file)) })
     }
 }
@@ -120,32 +105,33 @@ fn out_of_the_way(file: File) -> File {
 }
 
 /// Validates and compiles `app` (or reuses the cache) in a forked child, so no compiler thread
-/// is ever alive in the arbiter; then opens and verifies the result here. Errors are one line.
+/// is ever alive in the arbiter. The child hands back the very open file it checked (digest,
+/// owner, mode) and validated; the arbiter keeps it for the workers. Errors are one line.
 pub fn prepare(app: &Path, cache_dir: &Path) -> Result<PreparedApp> {
-    let (mut read_end, write_end) = std::io::pipe().context("cannot create a pipe for the compiler")?;
+    let (child_end, parent_end) = handoff::pair()?;
     // SAFETY: the arbiter is single-threaded here; the child only compiles and calls _exit.
     match unsafe { nix::unistd::fork() }.context("cannot fork the compiler")? {
         nix::unistd::ForkResult::Child => {
-            drop(read_end);
+            drop(parent_end);
             crate::sys::signals::reset_in_child();
-            let mut write_end = write_end;
-            let message = match prepare_in_process(app, cache_dir) {
-                Ok(compiled) => format!("ok\n{}", compiled.encode()),
-                Err(e) => format!("err\n{e:#}"),
+            let _ = match prepare_in_process(app, cache_dir) {
+                Ok((compiled, file)) => {
+                    handoff::send(&child_end, &format!("ok\n{}", compiled.encode()), Some(file.as_raw_fd()))
+                }
+                Err(e) => handoff::send(&child_end, &format!("err\n{e:#}"), None),
             };
-            let _ = write_end.write_all(message.as_bytes());
             // SAFETY: leave without running the parent's atexit handlers or destructors.
             unsafe { libc::_exit(0) }
         }
         nix::unistd::ForkResult::Parent { child } => {
-            drop(write_end);
-            let mut output = String::new();
-            let read = read_end.read_to_string(&mut output);
+            drop(child_end);
+            let answer = handoff::receive(&parent_end);
             let status = nix::sys::wait::waitpid(child, None);
-            read.context("cannot read the compiler's answer")?;
+            let (output, file) = answer?;
             if let Some(answer) = output.strip_prefix("ok\n") {
                 let compiled = Compiled::decode(answer).context("the compiler's answer is malformed")?;
-                return compiled.open_verified();
+                let file = file.context("the compiler did not pass the compiled file")?;
+                return compiled.into_prepared(File::from(file));
             }
             if let Some(message) = output.strip_prefix("err\n") {
                 bail!("{message}");
@@ -155,23 +141,24 @@ pub fn prepare(app: &Path, cache_dir: &Path) -> Result<PreparedApp> {
     }
 }
 
-/// Reads, validates and compiles (or finds in the cache) an app in this process.
-pub fn prepare_in_process(app: &Path, cache_dir: &Path) -> Result<Compiled> {
-    let bytes = read_app(app)?;
+/// Reads, validates and compiles (or finds in the cache) an app in this process. Returns where
+/// the compiled code is and the open file it was checked and validated on.
+pub fn prepare_in_process(app: &Path, cache_dir: &Path) -> Result<(Compiled, File)> {
+    let (app_file, bytes) = read_app_file(app)?;
     let engine = engine::engine(None, true)?;
     if bytes.starts_with(ELF_MAGIC) {
         let component = load_precompiled(&engine, app, &bytes)?;
         validate_proxy(&engine, &component, app)?;
         let path = std::fs::canonicalize(app).unwrap_or_else(|_| app.to_path_buf());
-        return Ok(Compiled::Given { path, sha256: trust::sha256_bytes(&bytes) });
+        return Ok((Compiled::Given { path, sha256: trust::sha256_bytes(&bytes) }, app_file));
     }
     ensure_component(app, &bytes)?;
     let dir = trust::open_private_dir(cache_dir)?;
     let name = cache_name(&engine, &bytes);
-    if let Some(found) = cached_entry(&engine, &dir, cache_dir, &name)? {
-        validate_proxy(&engine, &found.1, app)?;
+    if let Some((sha256, component, file)) = cached_entry(&engine, &dir, cache_dir, &name)? {
+        validate_proxy(&engine, &component, app)?;
         crate::log_info!("using the compiled app from the cache: {}", cache_dir.join(&name).display());
-        return Ok(Compiled::Cached { dir: cache_dir.to_path_buf(), name, sha256: found.0 });
+        return Ok((Compiled::Cached { dir: cache_dir.to_path_buf(), name, sha256 }, file));
     }
     let compile_started = std::time::Instant::now();
     let compiled = engine
@@ -190,12 +177,22 @@ pub fn prepare_in_process(app: &Path, cache_dir: &Path) -> Result<Compiled> {
         compile_started.elapsed().as_millis(),
         cache_dir.join(&name).display()
     );
-    Ok(Compiled::Cached { dir: cache_dir.to_path_buf(), name, sha256 })
+    // Hand over the file as written, checked like any cache entry.
+    let file = trust::open_in_dir(&dir, cache_dir, &name)?.context("the compiled app vanished from --cache-dir")?;
+    if trust::sha256_file(&file)? != sha256 {
+        bail!("{} changed while it was being written; refusing it", cache_dir.join(&name).display());
+    }
+    Ok((Compiled::Cached { dir: cache_dir.to_path_buf(), name, sha256 }, file))
 }
 
 /// A usable cache entry: its digest sidecar matches its bytes, and it loads. A digest mismatch
 /// (a corrupted or tampered file) is never deserialized: the caller recompiles over it.
-fn cached_entry(engine: &Engine, dir: &File, dir_path: &Path, name: &str) -> Result<Option<(Sha256Hex, Component)>> {
+fn cached_entry(
+    engine: &Engine,
+    dir: &File,
+    dir_path: &Path,
+    name: &str,
+) -> Result<Option<(Sha256Hex, Component, File)>> {
     let Some(file) = trust::open_in_dir(dir, dir_path, name)? else {
         return Ok(None);
     };
@@ -206,8 +203,15 @@ fn cached_entry(engine: &Engine, dir: &File, dir_path: &Path, name: &str) -> Res
         }
         None => None,
     };
+    let Some(recorded) = recorded else {
+        crate::log_info!(
+            "{}: no recorded SHA-256 (an older rustcorn wrote it); recompiling",
+            dir_path.join(name).display()
+        );
+        return Ok(None);
+    };
     let actual = trust::sha256_file(&file)?;
-    if recorded.as_deref() != Some(actual.as_str()) {
+    if recorded != actual {
         crate::log_warning!(
             "{}: the compiled app does not match its recorded SHA-256 (corrupted or tampered with); not loading it, recompiling",
             dir_path.join(name).display()
@@ -217,7 +221,7 @@ fn cached_entry(engine: &Engine, dir: &File, dir_path: &Path, name: &str) -> Res
     // SAFETY: rustcorn wrote this file (its digest matches the sidecar written with it, both in
     // our private cache directory) for this engine configuration.
     match unsafe { load_open_file(engine, &file) } {
-        Ok(component) => Ok(Some((actual, component))),
+        Ok(component) => Ok(Some((actual, component, file))),
         Err(_) => Ok(None),
     }
 }
@@ -225,6 +229,11 @@ fn cached_entry(engine: &Engine, dir: &File, dir_path: &Path, name: &str) -> Res
 /// Reads an app. A precompiled (`ELF`) one is checked on the open file: only its owner (us or
 /// root) may be able to write it, since its bytes run as native code.
 pub(crate) fn read_app(app: &Path) -> Result<Vec<u8>> {
+    read_app_file(app).map(|(_, bytes)| bytes)
+}
+
+/// `read_app`, also returning the open file the bytes came from.
+fn read_app_file(app: &Path) -> Result<(File, Vec<u8>)> {
     let mut file = File::open(app).map_err(|e| anyhow!("cannot read app {}: {e}", app.display()))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(|e| anyhow!("cannot read app {}: {e}", app.display()))?;
@@ -232,7 +241,7 @@ pub(crate) fn read_app(app: &Path) -> Result<Vec<u8>> {
         trust::check_open_file(&file, app, Owner::UsOrRoot)
             .context("a .cwasm is native code: it must come from a trusted build, writable only by its owner")?;
     }
-    Ok(bytes)
+    Ok((file, bytes))
 }
 
 pub(crate) fn ensure_component(app: &Path, bytes: &[u8]) -> Result<()> {
