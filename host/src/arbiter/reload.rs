@@ -53,7 +53,7 @@ impl PendingReload {
 
     /// Reads the compiler's answer; Some once it is complete.
     pub fn poll(&mut self) -> Option<Result<PreparedApp, String>> {
-        Some(self.compiler.read_available()?.map_err(|e| format!("{e:#}")))
+        Some(self.compiler.try_answer()?.map_err(|e| format!("{e:#}")))
     }
 
     /// The new generation's payload, with its sockets derived from `current`'s.

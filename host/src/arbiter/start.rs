@@ -31,6 +31,7 @@ impl Arbiter {
         let old_arbiter = upgrade::old_arbiter();
         let credentials = privileges::resolve(args.ops.user.as_deref(), args.ops.group.as_deref())?;
         let app = app::prepare(&settings.app, &settings.cache_dir)?;
+        log_info!("app {} (compiled code sha256 {})", settings.app.display(), app.sha256);
         let sockets = sockets::open(&settings, args.ops.reuse_port, !args.bind.is_empty())?;
         let ready_pipe = if args.ops.daemon && !upgraded {
             if settings.error_log == crate::log::LogTarget::Stderr {

@@ -171,7 +171,8 @@ pub struct ServeArgs {
     #[arg(long = "instance-reuse", value_name = "INT", default_value_t = 1)]
     pub instance_reuse: u32,
 
-    /// Where compiled apps are cached. [default: $XDG_CACHE_HOME/rustcorn or ~/.cache/rustcorn]
+    /// Where compiled apps are cached (created 0700; must be ours and not group/world-writable).
+    /// [default: $XDG_CACHE_HOME/rustcorn, ~/.cache/rustcorn, or /var/cache/rustcorn for root]
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 

@@ -153,6 +153,23 @@ impl Settings {
             return Err(bad("--instance-reuse must be at least 1 (1 = a fresh instance per request; got 0)"));
         }
 
+        for (flag, secs) in [
+            ("--timeout", args.timeout),
+            ("--max-request-time", args.max_request_time),
+            ("--graceful-timeout", args.graceful_timeout),
+            ("--keep-alive", args.keep_alive),
+        ] {
+            if secs > MAX_SECONDS {
+                return Err(bad(format!("{flag} must be between 0 and {MAX_SECONDS} seconds (7 days; got {secs})")));
+            }
+        }
+        for (flag, count) in
+            [("--max-requests", args.max_requests), ("--max-requests-jitter", args.max_requests_jitter)]
+        {
+            if count > MAX_REQUEST_COUNT {
+                return Err(bad(format!("{flag} must be between 0 and {MAX_REQUEST_COUNT} (got {count})")));
+            }
+        }
         let seconds = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
         let request_timeout = seconds(args.timeout);
         let max_memory = parse_bytes(&args.max_memory).ok_or_else(|| {
@@ -221,7 +238,7 @@ impl Settings {
         }
         let cache_dir = match &args.cache_dir {
             Some(dir) => dir.clone(),
-            None => default_cache_dir(env),
+            None => default_cache_dir(env, nix::unistd::geteuid().is_root())?,
         };
 
         Ok(Settings {
@@ -346,15 +363,33 @@ pub fn available_cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-fn default_cache_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
-    if let Some(xdg) = env("XDG_CACHE_HOME") {
-        return PathBuf::from(xdg).join("rustcorn");
+/// `$XDG_CACHE_HOME/rustcorn`, `$HOME/.cache/rustcorn`, or for root `/var/cache/rustcorn`; never
+/// a directory shared with other users (the compiled code in it runs as native code).
+fn default_cache_dir(env: &dyn Fn(&str) -> Option<String>, is_root: bool) -> Result<PathBuf, ConfigError> {
+    // The XDG base directory spec ignores relative paths: so do we.
+    let absolute = |key: &str| env(key).map(PathBuf::from).filter(|path| path.is_absolute());
+    if let Some(xdg) = absolute("XDG_CACHE_HOME") {
+        return Ok(xdg.join("rustcorn"));
     }
-    if let Some(home) = env("HOME") {
-        return PathBuf::from(home).join(".cache").join("rustcorn");
+    if let Some(home) = absolute("HOME") {
+        return Ok(home.join(".cache").join("rustcorn"));
     }
-    std::env::temp_dir().join("rustcorn-cache")
+    if is_root {
+        return Ok(PathBuf::from(ROOT_CACHE_DIR));
+    }
+    Err(bad(
+        "no private directory for the compile cache (neither HOME nor XDG_CACHE_HOME is set): pass --cache-dir DIR",
+    ))
 }
+
+/// The compile cache of a root process with no HOME (e.g. a systemd unit without `User=`).
+pub const ROOT_CACHE_DIR: &str = "/var/cache/rustcorn";
+
+/// Upper bound for the seconds-valued settings: far beyond any real use, and small enough that
+/// `Instant + Duration` and millisecond conversions can never overflow.
+pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
+/// Upper bound for `--max-requests` and its jitter: their sum (and jitter's `max + 1`) cannot overflow.
+pub const MAX_REQUEST_COUNT: u64 = 1 << 40;
 
 /// Parses `65536`, `64K`, `64KiB`, `512M`, `1G` (binary multiples).
 pub fn parse_bytes(text: &str) -> Option<usize> {
@@ -397,6 +432,50 @@ mod tests {
         let tls = resolve_args(&["--certfile", "c.pem", "--http-protocols", "h1"]).unwrap();
         assert_eq!(tls.tls.as_ref().map(|t| t.client_auth), Some(ClientAuth::None));
         assert!(!tls.protocols(true).h2, "an explicit --http-protocols applies to TLS too");
+    }
+
+    fn env_of(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |key| vars.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn the_cache_dir_is_never_a_shared_temp_dir() {
+        let dir = |vars, root| default_cache_dir(&env_of(vars), root).map_err(|e| e.0);
+        assert_eq!(dir(&[("HOME", "/home/a"), ("XDG_CACHE_HOME", "/x")], false), Ok("/x/rustcorn".into()));
+        assert_eq!(dir(&[("HOME", "/home/a")], false), Ok("/home/a/.cache/rustcorn".into()));
+        assert_eq!(dir(&[("HOME", "relative")], true), Ok(ROOT_CACHE_DIR.into()));
+        assert_eq!(dir(&[], true), Ok(ROOT_CACHE_DIR.into()));
+        let e = dir(&[], false).unwrap_err();
+        assert!(e.contains("--cache-dir") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn extreme_timeouts_and_jitter_are_rejected_at_validation() {
+        use clap::Parser;
+        let settings = |extra: &[&str]| {
+            let mut argv = vec!["rustcorn", "serve", "app.wasm", "--cache-dir", "/c", "-w", "1"];
+            argv.extend_from_slice(extra);
+            let crate::config::cli::Command::Serve(args) =
+                crate::config::cli::Cli::try_parse_from(argv).unwrap().command
+            else {
+                unreachable!("parsed a serve command line")
+            };
+            Settings::resolve(&args, &env_of(&[])).map(|_| ()).map_err(|e| e.0)
+        };
+        assert_eq!(settings(&["--max-requests", "10", "--max-requests-jitter", "5"]), Ok(()));
+        let max = u64::MAX.to_string();
+        for (flag, value) in [
+            ("--max-requests-jitter", max.as_str()),
+            ("--max-requests", max.as_str()),
+            ("--timeout", max.as_str()),
+            ("--graceful-timeout", max.as_str()),
+            ("--keep-alive", "604801"),
+            ("--max-request-time", max.as_str()),
+        ] {
+            let e = settings(&[flag, value]).unwrap_err();
+            assert!(e.starts_with(&format!("{flag} must be between 0 and")), "{e}");
+        }
+        assert_eq!(settings(&["--timeout", "604800", "--graceful-timeout", "604800"]), Ok(()));
     }
 
     #[test]

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
-use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// Exit status of a worker that could not start (the arbiter does not respawn it in a loop).
@@ -82,11 +81,8 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerLis
     });
     let pool = PoolSizing { instance_slots: settings.instance_slots, max_memory: settings.max_memory };
     let engine = engine::engine(Some(pool), false).context("cannot create the wasmtime engine")?;
-    // SAFETY: the arbiter's compiler child produced (or validated) this file for this engine
-    // configuration; wasmtime checks its compatibility header before use.
-    let component = unsafe { Component::deserialize_file(&engine, &spec.app.compiled) }
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("cannot load {}", spec.app.compiled.display()))?;
+    // The file the arbiter opened and digest-checked, inherited open: no path is re-opened.
+    let component = spec.app.load(&engine)?;
     let linker = engine::linker(&engine)?;
     let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
     let access_log = match &settings.access_log {
@@ -99,6 +95,13 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerLis
     // Sockets, the compiled app and the logs are open: drop privileges before any thread starts
     // and before the first request.
     if let Some(credentials) = spec.credentials {
+        // Our unix socket files belong to the workers' identity (idempotent across workers).
+        crate::sys::binds::chown_unix_sockets(
+            &spec.listeners,
+            &settings.binds,
+            credentials.uid.as_raw(),
+            credentials.gid.as_raw(),
+        )?;
         crate::sys::privileges::drop_to(credentials).with_context(|| format!("cannot switch to {credentials}"))?;
     }
     crate::guest::clock::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
