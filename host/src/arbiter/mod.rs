@@ -5,9 +5,12 @@
 pub mod reload_watch;
 pub mod upgrade;
 
+use crate::admin::server::AdminServer;
+use crate::admin::{ArbiterView, RestartCounts};
 use crate::app::prepare::{self as app, PreparedApp};
 use crate::config::cli::ServeArgs;
 use crate::config::settings::Settings;
+use crate::metrics::arena::{Arena, SlotId};
 use crate::sys::binds::{self, Listener};
 use crate::sys::heartbeat::{monotonic_ms, Heartbeat, WorkerReport};
 use crate::sys::signals::SignalPipe;
@@ -63,6 +66,10 @@ struct WorkerHandle {
     spawned_at: Instant,
     phase: WorkerPhase,
     ever_ready: bool,
+    /// Its metrics slot, folded into the totals at reap.
+    slot: Option<SlotId>,
+    /// Why the arbiter asked it to go, for `rustcorn_worker_restarts_total` (None: not replaced).
+    retire_reason: Option<&'static str>,
 }
 
 impl WorkerHandle {
@@ -109,6 +116,10 @@ pub struct Arbiter {
     socket_files: Vec<PathBuf>,
     /// The listeners come from our own `--bind`s (not an upgrade or systemd), in their order.
     binds_are_ours: bool,
+    /// `--admin-bind`: the metrics arena shared with workers, and the admin listener.
+    metrics: Option<Arena>,
+    admin: Option<AdminServer>,
+    restarts: RestartCounts,
 }
 
 impl Arbiter {
@@ -127,6 +138,7 @@ impl Arbiter {
         // Sockets we bound from --bind ourselves can be re-bound on HUP; inherited ones cannot.
         let binds_are_ours = !upgraded && std::env::var_os("LISTEN_FDS").is_none();
         let (listeners, socket_files) = open_listeners(&settings, &args)?;
+        let (metrics, admin) = open_admin(&settings, upgraded)?;
         let ready_pipe = if args.ops.daemon && !upgraded {
             if settings.error_log == crate::log::LogTarget::Stderr {
                 log_warning!(
@@ -192,6 +204,9 @@ impl Arbiter {
             pid_file,
             socket_files,
             binds_are_ours,
+            metrics,
+            admin,
+            restarts: RestartCounts::default(),
         })
     }
 
@@ -210,6 +225,8 @@ impl Arbiter {
             for signal in self.signals.take() {
                 self.on_signal(signal);
             }
+            // After the signals: a TERM that arrived before an admin request is seen by it.
+            self.serve_admin();
         }
         self.cleanup();
         log_info!("Shutting down: Master");
@@ -221,10 +238,42 @@ impl Arbiter {
         if self.next_spawn_at > Instant::now() {
             timeout = timeout.min(self.next_spawn_at - Instant::now());
         }
-        let mut fds = [nix::poll::PollFd::new(self.signals.fd(), nix::poll::PollFlags::POLLIN)];
+        let mut fds = vec![nix::poll::PollFd::new(self.signals.fd(), nix::poll::PollFlags::POLLIN)];
+        if let Some(admin) = &self.admin {
+            fds.extend(admin.poll_fds());
+        }
         let ms =
             nix::poll::PollTimeout::try_from(timeout.as_millis().max(1) as i32).unwrap_or(nix::poll::PollTimeout::NONE);
         let _ = nix::poll::poll(&mut fds, ms);
+    }
+
+    /// Answers whatever the admin endpoint has ready, without blocking.
+    fn serve_admin(&mut self) {
+        let Some(mut admin) = self.admin.take() else { return };
+        admin.service(Instant::now(), &mut |request| {
+            let view = self.admin_view();
+            crate::admin::routes::respond(&request.method, &request.path, request.accept.as_deref(), &view, |om| {
+                crate::admin::scrape(&view, self.metrics.as_ref(), &self.listeners, om)
+            })
+        });
+        self.admin = Some(admin);
+    }
+
+    /// What the admin endpoint reports about the workers.
+    fn admin_view(&self) -> ArbiterView {
+        ArbiterView {
+            draining: self.lifecycle == Lifecycle::Draining,
+            generation: self.generation,
+            ready_workers: self.workers.iter().filter(|w| w.phase == WorkerPhase::Serving).count(),
+            workers_by_state: crate::admin::count_states(self.workers.iter().map(|w| match w.phase {
+                WorkerPhase::Booting => "booting",
+                WorkerPhase::Serving => "ready",
+                WorkerPhase::Retiring(_) => "retiring",
+                WorkerPhase::Stopping(_) | WorkerPhase::Killed => "stopping",
+            })),
+            restarts_by_reason: self.restarts.by_reason(),
+            worker_pids: self.workers.iter().map(|w| w.pid.as_raw()).collect(),
+        }
     }
 
     fn set_lifecycle(&mut self, lifecycle: Lifecycle) {
@@ -387,6 +436,9 @@ impl Arbiter {
                 return;
             }
         }
+        if settings.admin_bind != self.settings.admin_bind {
+            log_warning!("reload: --admin-bind changes take effect at the next restart");
+        }
         self.reload_in_progress = true;
         self.target_workers = settings.workers;
         self.settings = Arc::new(settings);
@@ -516,8 +568,21 @@ impl Arbiter {
                 continue;
             };
             let worker = self.workers.swap_remove(index);
+            if let (Some(arena), Some(slot)) = (self.metrics.as_mut(), worker.slot) {
+                arena.release(slot);
+            }
             let expected =
                 matches!(worker.phase, WorkerPhase::Retiring(_) | WorkerPhase::Stopping(_) | WorkerPhase::Killed);
+            if self.lifecycle != Lifecycle::Draining {
+                let reason = match (expected, signal) {
+                    (true, _) => worker.retire_reason,
+                    (false, Some(_)) => Some("crash"),
+                    (false, None) => Some("exit"),
+                };
+                if let Some(reason) = reason {
+                    self.restarts.count(reason);
+                }
+            }
             match (code, signal) {
                 (Some(0), _) if expected => log_info!("Worker exiting (pid: {pid})"),
                 (Some(code), _) => log_error!("Worker (pid:{pid}) exited with code {code}"),
@@ -598,6 +663,7 @@ impl Arbiter {
                         log_critical!("WORKER TIMEOUT (pid:{}): no heartbeat for {} ms", worker.pid, silence);
                         let _ = kill(worker.pid, Signal::SIGABRT);
                         worker.phase = WorkerPhase::Stopping(now);
+                        worker.retire_reason = Some("watchdog");
                         continue;
                     }
                 }
@@ -668,7 +734,9 @@ impl Arbiter {
                         || worker.heartbeat.read_report() == WorkerReport::WantsRetirement);
                 if replaceable {
                     log_info!("retiring worker {} (generation {})", worker.pid, worker.generation);
+                    let reason = if worker.generation != generation { "reload" } else { "max_requests" };
                     self.retire(index, now);
+                    self.workers[index].retire_reason = Some(reason);
                 }
             }
             if self.lifecycle == Lifecycle::Booting && self.target_workers > 0 {
@@ -710,6 +778,17 @@ impl Arbiter {
             n => n + jitter(self.settings.max_requests_jitter),
         };
         let arbiter_pid = nix::unistd::getpid();
+        let slot = self.metrics.as_mut().and_then(|arena| {
+            let slot = arena.claim();
+            if slot.is_none() {
+                log_warning!("no free metrics slot: this worker's requests will not be counted");
+            }
+            slot
+        });
+        let recorder = match (&self.metrics, slot) {
+            (Some(arena), Some(slot)) => crate::metrics::Recorder::new(arena.worker_slot(slot)),
+            _ => crate::metrics::Recorder::disabled(),
+        };
         // SAFETY: the arbiter is single-threaded (no runtime, no wasmtime threads), so the child
         // starts from a consistent copy; it builds its own runtime and engine.
         match unsafe { nix::unistd::fork() }.context("fork failed")? {
@@ -717,6 +796,8 @@ impl Arbiter {
                 crate::sys::signals::reset_in_child();
                 // Only the arbiter may tell the foreground process it is ready.
                 drop(self.ready_pipe.take());
+                // Nor serve the admin endpoint: close its sockets in the worker.
+                drop(self.admin.take());
                 let code = worker::run(WorkerSpec {
                     settings: self.settings.clone(),
                     app: &self.app,
@@ -725,6 +806,7 @@ impl Arbiter {
                     arbiter_pid,
                     max_requests,
                     credentials: self.credentials,
+                    metrics: recorder,
                 });
                 std::process::exit(code);
             }
@@ -737,6 +819,8 @@ impl Arbiter {
                     spawned_at: Instant::now(),
                     phase: WorkerPhase::Booting,
                     ever_ready: false,
+                    slot,
+                    retire_reason: None,
                 });
                 Ok(())
             }
@@ -744,6 +828,9 @@ impl Arbiter {
     }
 
     fn cleanup(&mut self) {
+        if let Some(path) = self.admin.as_ref().and_then(|admin| admin.socket_file()) {
+            let _ = std::fs::remove_file(path);
+        }
         // Another arbiter of an upgrade still serves on our unix sockets: leave their files.
         if self.new_arbiter.is_none() && self.old_arbiter.is_none() {
             for path in &self.socket_files {
@@ -788,6 +875,27 @@ fn open_listeners(settings: &Settings, args: &ServeArgs) -> Result<(Vec<Listener
         log_info!("--reuse-port: each worker listens on its own socket for the TCP binds");
     }
     Ok((listeners, owned_files))
+}
+
+/// `--admin-bind`: the shared metrics arena (mapped before any fork) and the admin listener.
+/// An arbiter started by USR2 cannot take the address its predecessor still holds: it runs
+/// without the admin endpoint (a warning says so) rather than fail the upgrade.
+fn open_admin(settings: &Settings, upgraded: bool) -> Result<(Option<Arena>, Option<AdminServer>)> {
+    let Some(spec) = &settings.admin_bind else {
+        return Ok((None, None));
+    };
+    let admin = match AdminServer::bind(spec) {
+        Ok(admin) => admin,
+        Err(e) if upgraded => {
+            log_warning!("upgrade: no admin endpoint in this arbiter: {e:#}");
+            return Ok((None, None));
+        }
+        Err(e) => return Err(e),
+    };
+    // Room for two generations side by side during a reload, plus TTIN headroom.
+    let arena = Arena::create((settings.workers * 4).max(64))?;
+    log_info!("Admin endpoint at: {} (/metrics, /livez, /readyz)", admin.address());
+    Ok((Some(arena), Some(admin)))
 }
 
 /// A value in 0..=max, different per worker.
