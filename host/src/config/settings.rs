@@ -201,7 +201,8 @@ impl Settings {
             .as_deref()
             .map(|b| BindSpec::parse(b).map_err(|e| bad(format!("--admin-bind {b}: {e}"))))
             .transpose()?;
-        if admin_bind.is_some() && admin_bind.as_ref().is_some_and(|a| binds.contains(a)) {
+        let ephemeral = |spec: &BindSpec| matches!(spec, BindSpec::Tcp(text) if text.ends_with(":0"));
+        if admin_bind.as_ref().is_some_and(|a| !ephemeral(a) && binds.contains(a)) {
             return Err(bad("--admin-bind must differ from every --bind (the admin endpoint is not the app's port)"));
         }
         let max_queue_time = match args.max_queue_time {
