@@ -9,6 +9,7 @@ mod config;
 mod faults;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod ops_signals;
 mod serving;
 mod startup;
