@@ -198,3 +198,26 @@ fn listen_queue_depth_rises_while_workers_are_stopped() {
     drop(queued);
     assert_eq!(server.get("/").status, 200);
 }
+
+#[test]
+fn access_log_shows_queue_time_instantiation_time_and_peak_guest_memory() {
+    let server = ServerCommand::new(&guest("faults"))
+        .args(["-w", "1", "--access-logfile", "-"])
+        .args(["--access-logformat", "ACCESS %(U)s q=%(queue_us)s i=%(instantiate_us)s m=%(peak_memory)s"])
+        .start();
+    let stamp = stamp(Duration::from_millis(250));
+    assert_eq!(http(&server.addr, "GET", "/ok", &[("X-Request-Start", &stamp)], b"").unwrap().status, 200);
+    let line = server.log.wait_for(&["ACCESS /ok"], WAIT);
+    let field = |name: &str| -> u64 {
+        let value = line.split(&format!("{name}=")).nth(1).unwrap().split(' ').next().unwrap();
+        value.parse().unwrap_or_else(|_| panic!("{name} in {line:?}"))
+    };
+    assert!((250_000..60_000_000).contains(&field("q")), "{line}");
+    assert!(field("i") > 0, "{line}");
+    // A component's linear memory comes in 64 KiB pages.
+    assert!(field("m") >= 65_536 && field("m") % 65_536 == 0, "{line}");
+    // Unstamped: no queue time.
+    assert_eq!(server.get("/ok").status, 200);
+    let line = server.log.wait_for_nth(&["ACCESS /ok"], 2, WAIT);
+    assert!(line.contains("q=- "), "{line}");
+}
