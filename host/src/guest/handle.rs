@@ -357,7 +357,12 @@ fn failure_response(
             (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
         }
     };
-    error_response(status, text, record)
+    let mut response = error_response(status, text, record);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // Every instance slot is busy: a moment later one is likely free.
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// A guest error in one line: the trap kind or the error chain, without the backtrace.
