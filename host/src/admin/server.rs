@@ -3,7 +3,7 @@
 //! deadline; one request per connection, then close.
 use super::routes::AdminResponse;
 use crate::sys::binds::{self, BindSpec, Listener};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use nix::poll::{PollFd, PollFlags};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -66,7 +66,11 @@ impl AdminServer {
     /// Binds `--admin-bind` (any `--bind` syntax).
     pub fn bind(spec: &BindSpec) -> Result<AdminServer> {
         let listener = binds::bind_all(std::slice::from_ref(spec), 64, false)
-            .with_context(|| format!("--admin-bind {spec:?}"))?
+            .map_err(|e| {
+                // The bind error names `--bind`; this one is the admin listener's.
+                let message = format!("{e:#}");
+                anyhow::anyhow!("--admin-bind: {}", message.strip_prefix("--bind ").unwrap_or(&message))
+            })?
             .remove(0);
         match &listener {
             Listener::Tcp(l) => l.set_nonblocking(true)?,
