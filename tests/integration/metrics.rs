@@ -221,3 +221,18 @@ fn access_log_shows_queue_time_instantiation_time_and_peak_guest_memory() {
     let line = server.log.wait_for_nth(&["ACCESS /ok"], 2, WAIT);
     assert!(line.contains("q=- "), "{line}");
 }
+
+#[test]
+fn readyz_stays_200_through_a_hup() {
+    let (server, admin) = start("hello", &["-w", "1"]);
+    assert_eq!(status(&admin, "/readyz"), 200);
+    server.signal(libc::SIGHUP);
+    let mut answers = Vec::new();
+    // The new generation boots while the old one serves: ready all along.
+    wait_until("the old generation is retired", WAIT, || {
+        answers.push(status(&admin, "/readyz"));
+        sample(&scrape(&admin), r#"rustcorn_worker_restarts_total{reason="reload"}"#) == 1.0
+    });
+    assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    assert_eq!(sample(&scrape(&admin), "rustcorn_generation"), 2.0);
+}
