@@ -11,6 +11,7 @@ mod faults;
 mod hygiene;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod ops_signals;
 mod outbound;
 mod serving;

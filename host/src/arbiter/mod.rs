@@ -2,6 +2,7 @@
 //! OS reports (signals in delivery order, exited children, heartbeat pages, the reload compiler's
 //! answer) into events, and carries out the actions the supervisor returns (fork, kill, log,
 //! notify). Single-threaded, with no tokio runtime and no wasmtime state, so every fork is safe.
+mod admin;
 pub mod generation;
 pub mod lifecycle;
 pub mod readiness;
@@ -18,7 +19,7 @@ use crate::config::settings::Settings;
 use crate::sys::heartbeat::{Heartbeat, WorkerReport};
 use crate::sys::signals::SignalPipe;
 use crate::sys::{daemon, pidfile, privileges, sd_notify};
-use crate::{log_error, log_info};
+use crate::{log_error, log_info, log_warning};
 use generation::{Payload, ProcessSettings};
 use lifecycle::{Generation, Timing, Upgrade};
 use nix::sys::signal::{kill, Signal};
@@ -54,6 +55,11 @@ pub struct Arbiter {
     /// The sockets come from `--bind` (ours or an upgrade's), so a HUP may re-bind them.
     rebindable: bool,
     status: StatusPublisher,
+    /// `--admin-bind`: the metrics arena shared with the workers, and the admin listener.
+    metrics: Option<crate::metrics::arena::Arena>,
+    admin: Option<crate::admin::server::AdminServer>,
+    /// Each live worker's metrics slot, by pid.
+    metric_slots: HashMap<i32, crate::metrics::arena::SlotId>,
 }
 
 /// Settings known before the arbiter starts.
@@ -83,6 +89,8 @@ impl Arbiter {
             for signal in self.signals.take() {
                 self.on_signal(signal);
             }
+            // After the signals: a TERM that arrived before an admin request is seen by it.
+            self.serve_admin();
         }
         self.cleanup();
         log_info!("Shutting down: Master");
@@ -213,6 +221,9 @@ impl Arbiter {
         let prepared = answer.and_then(|app| pending.finish(app, &self.supervisor.current.payload, self.rebindable));
         match prepared {
             Ok(payload) => {
+                if payload.settings.admin_bind != self.supervisor.current.payload.settings.admin_bind {
+                    log_warning!("reload: --admin-bind changes take effect at the next restart");
+                }
                 let (target, timing) = (payload.settings.workers, timing_of(&payload.settings));
                 self.dispatch(Event::ReloadPrepared(payload, target, timing));
                 self.apply_current_process_settings();
@@ -268,6 +279,7 @@ impl Arbiter {
                 Ok(_) => continue,
             };
             self.heartbeats.remove(&pid.as_raw());
+            self.release_metrics_slot(pid.as_raw());
             self.dispatch(Event::Exited { pid: pid.as_raw(), exit });
         }
     }
@@ -294,12 +306,18 @@ impl Arbiter {
         if let Some(pending) = &self.pending_reload {
             fds.push(nix::poll::PollFd::new(pending.fd(), nix::poll::PollFlags::POLLIN));
         }
+        if let Some(admin) = &self.admin {
+            fds.extend(admin.poll_fds());
+        }
         let ms =
             nix::poll::PollTimeout::try_from(timeout.as_millis().max(1) as i32).unwrap_or(nix::poll::PollTimeout::NONE);
         let _ = nix::poll::poll(&mut fds, ms);
     }
 
     fn cleanup(&mut self) {
+        if let Some(path) = self.admin.as_ref().and_then(|admin| admin.socket_file()) {
+            let _ = std::fs::remove_file(path);
+        }
         if let Some(pending) = self.pending_reload.take() {
             let _ = kill(pending.compiler_pid(), Signal::SIGKILL);
         }

@@ -8,9 +8,10 @@ use anyhow::{Context, Result};
 impl Arbiter {
     /// Forks a worker of the current generation; returns its pid.
     pub(super) fn spawn_worker(&mut self) -> Result<i32> {
-        let generation = &self.supervisor.current;
-        let settings = generation.payload.settings.clone();
+        let settings = self.supervisor.current.payload.settings.clone();
         let heartbeat = Heartbeat::create(&settings.worker_tmp_dir)?;
+        let (slot, metrics) = self.claim_metrics_slot();
+        let generation = &self.supervisor.current;
         let max_requests = match settings.max_requests {
             0 => 0,
             n => n.saturating_add(jitter(settings.max_requests_jitter)),
@@ -23,6 +24,8 @@ impl Arbiter {
                 crate::sys::signals::reset_in_child();
                 // Only the arbiter may tell the foreground process it is ready.
                 drop(self.ready_pipe.take());
+                // Nor serve the admin endpoint: close its sockets in the worker.
+                drop(self.admin.take());
                 let code = worker::run(WorkerSpec {
                     settings,
                     app: &generation.payload.app,
@@ -31,12 +34,16 @@ impl Arbiter {
                     arbiter_pid,
                     max_requests,
                     credentials: self.credentials,
+                    metrics,
                 });
                 std::process::exit(code);
             }
             nix::unistd::ForkResult::Parent { child } => {
                 log_info!("Booting worker with pid: {child}");
                 self.heartbeats.insert(child.as_raw(), heartbeat);
+                if let Some(slot) = slot {
+                    self.metric_slots.insert(child.as_raw(), slot);
+                }
                 Ok(child.as_raw())
             }
         }

@@ -32,6 +32,7 @@ impl Arbiter {
         let credentials = privileges::resolve(args.ops.user.as_deref(), args.ops.group.as_deref())?;
         let app = app::prepare(&settings.app, &settings.cache_dir)?;
         log_info!("app {} (compiled code sha256 {})", settings.app.display(), app.sha256);
+        let (metrics, admin) = super::admin::open(&settings, upgraded)?;
         let sockets = sockets::open(&settings, args.ops.reuse_port, !args.bind.is_empty())?;
         let ready_pipe = if args.ops.daemon && !upgraded {
             if settings.error_log == crate::log::LogTarget::Stderr {
@@ -95,6 +96,9 @@ impl Arbiter {
             reload_watch,
             rebindable: sockets.rebindable,
             status: StatusPublisher::default(),
+            metrics,
+            admin,
+            metric_slots: HashMap::new(),
         })
     }
 }

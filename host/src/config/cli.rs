@@ -202,6 +202,21 @@ pub struct ServeArgs {
     #[arg(short = 'n', long = "name", value_name = "STRING")]
     pub name: Option<String>,
 
+    /// Serve /metrics (Prometheus), /livez and /readyz at this address (any --bind syntax),
+    /// from the arbiter; never reaches the app. [default: off]
+    #[arg(long = "admin-bind", value_name = "ADDRESS")]
+    pub admin_bind: Option<String>,
+
+    /// Answer 503 at once, without running the app, to a request that waited longer than SECS
+    /// (fractions allowed) since a trusted proxy stamped X-Request-Start. [default: off]
+    #[arg(long = "max-queue-time", value_name = "SECS")]
+    pub max_queue_time: Option<f64>,
+
+    /// Proxies trusted to stamp X-Request-Start: comma-separated IPs or CIDR networks, or `*`.
+    /// Peers on unix sockets are trusted.
+    #[arg(long = "forwarded-allow-ips", value_name = "IPS", default_value = crate::metrics::queue_time::DEFAULT_FORWARDED_ALLOW_IPS)]
+    pub forwarded_allow_ips: String,
+
     #[command(flatten)]
     pub ops: OpsArgs,
 
@@ -295,8 +310,6 @@ pub struct GunicornOnlyFlags {
     pub capture_output: bool,
     #[arg(long = "enable-stdio-inheritance", alias = "R", hide = true)]
     pub enable_stdio_inheritance: bool,
-    #[arg(long = "forwarded-allow-ips", value_name = "IPS", hide = true)]
-    pub forwarded_allow_ips: Option<String>,
     #[arg(long = "proxy-allow-from", value_name = "IPS", hide = true)]
     pub proxy_allow_from: Option<String>,
     #[arg(long = "statsd-host", value_name = "HOST", hide = true)]
@@ -322,13 +335,12 @@ impl GunicornOnlyFlags {
     /// The flags given on this command line that rustcorn ignores, by name.
     pub fn given(&self) -> Vec<&'static str> {
         let mut given = Vec::new();
-        let options: [(&'static str, bool); 15] = [
+        let options: [(&'static str, bool); 14] = [
             ("--worker-class", self.worker_class.is_some()),
             ("--preload", self.preload),
             ("--no-sendfile", self.no_sendfile),
             ("--capture-output", self.capture_output),
             ("--enable-stdio-inheritance", self.enable_stdio_inheritance),
-            ("--forwarded-allow-ips", self.forwarded_allow_ips.is_some()),
             ("--proxy-allow-from", self.proxy_allow_from.is_some()),
             ("--statsd-host", self.statsd_host.is_some()),
             ("--statsd-prefix", self.statsd_prefix.is_some()),

@@ -82,6 +82,10 @@ pub struct Settings {
     pub http_protocols: Option<HttpProtocols>,
     /// `--handshake-timeout`.
     pub handshake_timeout: Duration,
+    /// `--admin-bind`: where the arbiter serves /metrics, /livez and /readyz.
+    pub admin_bind: Option<BindSpec>,
+    /// `--max-queue-time` and `--forwarded-allow-ips`.
+    pub queue: crate::metrics::queue_time::QueuePolicy,
 }
 
 /// Watchdog timeout used when `--timeout 0` disables the request deadline.
@@ -241,6 +245,27 @@ impl Settings {
             None => default_cache_dir(env, nix::unistd::geteuid().is_root())?,
         };
 
+        let admin_bind = args
+            .admin_bind
+            .as_deref()
+            .map(|b| BindSpec::parse(b).map_err(|e| bad(format!("--admin-bind {b}: {e}"))))
+            .transpose()?;
+        let ephemeral = |spec: &BindSpec| matches!(spec, BindSpec::Tcp(text) if text.ends_with(":0"));
+        if admin_bind.as_ref().is_some_and(|a| !ephemeral(a) && binds.contains(a)) {
+            return Err(bad("--admin-bind must differ from every --bind (the admin endpoint is not the app's port)"));
+        }
+        let max_queue_time = match args.max_queue_time {
+            None => None,
+            Some(secs) if secs.is_finite() && secs > 0.0 && secs < 86_400.0 => Some(Duration::from_secs_f64(secs)),
+            Some(secs) => {
+                return Err(bad(format!(
+                    "--max-queue-time must be a number of seconds above 0 (got {secs}); omit it to turn shedding off"
+                )))
+            }
+        };
+        let trusted = crate::metrics::queue_time::TrustedProxies::parse(&args.forwarded_allow_ips)
+            .map_err(|e| bad(format!("--forwarded-allow-ips: {e}")))?;
+
         Ok(Settings {
             app: args.app.clone(),
             binds,
@@ -279,6 +304,8 @@ impl Settings {
             name: args.name.clone().unwrap_or_else(|| {
                 args.app.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into())
             }),
+            admin_bind,
+            queue: crate::metrics::queue_time::QueuePolicy { trusted, max: max_queue_time },
         })
     }
 }

@@ -33,6 +33,12 @@ impl GuestState {
         self.stderr.set_request(request_id.clone());
     }
 
+    /// Reports this request's linear memory (as it grows) into `figures`.
+    pub fn track_memory(&mut self, figures: Arc<crate::metrics::RequestFigures>) {
+        figures.set_memory(self.limiter.granted_bytes);
+        self.limiter.figures = Some(figures);
+    }
+
     /// True when the guest asked for more linear memory than `--max-memory` allows.
     pub fn memory_denied(&self) -> bool {
         self.limiter.denied
@@ -71,6 +77,8 @@ struct MemoryLimiter {
     max_bytes: usize,
     granted_bytes: usize,
     denied: bool,
+    /// The current request's figures (peak linear memory for the access log).
+    figures: Option<Arc<crate::metrics::RequestFigures>>,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
@@ -81,6 +89,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             return Ok(false);
         }
         self.granted_bytes = total;
+        if let Some(figures) = &self.figures {
+            figures.set_memory(total);
+        }
         Ok(true)
     }
 
@@ -96,6 +107,7 @@ pub fn new_store(
     settings: &Settings,
     request_id: &Arc<str>,
     clock: Arc<RequestClock>,
+    metrics: crate::metrics::Recorder,
 ) -> anyhow::Result<Store<GuestState>> {
     let stdout = GuestOutput::new(request_id.clone(), "stdout");
     let stderr = GuestOutput::new(request_id.clone(), "stderr");
@@ -107,9 +119,9 @@ pub fn new_store(
     let state = GuestState {
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
-        outbound: OutboundHooks::new(settings.outbound.clone(), request_id.clone(), clock.clone()),
+        outbound: OutboundHooks::new(settings.outbound.clone(), request_id.clone(), clock.clone(), metrics),
         table: ResourceTable::new(),
-        limiter: MemoryLimiter { max_bytes: settings.max_memory, granted_bytes: 0, denied: false },
+        limiter: MemoryLimiter { max_bytes: settings.max_memory, granted_bytes: 0, denied: false, figures: None },
         clock,
         stdout,
         stderr,

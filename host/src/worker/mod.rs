@@ -39,6 +39,8 @@ pub struct WorkerSpec<'a> {
     pub max_requests: u64,
     /// `--user`/`--group`: who the worker becomes once it has opened what it needs.
     pub credentials: Option<crate::sys::privileges::Credentials>,
+    /// Where this worker records its metrics (its slot of the arbiter's shared arena).
+    pub metrics: crate::metrics::Recorder,
 }
 
 /// Runs a worker to completion and returns its exit status.
@@ -105,7 +107,9 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerLis
         crate::sys::privileges::drop_to(credentials).with_context(|| format!("cannot switch to {credentials}"))?;
     }
     crate::guest::clock::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
-    let app = AppRuntime::new(pre, settings.clone(), access_log).with_max_requests(spec.max_requests);
+    let app = AppRuntime::new(pre, settings.clone(), access_log)
+        .with_max_requests(spec.max_requests)
+        .with_metrics(spec.metrics);
     Ok((Arc::new(app), listeners, setup))
 }
 

@@ -8,6 +8,8 @@ mod send;
 pub mod target;
 
 use crate::guest::clock::RequestClock;
+use crate::metrics::labels::OutboundResult;
+use crate::metrics::Recorder;
 use policy::AllowList;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -71,12 +73,19 @@ pub struct OutboundHooks {
     clock: Arc<RequestClock>,
     /// Outbound requests this instance has in flight.
     in_flight: Arc<Gauge>,
+    /// `rustcorn_outbound_requests_total`.
+    metrics: Recorder,
 }
 
 impl OutboundHooks {
-    pub fn new(outbound: Arc<Outbound>, request_id: Arc<str>, clock: Arc<RequestClock>) -> OutboundHooks {
+    pub fn new(
+        outbound: Arc<Outbound>,
+        request_id: Arc<str>,
+        clock: Arc<RequestClock>,
+        metrics: Recorder,
+    ) -> OutboundHooks {
         let in_flight = Gauge::new(outbound.settings.max_concurrency);
-        OutboundHooks { outbound, request_id, clock, in_flight }
+        OutboundHooks { outbound, request_id, clock, in_flight, metrics }
     }
 
     /// A kept instance starts its next request (--instance-reuse).
@@ -102,12 +111,28 @@ impl WasiHttpHooks for OutboundHooks {
             clock: self.clock.clone(),
             in_flight: self.in_flight.clone(),
         };
+        let metrics = self.metrics;
         match send::admit(&attempt, &request) {
-            Ok((target, permits)) => {
-                Box::new(send::send(attempt, target, permits, request, options.unwrap_or_default()))
+            Ok((target, permits)) => Box::new(async move {
+                let result = send::send(attempt, target, permits, request, options.unwrap_or_default()).await;
+                metrics.outbound(result_label(result.as_ref().err()));
+                result
+            }),
+            Err(error) => {
+                metrics.outbound(result_label(Some(&error)));
+                Box::new(std::future::ready(Err(error)))
             }
-            Err(error) => Box::new(std::future::ready(Err(error))),
         }
+    }
+}
+
+/// The `result` label of an outgoing request: refused by the allow-list or the address check,
+/// failed otherwise, or answered.
+fn result_label(error: Option<&Error>) -> OutboundResult {
+    match error {
+        None => OutboundResult::Ok,
+        Some(Error::HttpRequestDenied | Error::DestinationIpProhibited) => OutboundResult::Denied,
+        Some(_) => OutboundResult::Error,
     }
 }
 
