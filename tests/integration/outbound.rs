@@ -298,3 +298,25 @@ fn https_to_a_target_that_speaks_no_tls_fails_cleanly() {
     assert_eq!(fetch(&server, &target.authority()), "error ErrorCode::HttpRequestDenied\n");
     assert_eq!(server.worker_pids(), worker, "the worker serves on");
 }
+
+#[test]
+fn outbound_results_are_counted_in_the_metrics() {
+    let allowed = TargetServer::start(Behaviour::Answer);
+    let pattern = format!("http://{}", allowed.authority());
+    let server =
+        Server::start(&guest("outbound"), &["-w", "1", "--allow-outbound", &pattern, "--admin-bind", "127.0.0.1:0"]);
+    let line = server.log.wait_for(&["Admin endpoint at: http://"], WAIT);
+    let admin = line.split("Admin endpoint at: http://").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    assert_eq!(fetch(&server, &allowed.authority()), "status 200\ntarget");
+    for _ in 0..2 {
+        assert_eq!(fetch(&server, "example.invalid:80"), "error ErrorCode::HttpRequestDenied\n");
+    }
+    let metrics = http(&admin, "GET", "/metrics", &[], b"").unwrap().text();
+    let value = |result: &str| {
+        let series = format!("rustcorn_outbound_requests_total{{result=\"{result}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&series).map(|v| v.trim().to_string()))
+    };
+    assert_eq!(value("ok").as_deref(), Some("1"), "{metrics}");
+    assert_eq!(value("denied").as_deref(), Some("2"), "{metrics}");
+    assert_eq!(value("error").as_deref(), Some("0"), "{metrics}");
+}
