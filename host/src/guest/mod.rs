@@ -6,3 +6,4 @@ pub mod clock;
 pub mod handle;
 pub mod output;
 pub mod store;
+pub mod upload;

@@ -3,6 +3,7 @@
 //! so lines from several workers appending to the same file never interleave. Log files are
 //! reopened in place on USR1 (for logrotate).
 pub mod access;
+pub mod escape;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

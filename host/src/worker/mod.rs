@@ -3,6 +3,8 @@
 //! event loop, reopens its log files on USR1, drains on TERM and exits at once on INT/QUIT.
 pub mod accept;
 pub mod connection;
+pub mod guard;
+pub mod validate;
 
 use crate::app::engine::{self, PoolSizing};
 use crate::app::prepare::PreparedApp;
