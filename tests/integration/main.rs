@@ -6,6 +6,7 @@ mod support;
 mod bench_smoke;
 mod binds_ops;
 mod config;
+mod corpus;
 mod faults;
 mod lifecycle;
 mod logs;

@@ -151,7 +151,10 @@ impl Settings {
             ))
         })? as u64;
         if args.header_timeout > 3600 {
-            return Err(bad(format!("--header-timeout must be between 0 and 3600 seconds (got {})", args.header_timeout)));
+            return Err(bad(format!(
+                "--header-timeout must be between 0 and 3600 seconds (got {})",
+                args.header_timeout
+            )));
         }
 
         let access_log_format =

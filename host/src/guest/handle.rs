@@ -2,13 +2,13 @@
 //! under the request clock, and every guest outcome mapped to a response (200 from the guest,
 //! 500 for faults, 503 for no free instance slot, 504 for a guest cut off before its head).
 use crate::config::settings::Settings;
-use crate::guest::upload::UploadBody;
-use crate::log::escape::escaped;
-use crate::worker::validate::{check_request, Rejection};
 use crate::guest::body::{GuestOutcome, ResponseBody};
 use crate::guest::clock::{Expiry, RequestClock};
 use crate::guest::store::{new_store, GuestState};
+use crate::guest::upload::UploadBody;
 use crate::log::access::{AccessLog, AccessRecord};
+use crate::log::escape::escaped;
+use crate::worker::validate::{check_request, Rejection};
 use crate::{log_error, log_warning};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -75,6 +75,19 @@ impl AppRuntime {
     pub fn with_max_requests(mut self, max_requests: u64) -> AppRuntime {
         self.max_requests = max_requests;
         self
+    }
+
+    /// Refuses a request whose body broke the framing rules before its guest runs: 400, closed.
+    pub fn refuse<B>(
+        &self,
+        request: Request<B>,
+        conn: &ConnectionInfo,
+        reason: &'static str,
+    ) -> Response<ResponseBody> {
+        let record = self.access_log.as_ref().map(|log| AccessRecord::new(log.clone(), conn.remote.clone(), &request));
+        let rejection = Rejection { status: StatusCode::BAD_REQUEST, reason };
+        log_rejection(&conn.remote, &request, &rejection);
+        rejection_response(rejection, record)
     }
 
     /// Serves one request. Never fails: every outcome is a response.

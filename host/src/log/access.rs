@@ -374,10 +374,8 @@ mod tests {
         // "evil\n\"x" as a basic-auth user: base64 of `ev"il\n1.2.3.4 - root:pw`.
         let user = "ev\"il\n1.2.3.4 - root";
         let encoded = encode_base64_for_test(format!("{user}:pw").as_bytes());
-        let record = record(
-            &[("authorization", &format!("Basic {encoded}")), ("user-agent", "a\"b\\c\t")],
-            "/p%22ath?q=x",
-        );
+        let record =
+            record(&[("authorization", &format!("Basic {encoded}")), ("user-agent", "a\"b\\c\t")], "/p%22ath?q=x");
         let line = record.render(Duration::ZERO);
         std::mem::forget(record);
         assert_eq!(line.matches('\n').count(), 1, "{line}");

@@ -73,7 +73,9 @@ pub fn log_connection_error(peer: &str, error: &hyper::Error) {
     });
     if error.is_parse() || error.is_parse_too_large() || error.is_parse_status() {
         crate::log_warning!("{peer}: request refused by the HTTP layer: {reason}");
-    } else if io_cause.is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+    } else if io_cause
+        .is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::InvalidData))
+    {
         crate::log_warning!("{peer}: connection closed: {reason}");
     } else {
         crate::log_debug!("{peer}: connection closed with an error: {reason}");
@@ -102,7 +104,10 @@ where
         phase.head_received();
         let phase = phase.clone();
         async move {
-            let response = app.handle(request, &info).await;
+            let response = match phase.framing_error() {
+                Some(reason) => app.refuse(request, &info, reason),
+                None => app.handle(request, &info).await,
+            };
             Ok::<_, std::convert::Infallible>(response.map(|body| PhaseBody::new(body, phase)))
         }
     });

@@ -2,6 +2,7 @@
 //! within `--header-timeout` of its first byte (of the connection, for a first request), apart from
 //! the keep-alive idle time; and a response that makes no write progress for the request timeout
 //! (a client that stopped reading) fails the connection, which frees its `--worker-connections` slot.
+use crate::worker::framing::FramingCheck;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,11 +19,23 @@ pub struct HeadPhase {
     awaiting: AtomicBool,
     /// Heads parsed so far on this connection.
     heads: AtomicU64,
+    /// Set when the bytes after a head broke the framing rules (see `framing`).
+    framing_error: std::sync::Mutex<Option<&'static str>>,
 }
 
 impl HeadPhase {
     pub fn new() -> Arc<HeadPhase> {
-        Arc::new(HeadPhase { awaiting: AtomicBool::new(true), heads: AtomicU64::new(0) })
+        Arc::new(HeadPhase {
+            awaiting: AtomicBool::new(true),
+            heads: AtomicU64::new(0),
+            framing_error: Default::default(),
+        })
+    }
+
+    /// Why the body of the request whose head was just parsed is malformed, if it is: the
+    /// request is then refused before its guest runs.
+    pub fn framing_error(&self) -> Option<&'static str> {
+        *self.framing_error.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A request head was parsed: its body and response are not the header timeout's business.
@@ -35,6 +48,10 @@ impl HeadPhase {
     pub fn response_done(&self) {
         self.awaiting.store(true, Ordering::Relaxed);
     }
+}
+
+fn malformed(reason: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("malformed request: {reason}"))
 }
 
 /// Why the guard failed a connection (the error's text is logged with the peer).
@@ -54,14 +71,32 @@ pub struct GuardedIo<I> {
     write_stall: Option<Duration>,
     /// Running while a write is blocked.
     stall_deadline: Option<Pin<Box<Sleep>>>,
+    framing: FramingCheck,
+    /// The framing rule the client broke; no byte after it reaches hyper.
+    broken: Option<&'static str>,
 }
 
 impl<I> GuardedIo<I> {
-    pub fn new(inner: I, phase: Arc<HeadPhase>, header_timeout: Option<Duration>, write_stall: Option<Duration>) -> Self {
+    pub fn new(
+        inner: I,
+        phase: Arc<HeadPhase>,
+        header_timeout: Option<Duration>,
+        write_stall: Option<Duration>,
+    ) -> Self {
         // The first head is timed from the accept: a connection that never sends a byte is a
         // slowloris too.
         let head_deadline = header_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
-        GuardedIo { inner, phase, header_timeout, head_deadline, armed_for: 0, write_stall, stall_deadline: None }
+        GuardedIo {
+            inner,
+            phase,
+            header_timeout,
+            head_deadline,
+            armed_for: 0,
+            write_stall,
+            stall_deadline: None,
+            framing: FramingCheck::default(),
+            broken: None,
+        }
     }
 
     fn head_timeout_error(&self) -> io::Error {
@@ -95,8 +130,29 @@ impl<I: AsyncRead + Unpin> AsyncRead for GuardedIo<I> {
             this.head_deadline = None;
             this.armed_for = heads;
         }
+        if let Some(reason) = this.broken {
+            // Before the refused request's head reached the service, hold hyper here (the
+            // service answers 400 and closes); after, fail the connection (a running guest gets
+            // a body error).
+            return if awaiting { Poll::Pending } else { Poll::Ready(Err(malformed(reason))) };
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            if let Err(violation) = this.framing.feed(&buf.filled()[before..]) {
+                buf.set_filled(before + violation.offset);
+                this.broken = Some(violation.reason);
+                *this.phase.framing_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(violation.reason);
+                if !violation.after_head {
+                    // An oversized head: nothing for a service to answer; close.
+                    this.broken = None;
+                    return Poll::Ready(Err(malformed(violation.reason)));
+                }
+                if violation.offset == 0 {
+                    return if awaiting { Poll::Pending } else { Poll::Ready(Err(malformed(violation.reason))) };
+                }
+            }
+        }
         let Some(timeout) = this.header_timeout.filter(|_| awaiting) else { return polled };
         match polled {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
@@ -206,6 +262,7 @@ impl<B: http_body::Body + Unpin> http_body::Body for PhaseBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::worker::framing::FramingCheck;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test(start_paused = true)]

@@ -89,7 +89,10 @@ fn check_sizes<B>(request: &Request<B>, limits: &RequestLimits) -> Result<(), Re
         let too_big =
             request.headers().iter().any(|(name, value)| name.as_str().len() + 2 + value.len() > limits.field_size);
         if too_big {
-            return reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "a header field over --limit-request-field_size");
+            return reject(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "a header field over --limit-request-field_size",
+            );
         }
     }
     Ok(())
@@ -145,7 +148,9 @@ fn reg_name(host: &[u8]) -> bool {
     while i < host.len() {
         match host[i] {
             b'%' => {
-                if !(host.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit)) {
+                if !(host.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                {
                     return false;
                 }
                 i += 3;
@@ -184,7 +189,10 @@ mod tests {
         assert_eq!(status(&head("GET", "/", Version::HTTP_10, &[])), None);
         assert_eq!(status(&head("OPTIONS", "*", Version::HTTP_11, &[("host", "h")])), None);
         assert_eq!(status(&head("GET", "http://h/x", Version::HTTP_11, &[("host", "h")])), None);
-        assert_eq!(status(&head("POST", "/", Version::HTTP_11, &[("host", "[::1]:80"), ("expect", "100-Continue")])), None);
+        assert_eq!(
+            status(&head("POST", "/", Version::HTTP_11, &[("host", "[::1]:80"), ("expect", "100-Continue")])),
+            None
+        );
     }
 
     #[test]
@@ -206,7 +214,10 @@ mod tests {
         assert_eq!(status(&head("GET", "*", Version::HTTP_11, &[("host", "h")])), Some(400));
         assert_eq!(status(&head("GET", "ftp://h/", Version::HTTP_11, &[("host", "h")])), Some(400));
         assert_eq!(status(&head("GET", "/", Version::HTTP_11, &[("host", "h"), ("expect", "x")])), Some(417));
-        assert_eq!(status(&head("POST", "/", Version::HTTP_11, &[("host", "h"), ("content-length", "1001")])), Some(413));
+        assert_eq!(
+            status(&head("POST", "/", Version::HTTP_11, &[("host", "h"), ("content-length", "1001")])),
+            Some(413)
+        );
     }
 
     #[test]
