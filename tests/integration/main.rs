@@ -8,6 +8,7 @@ mod binds_ops;
 mod config;
 mod corpus;
 mod faults;
+mod hostile;
 mod lifecycle;
 mod logs;
 mod ops_signals;

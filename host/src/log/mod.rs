@@ -104,12 +104,13 @@ impl LogSink {
         Ok(())
     }
 
-    /// Whether a line of up to PIPE_BUF bytes can be written without blocking (always for files).
+    /// Whether a line of up to PIPE_BUF bytes can be written without blocking: always for a
+    /// regular file; for a pipe (stderr, or a FIFO given as the log file) when it has room.
     fn writable_now(&self) -> bool {
         use std::os::fd::{AsFd, BorrowedFd};
         let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
         let fd: BorrowedFd<'_> = match self {
-            LogSink::File(_) => return true,
+            LogSink::File(file) => file.as_fd(),
             LogSink::Stdout => stdout.as_fd(),
             LogSink::Stderr => stderr.as_fd(),
         };

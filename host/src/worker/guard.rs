@@ -262,7 +262,6 @@ impl<B: http_body::Body + Unpin> http_body::Body for PhaseBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::framing::FramingCheck;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test(start_paused = true)]

@@ -3,6 +3,7 @@
 //! event loop, reopens its log files on USR1, drains on TERM and exits at once on INT/QUIT.
 pub mod accept;
 pub mod connection;
+pub mod dry_run;
 pub mod framing;
 pub mod guard;
 pub mod validate;
