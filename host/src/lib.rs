@@ -23,3 +23,8 @@ mod metrics;
 mod sys;
 mod tls;
 mod worker;
+
+/// The request path up to where the guest would run, for the fuzz target in `fuzz/`.
+pub mod fuzzing {
+    pub use crate::worker::dry_run::{default_settings, exchange};
+}

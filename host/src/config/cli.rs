@@ -77,6 +77,11 @@ pub struct ServeArgs {
     #[arg(long = "keep-alive", value_name = "SECS", default_value_t = 75)]
     pub keep_alive: u64,
 
+    /// Seconds a client gets to send a complete request head, counted from its first byte (from
+    /// the accept for a connection's first request), apart from --keep-alive. 0 = no own limit.
+    #[arg(long = "header-timeout", value_name = "SECS", default_value_t = 10)]
+    pub header_timeout: u64,
+
     /// Recycle a worker after this many requests. 0 = never.
     #[arg(long = "max-requests", value_name = "INT", default_value_t = 0)]
     pub max_requests: u64,
@@ -101,6 +106,11 @@ pub struct ServeArgs {
         default_value_t = 8190
     )]
     pub limit_request_field_size: usize,
+
+    /// Largest request body in bytes (65536, 64K, 100M, 1G; 0 = unlimited): a larger declared
+    /// Content-Length gets 413 at once; a chunked body is cut off when it passes the limit.
+    #[arg(long = "limit-request-body", value_name = "BYTES", default_value = "100M")]
+    pub limit_request_body: String,
 
     /// Access log file, or '-' for stdout. No access log unless set.
     #[arg(long = "access-logfile", value_name = "FILE")]

@@ -58,6 +58,10 @@ pub struct Settings {
     pub max_requests: u64,
     pub max_requests_jitter: u64,
     pub limits: RequestLimits,
+    /// `--header-timeout`; None = only the keep-alive bound.
+    pub header_timeout: Option<Duration>,
+    /// `--limit-request-body` in bytes; 0 = unlimited.
+    pub body_limit: u64,
     pub access_log: Option<LogTarget>,
     pub access_log_format: AccessLogFormat,
     pub error_log: LogTarget,
@@ -183,6 +187,19 @@ impl Settings {
             return Err(bad(format!("--max-memory must be between 64K and 4G (got {})", args.max_memory)));
         }
 
+        let body_limit = parse_bytes(&args.limit_request_body).ok_or_else(|| {
+            bad(format!(
+                "--limit-request-body {:?}: expected a size such as 100M, 1G or 65536 (0 = unlimited)",
+                args.limit_request_body
+            ))
+        })? as u64;
+        if args.header_timeout > 3600 {
+            return Err(bad(format!(
+                "--header-timeout must be between 0 and 3600 seconds (got {})",
+                args.header_timeout
+            )));
+        }
+
         let access_log_format =
             AccessLogFormat::parse(args.access_logformat.as_deref().unwrap_or(crate::log::access::DEFAULT_FORMAT))
                 .map_err(|e| bad(format!("--access-logformat: {e}")))?;
@@ -285,6 +302,8 @@ impl Settings {
                 fields: args.limit_request_fields,
                 field_size: args.limit_request_field_size,
             },
+            header_timeout: seconds(args.header_timeout),
+            body_limit,
             access_log: args.access_logfile.as_deref().map(LogTarget::parse_stdout_default),
             access_log_format,
             error_log: LogTarget::parse_stderr_default(&args.error_logfile),

@@ -1,13 +1,16 @@
 //! The request path: one fresh Store and instance per request, the guest run on its own task
 //! under the request clock, and every guest outcome mapped to a response (200 from the guest,
 //! 500 for faults, 503 for no free instance slot, 504 for a guest cut off before its head).
-use crate::config::settings::{RequestLimits, Settings};
+use crate::config::settings::Settings;
 use crate::guest::body::{GuestOutcome, ResponseBody};
 use crate::guest::clock::{Expiry, RequestClock};
 use crate::guest::store::{new_store, GuestState};
+use crate::guest::upload::UploadBody;
 use crate::log::access::{AccessLog, AccessRecord};
+use crate::log::escape::escaped;
 use crate::metrics::labels::Outcome;
 use crate::metrics::{OutcomeLatch, Recorder, RequestFigures};
+use crate::worker::validate::{check_request, Rejection};
 use crate::{log_error, log_warning};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -96,6 +99,19 @@ impl AppRuntime {
         self
     }
 
+    /// Refuses a request whose body broke the framing rules before its guest runs: 400, closed.
+    pub fn refuse<B>(
+        &self,
+        request: Request<B>,
+        conn: &ConnectionInfo,
+        reason: &'static str,
+    ) -> Response<ResponseBody> {
+        let record = self.access_log.as_ref().map(|log| AccessRecord::new(log.clone(), conn.remote.clone(), &request));
+        let rejection = Rejection { status: StatusCode::BAD_REQUEST, reason };
+        log_rejection(&conn.remote, &request, &rejection);
+        rejection_response(rejection, record)
+    }
+
     /// Serves one request. Never fails: every outcome is a response. Counted in the metrics from
     /// here until its response body is done.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>, conn: &ConnectionInfo) -> Response<ResponseBody> {
@@ -118,6 +134,10 @@ impl AppRuntime {
             record.queue_time = queue_time;
             record.figures = Some(figures.clone());
         }
+        if let Err(rejection) = check_request(&request, &self.settings.limits, self.settings.body_limit) {
+            log_rejection(&conn.remote, &request, &rejection);
+            return rejection_response(rejection, record);
+        }
         if let Some(waited) = queue_time {
             self.metrics.queue_time(waited);
             if self.settings.queue.sheds(queue_time) {
@@ -127,9 +147,6 @@ impl AppRuntime {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return response;
             }
-        }
-        if let Some((status, text)) = check_limits(&request, &self.settings.limits) {
-            return error_response(status, text, record);
         }
         if request.uri().authority().is_none() && !request.headers().contains_key(header::HOST) {
             request.headers_mut().insert(header::HOST, conn.local_authority.clone());
@@ -143,6 +160,11 @@ impl AppRuntime {
         let summary = format!("{} {}", request.method(), request.uri().path());
 
         let clock = RequestClock::new(self.settings.request_timeout, self.settings.max_request_time);
+        let (request, too_large) = {
+            let (parts, body) = request.into_parts();
+            let (body, too_large) = UploadBody::new(body, Some(clock.clone()), self.settings.body_limit);
+            (Request::from_parts(parts, body), too_large)
+        };
         let (mut store, kept_proxy, served) = match self.take_idle() {
             Some(idle) => {
                 let mut store = idle.store;
@@ -220,7 +242,14 @@ impl AppRuntime {
         });
         let guest = AbortOnDrop(Some(guest));
 
-        match receiver.await {
+        let received = receiver.await;
+        if too_large.is_set() {
+            // The body passed the limit before the guest answered: whatever it says, 413.
+            log_warning!("request {request_id} {summary}: body over --limit-request-body; answered 413");
+            let rejection = Rejection { status: StatusCode::PAYLOAD_TOO_LARGE, reason: "body too large" };
+            return rejection_response(rejection, record);
+        }
+        match received {
             Ok(Ok(response)) => {
                 latch.head_arrived(&self.metrics);
                 clock.progress();
@@ -391,28 +420,6 @@ pub fn trap_summary(error: &wasmtime::Error) -> String {
     }
 }
 
-/// Rejects request heads over Gunicorn's limits: 400 for the request line, 431 for a field.
-fn check_limits<B>(request: &Request<B>, limits: &RequestLimits) -> Option<(StatusCode, &'static str)> {
-    if limits.line > 0 {
-        let target_len = request.uri().path_and_query().map_or(request.uri().to_string().len(), |pq| pq.as_str().len());
-        let line_len = request.method().as_str().len() + 1 + target_len + 1 + "HTTP/1.1".len();
-        if line_len > limits.line {
-            return Some((StatusCode::BAD_REQUEST, "Bad Request: request line is too large\n"));
-        }
-    }
-    if request.headers().len() > limits.fields {
-        return Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request Header Fields Too Large\n"));
-    }
-    if limits.field_size > 0 {
-        let too_big =
-            request.headers().iter().any(|(name, value)| name.as_str().len() + 2 + value.len() > limits.field_size);
-        if too_big {
-            return Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request Header Fields Too Large\n"));
-        }
-    }
-    None
-}
-
 /// A short plain-text error response (no stack traces).
 pub fn error_response(status: StatusCode, text: &'static str, record: Option<AccessRecord>) -> Response<ResponseBody> {
     let mut record = record;
@@ -424,6 +431,32 @@ pub fn error_response(status: StatusCode, text: &'static str, record: Option<Acc
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
+}
+
+/// The answer to a request refused before the guest: its status, a short text, and
+/// `Connection: close` (after a framing doubt, the rest of the connection cannot be trusted).
+pub fn rejection_response(rejection: Rejection, record: Option<AccessRecord>) -> Response<ResponseBody> {
+    let text = match rejection.status {
+        StatusCode::PAYLOAD_TOO_LARGE => "Payload Too Large\n",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "Request Header Fields Too Large\n",
+        StatusCode::EXPECTATION_FAILED => "Expectation Failed\n",
+        StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed\n",
+        _ => "Bad Request\n",
+    };
+    let mut response = error_response(rejection.status, text, record);
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// One error-log line for a refused request: peer, method, target and reason, escaped.
+pub fn log_rejection<B>(peer: &str, request: &Request<B>, rejection: &Rejection) {
+    log_warning!(
+        "{peer}: refused {} {} with {}: {}",
+        escaped(request.method().as_str()),
+        escaped(&request.uri().to_string()),
+        rejection.status.as_u16(),
+        rejection.reason
+    );
 }
 
 /// Aborts the guest task if the request is abandoned before its response head.

@@ -7,3 +7,4 @@ pub mod handle;
 pub mod outbound;
 pub mod output;
 pub mod store;
+pub mod upload;

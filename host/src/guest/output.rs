@@ -1,5 +1,7 @@
 //! Guest stdout/stderr: line-buffered into the error log, each line tagged with the worker pid,
-//! the request id and the stream, so output from concurrent requests stays attributable.
+//! the request id and the stream, so output from concurrent requests stays attributable. Lines are
+//! escaped and capped in length, a request's output is capped in bytes, and a line the error log
+//! cannot take at once is dropped and counted (a slow log reader never blocks the worker).
 use bytes::Bytes;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -7,49 +9,119 @@ use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// A partial line longer than this is written out without waiting for its newline.
-const MAX_LINE: usize = 16 * 1024;
+/// A line longer than this is cut: its first `MAX_LINE` bytes are logged with a marker, the rest
+/// of that line is dropped. Small enough that an escaped log line stays one atomic pipe write.
+pub const MAX_LINE: usize = 1024;
+
+/// Output a request may write per stream; past it, one marker line and nothing more.
+pub const MAX_OUTPUT_PER_REQUEST: usize = 1 << 20;
+
+#[derive(Default)]
+struct Pending {
+    line: Vec<u8>,
+    /// The current line was cut at `MAX_LINE`: drop bytes until its newline.
+    cutting: bool,
+    /// Bytes accepted for the current request.
+    written: usize,
+    /// The request passed `MAX_OUTPUT_PER_REQUEST`.
+    capped: bool,
+    /// Lines the error log could not take without blocking the worker.
+    dropped: u64,
+}
 
 struct LineBuffer {
     /// The request now using the instance (it changes when an instance is reused).
     request_id: Mutex<Arc<str>>,
     stream: &'static str,
-    pending: Mutex<Vec<u8>>,
+    pending: Mutex<Pending>,
 }
 
 impl LineBuffer {
+    /// Splits `bytes` into lines in one pass (each byte is looked at once).
     fn push(&self, bytes: &[u8]) {
         let Ok(mut pending) = self.pending.lock() else {
             return;
         };
-        pending.extend_from_slice(bytes);
-        while let Some(newline) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=newline).collect();
-            self.emit(&line[..line.len() - 1]);
+        if pending.capped {
+            return;
         }
-        if pending.len() > MAX_LINE {
-            let line = std::mem::take(&mut *pending);
-            self.emit(&line);
+        let room = MAX_OUTPUT_PER_REQUEST - pending.written;
+        let (bytes, over) = if bytes.len() > room { (&bytes[..room], true) } else { (bytes, false) };
+        pending.written += bytes.len();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let end = rest.iter().position(|&b| b == b'\n');
+            let segment = &rest[..end.unwrap_or(rest.len())];
+            if !pending.cutting {
+                let take = segment.len().min(MAX_LINE - pending.line.len());
+                pending.line.extend_from_slice(&segment[..take]);
+                if take < segment.len() {
+                    let line = std::mem::take(&mut pending.line);
+                    self.emit(&mut pending, &line, " [line cut at 1024 bytes]");
+                    pending.cutting = true;
+                }
+            }
+            match end {
+                Some(end) => {
+                    if !pending.cutting {
+                        let line = std::mem::take(&mut pending.line);
+                        self.emit(&mut pending, &line, "");
+                    }
+                    pending.cutting = false;
+                    rest = &rest[end + 1..];
+                }
+                None => break,
+            }
+        }
+        if over {
+            pending.capped = true;
+            let line = std::mem::take(&mut pending.line);
+            if !line.is_empty() && !pending.cutting {
+                self.emit(&mut pending, &line, "");
+            }
+            self.emit(&mut pending, b"", "[more than 1 MiB of output in this request; the rest is dropped]");
         }
     }
 
-    fn emit(&self, line: &[u8]) {
+    /// Writes out a partial line and readies the buffer for another request.
+    fn finish_request(&self, pending: &mut Pending) {
+        let line = std::mem::take(&mut pending.line);
+        if !line.is_empty() && !pending.cutting {
+            self.emit(pending, &line, "");
+        }
+        if pending.dropped > 0 {
+            let note = format!("[{} lines dropped: the error log was not writable]", pending.dropped);
+            pending.dropped = 0;
+            self.emit(pending, b"", &note);
+        }
+        pending.cutting = false;
+        pending.written = 0;
+        pending.capped = false;
+    }
+
+    /// One escaped error-log line, or a dropped-line count when the log would block the worker.
+    fn emit(&self, pending: &mut Pending, line: &[u8], marker: &str) {
         let request_id = self.request_id.lock().map(|id| id.clone()).unwrap_or_else(|e| e.into_inner().clone());
-        crate::log_info!(
-            "[worker {} request {request_id}] guest {}: {}",
-            crate::log::pid(),
-            self.stream,
-            String::from_utf8_lossy(line).trim_end_matches('\r')
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let written = crate::log::log_nonblocking(
+            crate::log::Level::Info,
+            format_args!(
+                "[worker {} request {request_id}] guest {}: {}{marker}",
+                crate::log::pid(),
+                self.stream,
+                crate::log::escape::escaped_bytes(line)
+            ),
         );
+        if !written {
+            pending.dropped += 1;
+        }
     }
 }
 
 impl Drop for LineBuffer {
     fn drop(&mut self) {
-        let rest = std::mem::take(self.pending.get_mut().unwrap_or_else(|e| e.into_inner()));
-        if !rest.is_empty() {
-            self.emit(&rest);
-        }
+        let mut pending = std::mem::take(self.pending.get_mut().unwrap_or_else(|e| e.into_inner()));
+        self.finish_request(&mut pending);
     }
 }
 
@@ -63,16 +135,15 @@ impl GuestOutput {
         GuestOutput(Arc::new(LineBuffer {
             request_id: Mutex::new(request_id),
             stream,
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
         }))
     }
 
     /// Tags further output with another request (instance reuse). A partial line left by the
     /// previous request is written out under its own id first.
     pub fn set_request(&self, request_id: Arc<str>) {
-        let rest = self.0.pending.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
-        if !rest.is_empty() {
-            self.0.emit(&rest);
+        if let Ok(mut pending) = self.0.pending.lock() {
+            self.0.finish_request(&mut pending);
         }
         if let Ok(mut id) = self.0.request_id.lock() {
             *id = request_id;

@@ -100,6 +100,26 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// Most resources (streams, fields, pollables, bodies...) one instance may hold at once. A
+/// request needs a few dozen; wasmtime's default (1,000,000) lets a guest pin host memory.
+pub const MAX_GUEST_RESOURCES: usize = 10_000;
+
+/// Largest header field list (name + value bytes) a guest may build in one `fields` resource.
+/// Matches the largest request head the server accepts.
+pub const MAX_GUEST_FIELD_BYTES: usize = crate::worker::connection::MAX_HEAD_BYTES;
+
+fn resource_table() -> ResourceTable {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_GUEST_RESOURCES);
+    table
+}
+
+fn http_ctx() -> WasiHttpCtx {
+    let mut ctx = WasiHttpCtx::new();
+    ctx.set_field_size_limit(MAX_GUEST_FIELD_BYTES);
+    ctx
+}
+
 /// A fresh store for one request: the granted environment and directories, the memory cap, and
 /// an epoch callback that interrupts the guest once its request clock has run out.
 pub fn new_store(
@@ -118,9 +138,9 @@ pub fn new_store(
     }
     let state = GuestState {
         wasi: wasi.build(),
-        http: WasiHttpCtx::new(),
+        http: http_ctx(),
         outbound: OutboundHooks::new(settings.outbound.clone(), request_id.clone(), clock.clone(), metrics),
-        table: ResourceTable::new(),
+        table: resource_table(),
         limiter: MemoryLimiter { max_bytes: settings.max_memory, granted_bytes: 0, denied: false, figures: None },
         clock,
         stdout,
@@ -149,5 +169,20 @@ const ROUNDS_PER_TICK: usize = 4;
 async fn yield_to_other_requests() {
     for _ in 0..ROUNDS_PER_TICK {
         tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guest_resource_table_is_capped() {
+        let mut table = resource_table();
+        assert_eq!(table.max_capacity(), MAX_GUEST_RESOURCES);
+        for _ in 0..MAX_GUEST_RESOURCES {
+            table.push(0u8).unwrap();
+        }
+        assert!(table.push(0u8).is_err(), "one resource over the cap is refused");
     }
 }

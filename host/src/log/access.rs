@@ -208,10 +208,16 @@ impl AccessRecord {
             return self.render_json(elapsed);
         }
         let mut line = String::with_capacity(160);
+        let mut value = String::with_capacity(64);
         for piece in &self.log.format.pieces {
             match piece {
                 Piece::Literal(text) => line.push_str(text),
-                Piece::Atom(atom) => self.render_atom(atom, elapsed, &mut line),
+                Piece::Atom(atom) => {
+                    // Client-controlled text (user, path, headers) cannot break the line or a quote.
+                    value.clear();
+                    self.render_atom(atom, elapsed, &mut value);
+                    crate::log::escape::escape_into(&mut line, &value);
+                }
             }
         }
         line.push('\n');
@@ -390,6 +396,45 @@ mod tests {
         push_json_string(&mut out, "a\"b\\c\nd\u{1}");
         assert_eq!(out, r#""a\"b\\c\nd\u0001""#);
         assert!(AccessLogFormat::parse("json").unwrap().json);
+    }
+
+    fn record(headers: &[(&str, &str)], uri: &str) -> AccessRecord {
+        let format = AccessLogFormat::parse(DEFAULT_FORMAT).unwrap();
+        let log = Arc::new(AccessLog { format, sink: LogSink::Stderr });
+        let mut request = http::Request::builder().uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        AccessRecord::new(log, "127.0.0.1".into(), &request.body(()).unwrap())
+    }
+
+    #[test]
+    fn text_atoms_are_escaped_so_one_request_is_one_line() {
+        // "evil\n\"x" as a basic-auth user: base64 of `ev"il\n1.2.3.4 - root:pw`.
+        let user = "ev\"il\n1.2.3.4 - root";
+        let encoded = encode_base64_for_test(format!("{user}:pw").as_bytes());
+        let record =
+            record(&[("authorization", &format!("Basic {encoded}")), ("user-agent", "a\"b\\c\t")], "/p%22ath?q=x");
+        let line = record.render(Duration::ZERO);
+        std::mem::forget(record);
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        assert!(line.contains(r#" ev\"il\n1.2.3.4 - root "#), "{line}");
+        assert!(line.contains(r#""a\"b\\c\t""#), "{line}");
+    }
+
+    fn encode_base64_for_test(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        while out.len() % 4 != 0 {
+            out.push('=');
+        }
+        out
     }
 
     #[test]

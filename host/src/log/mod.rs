@@ -3,6 +3,7 @@
 //! so lines from several workers appending to the same file never interleave. Log files are
 //! reopened in place on USR1 (for logrotate).
 pub mod access;
+pub mod escape;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -103,6 +104,21 @@ impl LogSink {
         Ok(())
     }
 
+    /// Whether a line of up to PIPE_BUF bytes can be written without blocking: always for a
+    /// regular file; for a pipe (stderr, or a FIFO given as the log file) when it has room.
+    fn writable_now(&self) -> bool {
+        use std::os::fd::{AsFd, BorrowedFd};
+        let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+        let fd: BorrowedFd<'_> = match self {
+            LogSink::File(file) => file.as_fd(),
+            LogSink::Stdout => stdout.as_fd(),
+            LogSink::Stderr => stderr.as_fd(),
+        };
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLOUT)];
+        matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(1))
+            && fds[0].revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLOUT))
+    }
+
     pub fn write_line(&self, line: &[u8]) {
         // One write per line: stdout/stderr locks are per process, O_APPEND keeps processes apart.
         let _ = match self {
@@ -150,6 +166,22 @@ pub fn log(level: Level, message: std::fmt::Arguments<'_>) {
         Some(log) => log.sink.write_line(line.as_bytes()),
         None => LogSink::Stderr.write_line(line.as_bytes()),
     }
+}
+
+/// Like [`log`] for text nobody waits on (guest output): when the log is a pipe or terminal that
+/// cannot take the line right now, the line is dropped and false returned, instead of blocking
+/// the worker's event loop (and with it its heartbeat) on a slow reader.
+pub fn log_nonblocking(level: Level, message: std::fmt::Arguments<'_>) -> bool {
+    if !enabled(level) {
+        return true;
+    }
+    let line = format!("[{}] [{}] [{}] {}\n", local_time("%Y-%m-%d %H:%M:%S %z"), pid(), level.label(), message);
+    let sink = ERROR_LOG.get().map_or(&LogSink::Stderr, |log| &log.sink);
+    if !sink.writable_now() {
+        return false;
+    }
+    sink.write_line(line.as_bytes());
+    true
 }
 
 #[macro_export]

@@ -3,9 +3,13 @@
 //! event loop, reopens its log files on USR1, drains on TERM and exits at once on INT/QUIT.
 pub mod accept;
 pub mod connection;
+pub mod dry_run;
+pub mod framing;
+pub mod guard;
 pub mod http2;
 pub mod protocol;
 pub mod tls;
+pub mod validate;
 
 use crate::app::engine::{self, PoolSizing};
 use crate::app::prepare::PreparedApp;

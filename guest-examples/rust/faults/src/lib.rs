@@ -16,6 +16,11 @@
 //! | `/read-file?path=P`    | 200 with file P read through std::fs, or 404 with the error        |
 //! | `/headers`             | 200, method, path, authority, scheme and all request headers       |
 //! | `/count`               | 200, how many requests this instance has served (`1` when fresh)   |
+//! | `/consume`             | reads the whole request body, then 200 `N bytes\n` (500 on error) |
+//! | `/big?kb=N`            | 200 with N KiB of body (default 16384), written 4 KiB at a time    |
+//! | `/print-escape`        | one stdout line with ESC, CR, `"` and `\` in it, then 200           |
+//! | `/print-long-line`     | one 100 KiB stdout line without a newline, then 200                 |
+//! | `/print-flood?kb=N`    | N KiB (default 4096) of 100-byte stdout lines, then 200            |
 //! | anything else          | 404 `not found\n`                                                  |
 
 use std::hint::black_box;
@@ -121,6 +126,49 @@ impl Guest for Faults {
                     body.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(&value)));
                 }
                 respond(response_out, 200, body.as_bytes());
+            }
+            "/consume" => {
+                let body = request.consume().expect("request body");
+                let input = body.stream().expect("body stream");
+                let mut total = 0usize;
+                let result = loop {
+                    match input.blocking_read(64 * 1024) {
+                        Ok(chunk) => total += chunk.len(),
+                        Err(wasi::io::streams::StreamError::Closed) => break Ok(total),
+                        Err(e) => break Err(format!("{e:?}")),
+                    }
+                };
+                drop(input);
+                match result {
+                    Ok(total) => respond(response_out, 200, format!("{total} bytes\n").as_bytes()),
+                    Err(e) => respond(response_out, 500, format!("body error: {e}\n").as_bytes()),
+                }
+            }
+            "/big" => {
+                let kb = query_param(query, "kb").and_then(|v| v.parse::<usize>().ok()).unwrap_or(16384);
+                let (body, out) = start_response(response_out, 200);
+                let block = [b'x'; 4096];
+                for _ in 0..kb / 4 {
+                    out.blocking_write_and_flush(&block).expect("write");
+                }
+                drop(out);
+                OutgoingBody::finish(body, None).expect("finish body");
+            }
+            "/print-escape" => {
+                println!("evil \x1b[2J\"quoted\" back\\slash\rcarriage");
+                respond(response_out, 200, b"printed\n");
+            }
+            "/print-long-line" => {
+                print!("{}", "L".repeat(100 * 1024));
+                respond(response_out, 200, b"printed\n");
+            }
+            "/print-flood" => {
+                let kb = query_param(query, "kb").and_then(|v| v.parse::<usize>().ok()).unwrap_or(4096);
+                let line = format!("{}\n", "f".repeat(99));
+                for _ in 0..kb * 1024 / 100 {
+                    print!("{line}");
+                }
+                respond(response_out, 200, b"printed\n");
             }
             _ => respond(response_out, 404, b"not found\n"),
         }

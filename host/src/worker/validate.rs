@@ -1,0 +1,228 @@
+//! Request validity checks the HTTP parser leaves to us (RFC 9110/9112): message framing, the Host
+//! field, request-target forms, Expect, and the size limits. Pure functions of the request head, run
+//! before the guest is involved and before any body byte is read; every rejection closes the
+//! connection, since after a framing doubt the next byte on it cannot be trusted.
+use crate::config::settings::RequestLimits;
+use http::{header, Method, Request, StatusCode, Version};
+
+/// Why a request head is refused, and with which status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: StatusCode,
+    pub reason: &'static str,
+}
+
+const fn reject(status: StatusCode, reason: &'static str) -> Result<(), Rejection> {
+    Err(Rejection { status, reason })
+}
+
+/// Checks one request head. `body_limit` is `--limit-request-body` (0 = unlimited).
+pub fn check_request<B>(request: &Request<B>, limits: &RequestLimits, body_limit: u64) -> Result<(), Rejection> {
+    let headers = request.headers();
+    if request.method() == Method::CONNECT {
+        return reject(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served (rustcorn is not a proxy)");
+    }
+    check_target(request)?;
+    check_sizes(request, limits)?;
+    check_host(request)?;
+    let te = headers.get_all(header::TRANSFER_ENCODING).iter().count();
+    if te > 0 && headers.contains_key(header::CONTENT_LENGTH) {
+        return reject(StatusCode::BAD_REQUEST, "both Content-Length and Transfer-Encoding");
+    }
+    if te > 0 && request.version() != Version::HTTP_11 {
+        return reject(StatusCode::BAD_REQUEST, "Transfer-Encoding in an HTTP/1.0 request");
+    }
+    let mut expects = headers.get_all(header::EXPECT).iter();
+    if let Some(expect) = expects.next() {
+        if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") || expects.next().is_some() {
+            return reject(StatusCode::EXPECTATION_FAILED, "an Expect other than 100-continue");
+        }
+    }
+    if body_limit > 0 {
+        let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        if length.is_some_and(|length| length > body_limit) {
+            return reject(StatusCode::PAYLOAD_TOO_LARGE, "Content-Length over --limit-request-body");
+        }
+    }
+    Ok(())
+}
+
+/// The request-target forms we serve: origin-form, absolute-form (http/https), and `*` for OPTIONS.
+fn check_target<B>(request: &Request<B>) -> Result<(), Rejection> {
+    let uri = request.uri();
+    match (uri.scheme_str(), uri.authority()) {
+        (None, None) if uri.path() == "*" => {
+            if request.method() != Method::OPTIONS {
+                return reject(StatusCode::BAD_REQUEST, "asterisk-form target with a method other than OPTIONS");
+            }
+        }
+        (None, None) if uri.path().starts_with('/') => {}
+        (None, None) => return reject(StatusCode::BAD_REQUEST, "request target is not a path"),
+        (None, Some(_)) => return reject(StatusCode::BAD_REQUEST, "authority-form target outside CONNECT"),
+        (Some(scheme), _) if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") => {
+            return reject(StatusCode::BAD_REQUEST, "absolute-form target with a scheme other than http(s)");
+        }
+        (Some(_), _) => {
+            if uri.authority().is_none_or(|a| a.as_str().contains('@') || !valid_host(a.as_str().as_bytes())) {
+                return reject(StatusCode::BAD_REQUEST, "absolute-form target without a valid host");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gunicorn's limits: the request line (whatever the target form) and each header field.
+/// (The field count is enforced by the parser itself, which answers 431.)
+fn check_sizes<B>(request: &Request<B>, limits: &RequestLimits) -> Result<(), Rejection> {
+    let uri = request.uri();
+    if limits.line > 0 {
+        let target_len = match uri.scheme() {
+            Some(_) => uri.to_string().len(),
+            None => uri.path_and_query().map_or(uri.path().len(), |pq| pq.as_str().len()),
+        };
+        let line_len = request.method().as_str().len() + 1 + target_len + 1 + "HTTP/1.1".len();
+        if line_len > limits.line {
+            return reject(StatusCode::BAD_REQUEST, "request line over --limit-request-line");
+        }
+    }
+    if limits.field_size > 0 {
+        let too_big =
+            request.headers().iter().any(|(name, value)| name.as_str().len() + 2 + value.len() > limits.field_size);
+        if too_big {
+            return reject(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "a header field over --limit-request-field_size",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// HTTP/1.1 needs exactly one Host; HTTP/1.0 may omit it. A Host that is there must be valid.
+fn check_host<B>(request: &Request<B>) -> Result<(), Rejection> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if request.version() == Version::HTTP_11 => {
+            reject(StatusCode::BAD_REQUEST, "HTTP/1.1 request without Host")
+        }
+        (None, _) => Ok(()),
+        (Some(_), Some(_)) => reject(StatusCode::BAD_REQUEST, "more than one Host"),
+        (Some(host), None) if !valid_host(host.as_bytes()) => {
+            reject(StatusCode::BAD_REQUEST, "Host is not a valid host[:port]")
+        }
+        (Some(_), None) => Ok(()),
+    }
+}
+
+/// `host[:port]` per RFC 3986: a reg-name (unreserved, sub-delims, %XX), an IPv4 address, or an
+/// `[IPv6]` literal; the port 1 to 5 digits, at most 65535.
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(end) = value.iter().position(|&b| b == b']') else { return false };
+        let Ok(inner) = std::str::from_utf8(&value[1..end]) else { return false };
+        if inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match &value[end + 1..] {
+            [] => (&value[..0], None),
+            [b':', port @ ..] => (&value[..0], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+            None => (value, None),
+        }
+    };
+    if let Some(port) = port {
+        let digits = port.len() <= 5 && !port.is_empty() && port.iter().all(u8::is_ascii_digit);
+        if !digits || std::str::from_utf8(port).ok().and_then(|p| p.parse::<u32>().ok()).is_none_or(|p| p > 65535) {
+            return false;
+        }
+    }
+    reg_name(host)
+}
+
+fn reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' => {
+                if !(host.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {}
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: RequestLimits = RequestLimits { line: 4094, fields: 100, field_size: 8190 };
+
+    fn head(method: &str, target: &str, version: Version, headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::builder().method(method).uri(target).version(version);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    fn status(request: &Request<()>) -> Option<u16> {
+        check_request(request, &LIMITS, 1000).err().map(|r| r.status.as_u16())
+    }
+
+    #[test]
+    fn ordinary_requests_pass() {
+        assert_eq!(status(&head("GET", "/a?b", Version::HTTP_11, &[("host", "example.com:8080")])), None);
+        assert_eq!(status(&head("GET", "/", Version::HTTP_10, &[])), None);
+        assert_eq!(status(&head("OPTIONS", "*", Version::HTTP_11, &[("host", "h")])), None);
+        assert_eq!(status(&head("GET", "http://h/x", Version::HTTP_11, &[("host", "h")])), None);
+        assert_eq!(
+            status(&head("POST", "/", Version::HTTP_11, &[("host", "[::1]:80"), ("expect", "100-Continue")])),
+            None
+        );
+    }
+
+    #[test]
+    fn host_must_be_single_and_valid_on_http_1_1() {
+        assert_eq!(status(&head("GET", "/", Version::HTTP_11, &[])), Some(400));
+        assert_eq!(status(&head("GET", "/", Version::HTTP_11, &[("host", "a"), ("host", "b")])), Some(400));
+        for bad in ["a b", "a/b", "a:99999", "a:8x", "u@h", "[::1", "[zz]:80", "h:80:80"] {
+            assert_eq!(status(&head("GET", "/", Version::HTTP_11, &[("host", bad)])), Some(400), "{bad}");
+        }
+        assert_eq!(status(&head("GET", "/", Version::HTTP_10, &[("host", "a b")])), Some(400));
+    }
+
+    #[test]
+    fn framing_conflicts_and_unserved_forms_are_refused() {
+        let cl_te = [("host", "h"), ("content-length", "5"), ("transfer-encoding", "chunked")];
+        assert_eq!(status(&head("POST", "/", Version::HTTP_11, &cl_te)), Some(400));
+        assert_eq!(status(&head("CONNECT", "h:443", Version::HTTP_11, &[("host", "h:443")])), Some(405));
+        assert_eq!(status(&head("GET", "h:80", Version::HTTP_11, &[("host", "h")])), Some(400));
+        assert_eq!(status(&head("GET", "*", Version::HTTP_11, &[("host", "h")])), Some(400));
+        assert_eq!(status(&head("GET", "ftp://h/", Version::HTTP_11, &[("host", "h")])), Some(400));
+        assert_eq!(status(&head("GET", "/", Version::HTTP_11, &[("host", "h"), ("expect", "x")])), Some(417));
+        assert_eq!(
+            status(&head("POST", "/", Version::HTTP_11, &[("host", "h"), ("content-length", "1001")])),
+            Some(413)
+        );
+    }
+
+    #[test]
+    fn request_line_limit_covers_absolute_form() {
+        let long = format!("http://h/{}", "a".repeat(4080));
+        assert_eq!(status(&head("GET", &long, Version::HTTP_11, &[("host", "h")])), Some(400));
+    }
+}
