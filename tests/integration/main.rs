@@ -7,6 +7,7 @@ mod support;
 mod bench_smoke;
 mod binds_ops;
 mod config;
+mod deploy;
 mod faults;
 mod lifecycle;
 mod logs;

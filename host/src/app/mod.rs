@@ -1,4 +1,5 @@
 //! The app: compiling and validating the component (`prepare`) and the wasmtime engine
 //! configuration every process that touches it shares (`engine`).
+pub mod compat;
 pub mod engine;
 pub mod prepare;

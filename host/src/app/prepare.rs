@@ -172,8 +172,7 @@ pub(crate) fn load_precompiled(engine: &Engine, app: &Path, bytes: &[u8]) -> Res
     // SAFETY: the user passed this file explicitly as a precompiled app; wasmtime checks that it
     // was compiled by a compatible engine before using it.
     unsafe { Component::deserialize_file(engine, app) }
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("cannot load precompiled app {} (recompile it with this rustcorn)", app.display()))
+        .map_err(|e| anyhow!("{}", crate::app::compat::explain(app, &format!("{:#}", anyhow::Error::from(e)))))
 }
 
 /// Checks that every import is one the host provides and that the app exports the handler.
