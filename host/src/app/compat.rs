@@ -30,7 +30,7 @@ pub fn explain(app: &std::path::Path, reason: &str) -> String {
             "cannot load precompiled app {app}: it was compiled for {os}, this machine runs Linux; {rebuild}"
         );
     }
-    if reason.contains("incompatible with native host") {
+    if reason.contains("is enabled, but not available on the host") {
         return format!(
             "cannot load precompiled app {app}: it was compiled for CPU features this machine lacks ({}); \
              {rebuild} here, or with `--target {host}` (the architecture's baseline) on the build machine",
@@ -77,5 +77,10 @@ mod tests {
             "Module was compiled without epoch interruption but it is enabled for the host",
         );
         assert!(line.contains("engine configuration") && line.contains("epoch"), "{line}");
+        // A shared (non-CPU) Cranelift setting has the same context line as the CPU features.
+        let reason = "compilation settings of module incompatible with native host: \
+                      setting \"preserve_frame_pointers\" is configured to Bool(true) which is not supported";
+        let line = explain(Path::new("a.cwasm"), reason);
+        assert!(line.contains("engine configuration") && !line.contains("CPU features"), "{line}");
     }
 }

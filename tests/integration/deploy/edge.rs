@@ -83,3 +83,48 @@ fn compile_for_an_unsupported_target_fails_with_one_line() {
         assert!(!dir.path().join("x.cwasm").exists());
     }
 }
+
+/// The bytes of ELF section `name` of `file`: (offset, size).
+fn elf_section(file: &[u8], name: &str) -> (usize, usize) {
+    let u16_at = |at: usize| u16::from_le_bytes([file[at], file[at + 1]]) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(file[at..at + 8].try_into().unwrap()) as usize;
+    let (table, entry, count, names) = (u64_at(0x28), u16_at(0x3A), u16_at(0x3C), u16_at(0x3E));
+    let header = |i: usize| table + i * entry;
+    let names_offset = u64_at(header(names) + 0x18);
+    (0..count)
+        .map(header)
+        .find(|&h| {
+            let start = names_offset + u32_at(h);
+            file[start..].split(|&b| b == 0).next() == Some(name.as_bytes())
+        })
+        .map(|h| (u64_at(h + 0x18), u64_at(h + 0x20)))
+        .unwrap_or_else(|| panic!("no section {name}"))
+}
+
+/// A `.cwasm` from another wasmtime version (what an older or newer rustcorn writes): the version
+/// recorded in its `.wasmtime.engine` section is changed, nothing else.
+#[test]
+fn a_cwasm_from_another_engine_version_is_refused_in_one_line() {
+    let dir = scratch_dir("edge-version");
+    let cwasm = dir.path().join("hello.cwasm");
+    let (ok, output) = compile(&guest("hello"), &cwasm, None);
+    assert!(ok, "{output}");
+    let mut bytes = std::fs::read(&cwasm).unwrap();
+    let (offset, size) = elf_section(&bytes, ".wasmtime.engine");
+    // Layout: format version byte, version string length, version string.
+    let length = bytes[offset + 1] as usize;
+    assert!(length > 0 && 2 + length <= size);
+    let last = offset + 1 + length;
+    let original = String::from_utf8_lossy(&bytes[offset + 2..=last]).into_owned();
+    bytes[last] = if bytes[last] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&cwasm, &bytes).unwrap();
+
+    let check = Command::new(rustcorn_bin()).arg("check").arg(&cwasm).output().unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{stderr}");
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 1, "one error line:\n{stderr}");
+    assert!(lines[0].contains("another rustcorn version or engine configuration"), "{} (was {original})", lines[0]);
+    assert!(lines[0].contains("rustcorn compile"), "{}", lines[0]);
+}
