@@ -8,13 +8,18 @@
 //! - `guest/`: the request path inside a worker (store, instance, response body, request clock);
 //! - `app/`: compiling and loading the component;
 //! - `sys/`: thin wrappers over the OS (signals, heartbeat pages, sockets, pid file, privileges);
-//! - `log/`: the error log and the access log.
+//! - `log/`: the error log and the access log;
+//! - `metrics/`: Prometheus metrics in shared memory across workers; `admin/`: the arbiter's
+//!   admin endpoint (/metrics, /livez, /readyz).
 
-pub mod app;
-pub mod arbiter;
+mod admin;
+mod app;
+mod arbiter;
 pub mod commands;
 pub mod config;
-pub mod guest;
-pub mod log;
-pub mod sys;
-pub mod worker;
+mod guest;
+mod log;
+mod metrics;
+mod sys;
+mod tls;
+mod worker;

@@ -27,13 +27,14 @@ import os
 import re
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import time
 import urllib.parse
 
-READY_LINE = re.compile(r"listening on (http://[0-9.]+:[0-9]+)")
+READY_LINE = re.compile(r"listening on (https?://[0-9.]+:[0-9]+)")
 
 
 def free_port() -> int:
@@ -54,7 +55,12 @@ def alive(pid: int) -> bool:
 def get_status(base: str, path: str, timeout: float) -> int | None:
     """Status of one GET base+path on a fresh connection, or None when it cannot connect/answer."""
     u = urllib.parse.urlsplit(base)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    if u.scheme == "https":
+        # The benchmark's own throwaway certificate: not verified.
+        conn = http.client.HTTPSConnection(u.hostname, u.port, timeout=timeout,
+                                           context=ssl._create_unverified_context())
+    else:
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()
@@ -66,8 +72,9 @@ def get_status(base: str, path: str, timeout: float) -> int | None:
         conn.close()
 
 
-def wait_ready(pid, stdout_file, url, path, deadline, interval=0.002):
-    """Poll until the server answers 200 on path; returns its base URL. Raises on death/timeout."""
+def wait_ready(pid, stdout_file, url, path, deadline, interval=0.002, tls=False):
+    """Poll until the server answers 200 on path; returns its base URL. Raises on death/timeout.
+    With tls, the address from the readiness line is spoken to over https."""
     base = url
     while base is None:
         if stdout_file and os.path.exists(stdout_file):
@@ -75,6 +82,8 @@ def wait_ready(pid, stdout_file, url, path, deadline, interval=0.002):
                 m = READY_LINE.search(f.read())
             if m:
                 base = m.group(1)
+                if tls:
+                    base = "https://" + base.removeprefix("https://").removeprefix("http://")
                 break
         if pid is not None and not alive(pid):
             raise RuntimeError(f"server pid {pid} exited before printing its readiness line")
@@ -118,7 +127,7 @@ def cmd_free_port(_a):
 def cmd_ready(a):
     deadline = time.monotonic() + a.timeout
     try:
-        print(wait_ready(a.pid, a.stdout, a.url, a.path, deadline, interval=0.02))
+        print(wait_ready(a.pid, a.stdout, a.url, a.path, deadline, interval=0.02, tls=a.tls))
     except RuntimeError as e:
         sys.exit(f"benchtool ready: {e}")
 
@@ -181,6 +190,22 @@ def parse_wrk(text: str) -> dict:
     return r
 
 
+def parse_h2load(text: str) -> dict:
+    """h2load's summary: req/s, requests succeeded/failed, mean time per request (no percentiles)."""
+    r = {}
+    m = re.search(r"finished in [0-9.]+\w+, ([0-9.]+) req/s", text)
+    r["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", text)
+    r["requests"] = int(m.group(2)) if m else 0
+    r["sock_errors"] = int(m.group(4)) if m else 0
+    r["non2xx"] = int(m.group(3)) if m else 0
+    m = re.search(r"^time for request:\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
+    if m:
+        r["avg_ms"] = dur_ms(m.group(3))
+        r["max_ms"] = dur_ms(m.group(2))
+    return r
+
+
 def value(v: str):
     for conv in (int, float):
         try:
@@ -196,6 +221,16 @@ def cmd_record(a):
         k, _, v = kv.partition("=")
         rec[k] = value(v)
     problems = []
+    if a.h2load:
+        with open(a.h2load, errors="replace") as f:
+            w = parse_h2load(f.read())
+        rec.update(w)
+        if w["requests"] == 0:
+            problems.append(f"h2load made no successful request ({a.h2load})")
+        if w["non2xx"] or w["sock_errors"]:
+            problems.append(f"{w['non2xx']} failed and {w['sock_errors']} errored requests")
+        print(f"  {rec.get('server', '?')} {rec.get('workload', '')}: {w['rps']:.0f} req/s, avg "
+              f"{w.get('avg_ms', float('nan')):.2f} ms", file=sys.stderr)
     if a.wrk:
         with open(a.wrk, errors="replace") as f:
             text = f.read()
@@ -551,6 +586,7 @@ def main():
     s.add_argument("--url")
     s.add_argument("--path", default="/")
     s.add_argument("--timeout", type=float, default=120)
+    s.add_argument("--tls", action="store_true", help="speak https to the readiness line's address")
     s.set_defaults(fn=cmd_ready)
 
     s = sub.add_parser("coldstart")
@@ -567,6 +603,7 @@ def main():
     s = sub.add_parser("record")
     s.add_argument("file")
     s.add_argument("--wrk")
+    s.add_argument("--h2load")
     s.add_argument("--allow-errors", action="store_true")
     s.add_argument("kv", nargs="*")
     s.set_defaults(fn=cmd_record)

@@ -16,7 +16,9 @@
 #   tests/bench/run.sh > tests/bench/RESULTS-draft.md
 #
 # What it measures (wrk -t2 -c64 --latency, same settings for every server):
-#   hello        rustcorn, wasmtime serve, native hyper (tests/bench/native-hello), gunicorn -k gevent
+#   hello        rustcorn, wasmtime serve, native hyper (tests/bench/native-hello), gunicorn -k gevent;
+#                rustcorn over TLS: https h1 (wrk) and h2 (h2load -m10, when h2load is installed:
+#                full mode installs nghttp2-client), with a throwaway self-signed certificate
 #   echo-64k     POST 64 KiB bodies to echo.wasm (tests/bench/post64k.lua)        rustcorn, wasmtime
 #   python GET / and js GET /  (the componentize-py / componentize-js apps)       rustcorn, wasmtime
 #   cold start   exec -> first 200 with an empty and a warm compile cache, hello and Python app
@@ -170,6 +172,21 @@ start_rustcorn() {   # NAME APP PATH [extra rustcorn args]
   url="$(bt ready --pid "$server_pid" --stdout "$run/$name.out" --path "$path" --timeout 300)" \
     || { tail -n 20 "$run/$name.err" >&2; return 1; }
 }
+# A throwaway certificate for the TLS rows (made once per run).
+tls_args() {
+  if [[ ! -f "$run/tls.pem" ]]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+      -addext subjectAltName=IP:127.0.0.1 -keyout "$run/tls.key" -out "$run/tls.pem" 2>/dev/null
+  fi
+  printf '%s\n' --certfile "$run/tls.pem" --keyfile "$run/tls.key"
+}
+start_rustcorn_tls() {   # NAME APP PATH: like start_rustcorn, over TLS; $url is https://...
+  local name="$1" app="$2" path="$3"
+  mapfile -t extra < <(tls_args)
+  start "$name" "$rustcorn" serve "$app" -b 127.0.0.1:0 -w "$workers" --cache-dir "$rustcorn_cache" "${extra[@]}"
+  url="$(bt ready --tls --pid "$server_pid" --stdout "$run/$name.out" --path "$path" --timeout 300)" \
+    || { tail -n 20 "$run/$name.err" >&2; return 1; }
+}
 start_native() {
   start native "$native" 127.0.0.1:0 "$workers"
   url="$(bt ready --pid "$server_pid" --stdout "$run/native.out" --timeout 60)"
@@ -236,6 +253,15 @@ step() {
 
 hello_rustcorn()  { start_rustcorn hello "$guests/hello.wasm" /; load hello rustcorn /; }
 hello_wasmtime()  { start_wasmtime hello "$guests/hello.wasm" /; load hello "wasmtime serve" /; }
+hello_https()     { start_rustcorn_tls hello-tls "$guests/hello.wasm" /; load hello "rustcorn https (h1)" /; }
+hello_h2() {
+  start_rustcorn_tls hello-h2 "$guests/hello.wasm" /
+  local out="$run/h2load-hello.txt" streams=10
+  # Same connection count as wrk; -m: concurrent streams per connection.
+  if ((warmup > 0)); then spawn h2load -c "$conns" -t 2 -m "$streams" -D "$warmup" "$url/" > /dev/null; wait "$spawned"; fi
+  spawn h2load -c "$conns" -t 2 -m "$streams" -D "$dur" "$url/" > "$out"; wait "$spawned"
+  bt record "$results" --h2load "$out" t=wrk workload=hello server="rustcorn h2 (TLS, h2load -m$streams)"
+}
 hello_native()    { start_native; load hello "native hyper" /; }
 hello_gunicorn()  { start_gunicorn; load hello "gunicorn gevent" /; }
 echo_rustcorn()   { start_rustcorn echo "$guests/echo.wasm" /; check_echo; load echo-64k rustcorn /echo -s "$here/post64k.lua"; }
@@ -357,6 +383,12 @@ peer() { if [[ $mode == full ]]; then "$@"; fi; }
 
 step "hello: rustcorn" hello_rustcorn
 peer step "hello: wasmtime serve" hello_wasmtime
+step "hello: rustcorn https (h1)" hello_https
+if [[ $mode == full ]] && ! command -v h2load >/dev/null; then
+  log "== installing h2load (apt nghttp2-client)"
+  as_root apt-get install -y nghttp2-client >&2 || { as_root apt-get update >&2 && as_root apt-get install -y nghttp2-client >&2; } || true
+fi
+if command -v h2load >/dev/null; then step "hello: rustcorn h2" hello_h2; else log "== h2load not installed: no h2 row"; fi
 step "hello: native hyper" hello_native
 peer step "hello: gunicorn gevent" hello_gunicorn
 step "echo 64 KiB: rustcorn" echo_rustcorn

@@ -105,7 +105,9 @@ fn no_free_instance_slot_is_503() {
     let holder = std::thread::spawn(move || http(&addr, "GET", "/sleep?ms=3000", &[], b"").unwrap());
     // Once the holder's request is inside the guest, its instance holds the only slot.
     server.log.wait_for(&["sleeping for 3000 ms"], WAIT);
-    assert_plain_error(&server.get("/ok"), 503);
+    let busy = server.get("/ok");
+    assert_eq!(busy.header("retry-after"), Some("1"), "a client may try again shortly");
+    assert_plain_error(&busy, 503);
     assert_eq!(holder.join().unwrap().status, 200);
     assert_eq!(server.get("/ok").status, 200);
 }

@@ -315,7 +315,11 @@ impl ServerCommand {
             .split(' ')
             .map(str::to_string)
             .collect();
-        let addr = addresses.iter().find_map(|a| a.strip_prefix("http://")).map(str::to_string).unwrap_or_default();
+        let addr = addresses
+            .iter()
+            .find_map(|a| a.strip_prefix("http://").or_else(|| a.strip_prefix("https://")))
+            .map(str::to_string)
+            .unwrap_or_default();
         assert!(line.contains(&format!("(pid {pid},")), "readiness line names the arbiter pid: {line}");
         // Everything after the readiness line on stdout (the access log with `-`) joins the log.
         log.follow_also(stdout);

@@ -2,4 +2,6 @@
 //! configuration every process that touches it shares (`engine`).
 pub mod compat;
 pub mod engine;
+pub mod handoff;
 pub mod prepare;
+pub mod trust;

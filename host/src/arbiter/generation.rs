@@ -55,7 +55,6 @@ impl ProcessSettings {
 
 /// A generation's payload in the supervisor.
 pub struct Payload {
-    pub args: ServeArgs,
     pub settings: Arc<Settings>,
     pub app: PreparedApp,
     pub process: ProcessSettings,
@@ -75,9 +74,14 @@ impl Payload {
         self.bound.iter().map(|b| b.listener.as_ref()).collect()
     }
 
-    /// Where clients reach us, as the readiness line shows it: `http://HOST:PORT unix:PATH ...`.
+    /// Where clients reach us, as the readiness line shows it: `http://HOST:PORT unix:PATH ...`
+    /// (`https://` for TCP binds when TLS is on).
     pub fn listening_addresses(&self) -> String {
-        self.bound.iter().map(|b| b.listener.display_address()).collect::<Vec<_>>().join(" ")
+        self.bound.iter().map(|b| self.address_of(&b.listener)).collect::<Vec<_>>().join(" ")
+    }
+
+    pub fn address_of(&self, listener: &Listener) -> String {
+        display_address(listener, self.settings.tls.is_some())
     }
 }
 
@@ -128,4 +132,13 @@ pub fn unix_socket_files(specs: &[BindSpec]) -> Vec<PathBuf> {
             _ => None,
         })
         .collect()
+}
+
+/// A listener's address as clients use it, `https://` for TCP when TLS is on.
+pub fn display_address(listener: &Listener, tls: bool) -> String {
+    let address = listener.display_address();
+    match address.strip_prefix("http://") {
+        Some(host_port) if tls => format!("https://{host_port}"),
+        _ => address,
+    }
 }

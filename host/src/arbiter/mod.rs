@@ -2,24 +2,24 @@
 //! OS reports (signals in delivery order, exited children, heartbeat pages, the reload compiler's
 //! answer) into events, and carries out the actions the supervisor returns (fork, kill, log,
 //! notify). Single-threaded, with no tokio runtime and no wasmtime state, so every fork is safe.
+mod admin;
 pub mod generation;
 pub mod lifecycle;
 pub mod readiness;
 pub mod reload;
 pub mod reload_watch;
 pub mod sockets;
+mod spawn;
+mod start;
 pub mod supervisor;
 pub mod upgrade;
 
-use crate::app::prepare as app;
 use crate::config::cli::ServeArgs;
 use crate::config::settings::Settings;
-use crate::sys::heartbeat::{monotonic_ms, Heartbeat, WorkerReport};
+use crate::sys::heartbeat::{Heartbeat, WorkerReport};
 use crate::sys::signals::SignalPipe;
 use crate::sys::{daemon, pidfile, privileges, sd_notify};
-use crate::worker::{self, WorkerSpec};
 use crate::{log_error, log_info, log_warning};
-use anyhow::{Context, Result};
 use generation::{Payload, ProcessSettings};
 use lifecycle::{Generation, Timing, Upgrade};
 use nix::sys::signal::{kill, Signal};
@@ -30,7 +30,6 @@ use reload::{Origin, PendingReload};
 use reload_watch::ReloadWatch;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use supervisor::{Action, Beat, Event, Exit, Kill, Sig, Supervisor};
 use upgrade::StartContext;
@@ -56,6 +55,11 @@ pub struct Arbiter {
     /// The sockets come from `--bind` (ours or an upgrade's), so a HUP may re-bind them.
     rebindable: bool,
     status: StatusPublisher,
+    /// `--admin-bind`: the metrics arena shared with the workers, and the admin listener.
+    metrics: Option<crate::metrics::arena::Arena>,
+    admin: Option<crate::admin::server::AdminServer>,
+    /// Each live worker's metrics slot, by pid.
+    metric_slots: HashMap<i32, crate::metrics::arena::SlotId>,
 }
 
 /// Settings known before the arbiter starts.
@@ -67,85 +71,6 @@ pub struct StartOptions {
 }
 
 impl Arbiter {
-    /// Validates the app, binds (or adopts inherited sockets), detaches with `--daemon`, installs
-    /// signal handlers and writes the pid file. Nothing has been forked (except the compiler
-    /// child, already reaped, and with `--daemon` the daemon itself) when this returns an error.
-    pub fn start(options: StartOptions) -> Result<Arbiter> {
-        let StartOptions { args, settings, process, launch_dir } = options;
-        let start_context = StartContext::capture(launch_dir);
-        log_info!("Starting rustcorn {}", env!("CARGO_PKG_VERSION"));
-        crate::sys::process_name::set(crate::sys::process_name::Role::Arbiter, &settings.name);
-        // An arbiter started by USR2 is detached already if its predecessor was.
-        let upgraded = std::env::var_os(upgrade::FD_ENV).is_some();
-        let old_arbiter = upgrade::old_arbiter();
-        let credentials = privileges::resolve(args.ops.user.as_deref(), args.ops.group.as_deref())?;
-        let app = app::prepare(&settings.app, &settings.cache_dir)?;
-        let sockets = sockets::open(&settings, args.ops.reuse_port, !args.bind.is_empty())?;
-        let ready_pipe = if args.ops.daemon && !upgraded {
-            if settings.error_log == crate::log::LogTarget::Stderr {
-                log_warning!(
-                    "--daemon: the error log goes to /dev/null once detached; pass --error-logfile FILE to keep it"
-                );
-            }
-            Some(daemon::daemonize()?)
-        } else {
-            None
-        };
-        for bound in &sockets.bound {
-            log_info!("Listening at: {} ({})", bound.listener, std::process::id());
-        }
-        let signals = SignalPipe::install()?;
-        let pid_file = match &settings.pid_file {
-            // The old arbiter still owns PIDFILE; ours is PIDFILE.2 until it exits.
-            Some(path) if old_arbiter.is_some() => Some(pidfile::upgrade_path(path)),
-            other => other.clone(),
-        };
-        if let Some(path) = &pid_file {
-            pidfile::write(path, std::process::id())?;
-        }
-        if let Some(old) = old_arbiter {
-            log_info!("upgrade: started by the arbiter with pid {old}; it keeps serving until it exits");
-        }
-        if args.ops.daemon {
-            daemon::detach_stdio()?;
-        }
-        if let Some(credentials) = credentials {
-            log_info!("workers run as {credentials}");
-        }
-        let reload_watch = args.ops.reload.then(|| {
-            let files: Vec<PathBuf> =
-                std::iter::once(settings.app.clone()).chain(args.ops.reload_extra_file.iter().cloned()).collect();
-            ReloadWatch::new(files)
-        });
-        if let Some(watch) = &reload_watch {
-            let files: Vec<String> = watch.files().map(|f| f.display().to_string()).collect();
-            log_info!("--reload: watching {}", files.join(", "));
-        }
-        let (target, timing) = (settings.workers, timing_of(&settings));
-        let payload = Payload {
-            args,
-            settings: Arc::new(settings),
-            app,
-            process,
-            bound: sockets.bound,
-            socket_files: sockets.socket_files,
-        };
-        let upgrade = old_arbiter.map_or(Upgrade::None, |pid| Upgrade::Parent(pid.as_raw()));
-        Ok(Arbiter {
-            supervisor: Supervisor::new(payload, target, timing, upgrade, Instant::now()),
-            signals,
-            heartbeats: HashMap::new(),
-            start_context,
-            pending_reload: None,
-            pid_file,
-            ready_pipe,
-            credentials,
-            reload_watch,
-            rebindable: sockets.rebindable,
-            status: StatusPublisher::default(),
-        })
-    }
-
     /// The main loop, until every worker is gone after a shutdown. Returns the exit status.
     pub fn run(mut self) -> i32 {
         log_info!("arbiter -> booting");
@@ -164,6 +89,8 @@ impl Arbiter {
             for signal in self.signals.take() {
                 self.on_signal(signal);
             }
+            // After the signals: a TERM that arrived before an admin request is seen by it.
+            self.serve_admin();
         }
         self.cleanup();
         log_info!("Shutting down: Master");
@@ -294,6 +221,9 @@ impl Arbiter {
         let prepared = answer.and_then(|app| pending.finish(app, &self.supervisor.current.payload, self.rebindable));
         match prepared {
             Ok(payload) => {
+                if payload.settings.admin_bind != self.supervisor.current.payload.settings.admin_bind {
+                    log_warning!("reload: --admin-bind changes take effect at the next restart");
+                }
                 let (target, timing) = (payload.settings.workers, timing_of(&payload.settings));
                 self.dispatch(Event::ReloadPrepared(payload, target, timing));
                 self.apply_current_process_settings();
@@ -349,6 +279,7 @@ impl Arbiter {
                 Ok(_) => continue,
             };
             self.heartbeats.remove(&pid.as_raw());
+            self.release_metrics_slot(pid.as_raw());
             self.dispatch(Event::Exited { pid: pid.as_raw(), exit });
         }
     }
@@ -375,48 +306,18 @@ impl Arbiter {
         if let Some(pending) = &self.pending_reload {
             fds.push(nix::poll::PollFd::new(pending.fd(), nix::poll::PollFlags::POLLIN));
         }
+        if let Some(admin) = &self.admin {
+            fds.extend(admin.poll_fds());
+        }
         let ms =
             nix::poll::PollTimeout::try_from(timeout.as_millis().max(1) as i32).unwrap_or(nix::poll::PollTimeout::NONE);
         let _ = nix::poll::poll(&mut fds, ms);
     }
 
-    /// Forks a worker of the current generation; returns its pid.
-    fn spawn_worker(&mut self) -> Result<i32> {
-        let generation = &self.supervisor.current;
-        let settings = generation.payload.settings.clone();
-        let heartbeat = Heartbeat::create(&settings.worker_tmp_dir)?;
-        let max_requests = match settings.max_requests {
-            0 => 0,
-            n => n.saturating_add(jitter(settings.max_requests_jitter)),
-        };
-        let arbiter_pid = nix::unistd::getpid();
-        // SAFETY: the arbiter is single-threaded (no runtime, no wasmtime threads), so the child
-        // starts from a consistent copy; it builds its own runtime and engine.
-        match unsafe { nix::unistd::fork() }.context("fork failed")? {
-            nix::unistd::ForkResult::Child => {
-                crate::sys::signals::reset_in_child();
-                // Only the arbiter may tell the foreground process it is ready.
-                drop(self.ready_pipe.take());
-                let code = worker::run(WorkerSpec {
-                    settings,
-                    app: &generation.payload.app,
-                    listeners: generation.payload.listeners(),
-                    heartbeat: heartbeat.view(),
-                    arbiter_pid,
-                    max_requests,
-                    credentials: self.credentials,
-                });
-                std::process::exit(code);
-            }
-            nix::unistd::ForkResult::Parent { child } => {
-                log_info!("Booting worker with pid: {child}");
-                self.heartbeats.insert(child.as_raw(), heartbeat);
-                Ok(child.as_raw())
-            }
-        }
-    }
-
     fn cleanup(&mut self) {
+        if let Some(path) = self.admin.as_ref().and_then(|admin| admin.socket_file()) {
+            let _ = std::fs::remove_file(path);
+        }
         if let Some(pending) = self.pending_reload.take() {
             let _ = kill(pending.compiler_pid(), Signal::SIGKILL);
         }
@@ -434,18 +335,4 @@ impl Arbiter {
 
 fn timing_of(settings: &Settings) -> Timing {
     Timing { watchdog: settings.watchdog_timeout, graceful: settings.graceful_timeout }
-}
-
-/// A value in 0..=max, different per worker.
-fn jitter(max: u64) -> u64 {
-    if max == 0 {
-        return 0;
-    }
-    let seed = monotonic_ms() ^ (u64::from(std::process::id()) << 17) ^ nanos();
-    let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-    mixed % max.saturating_add(1).max(1)
-}
-
-fn nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64)
 }

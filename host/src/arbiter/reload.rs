@@ -53,7 +53,7 @@ impl PendingReload {
 
     /// Reads the compiler's answer; Some once it is complete.
     pub fn poll(&mut self) -> Option<Result<PreparedApp, String>> {
-        Some(self.compiler.read_available()?.map_err(|e| format!("{e:#}")))
+        Some(self.compiler.try_answer()?.map_err(|e| format!("{e:#}")))
     }
 
     /// The new generation's payload, with its sockets derived from `current`'s.
@@ -69,14 +69,7 @@ impl PendingReload {
             let addresses: Vec<String> = bound.iter().map(|b| b.listener.display_address()).collect();
             crate::log_info!("reload: now listening at {}", addresses.join(" "));
         }
-        Ok(Payload {
-            args: self.args,
-            settings: Arc::new(self.settings),
-            app,
-            process: self.process,
-            bound,
-            socket_files,
-        })
+        Ok(Payload { settings: Arc::new(self.settings), app, process: self.process, bound, socket_files })
     }
 }
 

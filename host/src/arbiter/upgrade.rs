@@ -52,12 +52,9 @@ pub fn inherited_listeners(reuse_port: bool) -> Result<Option<Vec<Listener>>> {
         .map(|fd| fd.trim().parse::<i32>().ok().filter(|fd| *fd >= 0))
         .collect::<Option<Vec<_>>>()
         .with_context(|| format!("${FD_ENV}={list:?} is not a list of file descriptors"))?;
-    fds.into_iter()
-        .map(|fd| {
-            binds::adopt_fd(fd, !reuse_port)
-                .with_context(|| format!("${FD_ENV}: socket {fd} passed by the previous arbiter"))
-        })
-        .collect::<Result<Vec<_>>>()
+    // All checked (open, distinct, listening sockets) before any is adopted: never a double close.
+    binds::adopt_fds(&fds, !reuse_port)
+        .with_context(|| format!("${FD_ENV}={list:?}: sockets from the previous arbiter"))
         .map(Some)
 }
 

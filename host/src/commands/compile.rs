@@ -3,6 +3,7 @@
 use crate::app::engine;
 use crate::app::prepare::{ensure_component, read_app, validate_proxy};
 use anyhow::{Context, Result};
+use std::os::unix::fs::PermissionsExt;
 use wasmtime::component::Component;
 
 /// `rustcorn compile APP -o OUT [--target TRIPLE]`.
@@ -32,7 +33,10 @@ pub fn run(args: &crate::config::cli::CompileArgs) -> i32 {
             let component = unsafe { Component::deserialize(&engine, &compiled) }?;
             validate_proxy(&engine, &component, &args.app)?;
         }
-        std::fs::write(&args.output, &compiled).with_context(|| format!("cannot write {}", args.output.display()))?;
+        // 0644: `serve` and `check` refuse a .cwasm that anyone but its owner can write.
+        std::fs::write(&args.output, &compiled)
+            .and_then(|()| std::fs::set_permissions(&args.output, std::fs::Permissions::from_mode(0o644)))
+            .with_context(|| format!("cannot write {}", args.output.display()))?;
         let target = args.target.as_deref().unwrap_or("this machine");
         println!(
             "compiled {} -> {} for {target} ({} bytes)",

@@ -48,6 +48,15 @@ pub fn run(resolved: crate::config::layers::Resolved, launch_dir: PathBuf) -> i3
     for flag in args.gunicorn_only.given() {
         log_warning!("{flag} is a Gunicorn option with no meaning for rustcorn; ignored");
     }
+    if args.tls.do_handshake_on_connect {
+        log_warning!("--do-handshake-on-connect is a no-op: rustcorn always handshakes in the connection's own task");
+    }
+    // Settings::from_args has checked the files; this only repeats what is worth a warning.
+    if let Ok(warnings) = crate::tls::validate_tls_files(&settings) {
+        for warning in warnings {
+            log_warning!("{warning}");
+        }
+    }
     let error_log_is_a_file = matches!(settings.error_log, crate::log::LogTarget::File(_));
     match Arbiter::start(StartOptions { args, settings, process, launch_dir }) {
         Ok(arbiter) => arbiter.run(),

@@ -134,6 +134,29 @@ pub struct ServeArgs {
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     pub dir: Vec<String>,
 
+    /// Outbound HTTP the guest may make: SCHEME://HOST[:PORT] (scheme http, https or *; host a
+    /// name, *.domain, *, an IP or a CIDR such as 10.0.0.0/8 or [fd00::]/8; port a number, * or
+    /// omitted for the scheme's default). Repeatable. Without it the guest has no outbound HTTP.
+    /// Loopback, private, link-local and other non-public addresses stay refused unless a
+    /// pattern names the address (or its network) literally.
+    #[arg(long = "allow-outbound", value_name = "PATTERN")]
+    pub allow_outbound: Vec<String>,
+
+    /// Outbound HTTP requests one guest instance may have in flight; beyond it the guest gets
+    /// the connection-limit-reached error.
+    #[arg(long = "outbound-max-concurrency", value_name = "INT", default_value_t = 16)]
+    pub outbound_max_concurrency: usize,
+
+    /// Open outbound connections per worker process (keeps the worker's file descriptors for
+    /// its clients). [default: 256, or a quarter of RLIMIT_NOFILE if that is less]
+    #[arg(long = "outbound-max-connections", value_name = "INT")]
+    pub outbound_max_connections: Option<usize>,
+
+    /// Seconds an outbound request may take to resolve, connect and finish its TLS handshake
+    /// (a guest may ask for less, never more; also cut to the request's remaining time).
+    #[arg(long = "outbound-connect-timeout", value_name = "SECS", default_value_t = 10)]
+    pub outbound_connect_timeout: u64,
+
     /// Directory for the workers' heartbeat files. [default: /dev/shm if it exists, else the temp dir]
     #[arg(long = "worker-tmp-dir", value_name = "DIR")]
     pub worker_tmp_dir: Option<PathBuf>,
@@ -152,7 +175,8 @@ pub struct ServeArgs {
     #[arg(long = "instance-reuse", value_name = "INT", default_value_t = 1)]
     pub instance_reuse: u32,
 
-    /// Where compiled apps are cached. [default: $XDG_CACHE_HOME/rustcorn or ~/.cache/rustcorn]
+    /// Where compiled apps are cached (created 0700; must be ours and not group/world-writable).
+    /// [default: $XDG_CACHE_HOME/rustcorn, ~/.cache/rustcorn, or /var/cache/rustcorn for root]
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
@@ -182,8 +206,26 @@ pub struct ServeArgs {
     #[arg(short = 'n', long = "name", value_name = "STRING")]
     pub name: Option<String>,
 
+    /// Serve /metrics (Prometheus), /livez and /readyz at this address (any --bind syntax),
+    /// from the arbiter; never reaches the app. [default: off]
+    #[arg(long = "admin-bind", value_name = "ADDRESS")]
+    pub admin_bind: Option<String>,
+
+    /// Answer 503 at once, without running the app, to a request that waited longer than SECS
+    /// (fractions allowed) since a trusted proxy stamped X-Request-Start. [default: off]
+    #[arg(long = "max-queue-time", value_name = "SECS")]
+    pub max_queue_time: Option<f64>,
+
+    /// Proxies trusted to stamp X-Request-Start: comma-separated IPs or CIDR networks, or `*`.
+    /// Peers on unix sockets are trusted.
+    #[arg(long = "forwarded-allow-ips", value_name = "IPS", default_value = crate::metrics::queue_time::DEFAULT_FORWARDED_ALLOW_IPS)]
+    pub forwarded_allow_ips: String,
+
     #[command(flatten)]
     pub ops: OpsArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     #[command(flatten)]
     pub gunicorn_only: GunicornOnlyFlags,
@@ -219,6 +261,45 @@ pub struct OpsArgs {
     pub group: Option<String>,
 }
 
+/// TLS and HTTP versions. TLS applies to every TCP bind; unix-socket binds stay plain.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// TLS certificate chain (PEM). Serves https (and HTTP/2 by ALPN) on every TCP bind.
+    #[arg(long = "certfile", value_name = "FILE")]
+    pub certfile: Option<PathBuf>,
+
+    /// TLS private key (PEM). [default: read from --certfile]
+    #[arg(long = "keyfile", value_name = "FILE", requires = "certfile")]
+    pub keyfile: Option<PathBuf>,
+
+    /// CA certificates (PEM) that client certificates must chain to (with --cert-reqs 1 or 2).
+    #[arg(long = "ca-certs", value_name = "FILE", requires = "certfile")]
+    pub ca_certs: Option<PathBuf>,
+
+    /// Client certificates: 0 = not asked for, 1 = optional, 2 = required (mutual TLS).
+    #[arg(long = "cert-reqs", value_name = "INT", default_value_t = 0)]
+    pub cert_reqs: u8,
+
+    /// TLS cipher suites, ':'-separated IANA or OpenSSL names (rustls has no OpenSSL cipher
+    /// strings: names it lacks are reported and skipped). [default: rustls's suites]
+    #[arg(long = "ciphers", value_name = "CIPHERS")]
+    pub ciphers: Option<String>,
+
+    /// Accepted for Gunicorn compatibility; rustcorn always handshakes in the connection's task.
+    #[arg(long = "do-handshake-on-connect", hide = true)]
+    pub do_handshake_on_connect: bool,
+
+    /// Seconds a new connection gets to finish its TLS handshake (and, with h2 on a plain bind,
+    /// to send its first bytes); it is then closed, freeing its --worker-connections slot.
+    #[arg(long = "handshake-timeout", value_name = "SECS", default_value_t = 10)]
+    pub handshake_timeout: u64,
+
+    /// HTTP versions to serve: h1, h2 or h1,h2. h2 is by ALPN on TLS and by prior knowledge on
+    /// plain binds. [default: h1,h2 with --certfile, else h1]
+    #[arg(long = "http-protocols", value_name = "LIST")]
+    pub http_protocols: Option<String>,
+}
+
 /// Gunicorn flags that have no meaning for rustcorn. They are accepted so a Gunicorn command line
 /// works with only the app swapped, and each one given is reported with a one-line warning.
 #[derive(Args, Debug, Clone, Default)]
@@ -233,8 +314,6 @@ pub struct GunicornOnlyFlags {
     pub capture_output: bool,
     #[arg(long = "enable-stdio-inheritance", alias = "R", hide = true)]
     pub enable_stdio_inheritance: bool,
-    #[arg(long = "forwarded-allow-ips", value_name = "IPS", hide = true)]
-    pub forwarded_allow_ips: Option<String>,
     #[arg(long = "proxy-allow-from", value_name = "IPS", hide = true)]
     pub proxy_allow_from: Option<String>,
     #[arg(long = "statsd-host", value_name = "HOST", hide = true)]
@@ -249,19 +328,23 @@ pub struct GunicornOnlyFlags {
     pub spew: bool,
     #[arg(long = "initgroups", hide = true)]
     pub initgroups: bool,
+    /// rustls negotiates TLS 1.2 or 1.3; Gunicorn deprecated this flag too.
+    #[arg(long = "ssl-version", value_name = "VERSION", hide = true)]
+    pub ssl_version: Option<String>,
+    #[arg(long = "suppress-ragged-eofs", hide = true)]
+    pub suppress_ragged_eofs: bool,
 }
 
 impl GunicornOnlyFlags {
     /// The flags given on this command line that rustcorn ignores, by name.
     pub fn given(&self) -> Vec<&'static str> {
         let mut given = Vec::new();
-        let options: [(&'static str, bool); 13] = [
+        let options: [(&'static str, bool); 14] = [
             ("--worker-class", self.worker_class.is_some()),
             ("--preload", self.preload),
             ("--no-sendfile", self.no_sendfile),
             ("--capture-output", self.capture_output),
             ("--enable-stdio-inheritance", self.enable_stdio_inheritance),
-            ("--forwarded-allow-ips", self.forwarded_allow_ips.is_some()),
             ("--proxy-allow-from", self.proxy_allow_from.is_some()),
             ("--statsd-host", self.statsd_host.is_some()),
             ("--statsd-prefix", self.statsd_prefix.is_some()),
@@ -269,6 +352,8 @@ impl GunicornOnlyFlags {
             ("--paste", self.paste.is_some()),
             ("--spew", self.spew),
             ("--initgroups", self.initgroups),
+            ("--ssl-version", self.ssl_version.is_some()),
+            ("--suppress-ragged-eofs", self.suppress_ragged_eofs),
         ];
         for (name, present) in options {
             if present {

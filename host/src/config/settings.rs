@@ -1,11 +1,15 @@
 //! Resolved settings: turns CLI arguments (and the environment) into validated `Settings`, failing
 //! with one line that names the setting and the fix.
 use crate::config::cli::ServeArgs;
+use crate::guest::outbound::policy::AllowList;
+use crate::guest::outbound::{Outbound, OutboundSettings};
 use crate::log::access::AccessLogFormat;
 use crate::log::{Level, LogTarget};
 use crate::sys::binds::BindSpec;
+use crate::tls::{ClientAuth, HttpProtocols, TlsSettings};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A bad setting: printed as one line, before any worker forks.
@@ -61,6 +65,9 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     pub guest_env: Vec<(String, String)>,
     pub guest_dirs: Vec<(PathBuf, String)>,
+    /// Outbound HTTP policy and limits (`--allow-outbound` and friends), with each worker's
+    /// count of open outbound connections.
+    pub outbound: Arc<Outbound>,
     pub worker_tmp_dir: PathBuf,
     pub max_memory: usize,
     pub instance_slots: u32,
@@ -69,16 +76,35 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     /// `-n/--name`: what `ps` shows for the arbiter and workers.
     pub name: String,
+    /// `--certfile` and friends: TLS on every TCP bind.
+    pub tls: Option<TlsSettings>,
+    /// `--http-protocols` as given; `protocols()` applies the default.
+    pub http_protocols: Option<HttpProtocols>,
+    /// `--handshake-timeout`.
+    pub handshake_timeout: Duration,
+    /// `--admin-bind`: where the arbiter serves /metrics, /livez and /readyz.
+    pub admin_bind: Option<BindSpec>,
+    /// `--max-queue-time` and `--forwarded-allow-ips`.
+    pub queue: crate::metrics::queue_time::QueuePolicy,
 }
 
 /// Watchdog timeout used when `--timeout 0` disables the request deadline.
 pub const DEFAULT_WATCHDOG_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Settings {
-    /// Validates CLI arguments against the process environment.
+    /// Validates CLI arguments against the process environment, and reads and checks the TLS
+    /// files (so a bad certificate stops a start or a HUP before anything changes).
     pub fn from_args(args: &ServeArgs) -> Result<Settings, ConfigError> {
         let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
-        Self::resolve(args, &env)
+        let settings = Self::resolve(args, &env)?;
+        crate::tls::validate_tls_files(&settings).map_err(|e| bad(format!("{e:#}")))?;
+        Ok(settings)
+    }
+
+    /// The HTTP versions served on a TLS (or plain) connection: `--http-protocols`, else h1+h2
+    /// with TLS and h1 alone without.
+    pub fn protocols(&self, tls: bool) -> HttpProtocols {
+        self.http_protocols.unwrap_or(HttpProtocols { h1: true, h2: tls })
     }
 
     fn resolve(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
@@ -131,6 +157,23 @@ impl Settings {
             return Err(bad("--instance-reuse must be at least 1 (1 = a fresh instance per request; got 0)"));
         }
 
+        for (flag, secs) in [
+            ("--timeout", args.timeout),
+            ("--max-request-time", args.max_request_time),
+            ("--graceful-timeout", args.graceful_timeout),
+            ("--keep-alive", args.keep_alive),
+        ] {
+            if secs > MAX_SECONDS {
+                return Err(bad(format!("{flag} must be between 0 and {MAX_SECONDS} seconds (7 days; got {secs})")));
+            }
+        }
+        for (flag, count) in
+            [("--max-requests", args.max_requests), ("--max-requests-jitter", args.max_requests_jitter)]
+        {
+            if count > MAX_REQUEST_COUNT {
+                return Err(bad(format!("{flag} must be between 0 and {MAX_REQUEST_COUNT} (got {count})")));
+            }
+        }
         let seconds = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
         let request_timeout = seconds(args.timeout);
         let max_memory = parse_bytes(&args.max_memory).ok_or_else(|| {
@@ -171,6 +214,8 @@ impl Settings {
             })
             .collect::<Result<_, _>>()?;
 
+        let outbound = Outbound::new(outbound_settings(args)?);
+
         let worker_tmp_dir = match &args.worker_tmp_dir {
             Some(dir) => {
                 if !dir.is_dir() {
@@ -187,10 +232,39 @@ impl Settings {
                 }
             }
         };
+        let tls = tls_settings(&args.tls)?;
+        let http_protocols = match &args.tls.http_protocols {
+            Some(text) => Some(HttpProtocols::parse(text).map_err(|e| bad(format!("--http-protocols {text:?}: {e}")))?),
+            None => None,
+        };
+        if args.tls.handshake_timeout == 0 {
+            return Err(bad("--handshake-timeout must be at least 1 second (got 0)"));
+        }
         let cache_dir = match &args.cache_dir {
             Some(dir) => dir.clone(),
-            None => default_cache_dir(env),
+            None => default_cache_dir(env, nix::unistd::geteuid().is_root())?,
         };
+
+        let admin_bind = args
+            .admin_bind
+            .as_deref()
+            .map(|b| BindSpec::parse(b).map_err(|e| bad(format!("--admin-bind {b}: {e}"))))
+            .transpose()?;
+        let ephemeral = |spec: &BindSpec| matches!(spec, BindSpec::Tcp(text) if text.ends_with(":0"));
+        if admin_bind.as_ref().is_some_and(|a| !ephemeral(a) && binds.contains(a)) {
+            return Err(bad("--admin-bind must differ from every --bind (the admin endpoint is not the app's port)"));
+        }
+        let max_queue_time = match args.max_queue_time {
+            None => None,
+            Some(secs) if secs.is_finite() && secs > 0.0 && secs < 86_400.0 => Some(Duration::from_secs_f64(secs)),
+            Some(secs) => {
+                return Err(bad(format!(
+                    "--max-queue-time must be a number of seconds above 0 (got {secs}); omit it to turn shedding off"
+                )))
+            }
+        };
+        let trusted = crate::metrics::queue_time::TrustedProxies::parse(&args.forwarded_allow_ips)
+            .map_err(|e| bad(format!("--forwarded-allow-ips: {e}")))?;
 
         Ok(Settings {
             app: args.app.clone(),
@@ -218,16 +292,90 @@ impl Settings {
             pid_file: args.pid.clone(),
             guest_env,
             guest_dirs,
+            outbound,
             worker_tmp_dir,
             max_memory,
             instance_slots: args.instance_slots,
             instance_reuse: args.instance_reuse,
             cache_dir,
+            tls,
+            http_protocols,
+            handshake_timeout: Duration::from_secs(args.tls.handshake_timeout),
             name: args.name.clone().unwrap_or_else(|| {
                 args.app.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into())
             }),
+            admin_bind,
+            queue: crate::metrics::queue_time::QueuePolicy { trusted, max: max_queue_time },
         })
     }
+}
+
+/// Most outbound connections a worker may open by default.
+const DEFAULT_OUTBOUND_CONNECTIONS: usize = 256;
+
+fn outbound_settings(args: &ServeArgs) -> Result<OutboundSettings, ConfigError> {
+    let allow = AllowList::parse(&args.allow_outbound).map_err(|e| bad(format!("--allow-outbound {e}")))?;
+    positive("--outbound-max-concurrency", args.outbound_max_concurrency)?;
+    let fd_limit = open_files_limit();
+    let max_connections = match args.outbound_max_connections {
+        None => DEFAULT_OUTBOUND_CONNECTIONS.min(fd_limit / 4).max(1),
+        Some(n) if n >= 1 && n <= fd_limit / 2 => n,
+        Some(n) => {
+            return Err(bad(format!(
+                "--outbound-max-connections must be between 1 and half the open-files limit ({}; got {n}): raise `ulimit -n` or lower it",
+                fd_limit / 2
+            )))
+        }
+    };
+    if !(1..=600).contains(&args.outbound_connect_timeout) {
+        return Err(bad(format!(
+            "--outbound-connect-timeout must be between 1 and 600 seconds (got {})",
+            args.outbound_connect_timeout
+        )));
+    }
+    Ok(OutboundSettings {
+        allow,
+        max_concurrency: args.outbound_max_concurrency,
+        max_connections,
+        connect_timeout: Duration::from_secs(args.outbound_connect_timeout),
+    })
+}
+
+/// The soft RLIMIT_NOFILE of this process (workers inherit it).
+fn open_files_limit() -> usize {
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) => usize::try_from(soft).unwrap_or(usize::MAX),
+        Err(_) => 1024,
+    }
+}
+
+/// `--certfile`, `--keyfile`, `--ca-certs`, `--cert-reqs`, `--ciphers`: consistent or an error.
+fn tls_settings(args: &crate::config::cli::TlsArgs) -> Result<Option<TlsSettings>, ConfigError> {
+    let client_auth = match args.cert_reqs {
+        0 => ClientAuth::None,
+        1 => ClientAuth::Optional,
+        2 => ClientAuth::Required,
+        n => return Err(bad(format!("--cert-reqs must be 0 (none), 1 (optional) or 2 (required) (got {n})"))),
+    };
+    let Some(certfile) = args.certfile.clone() else {
+        if client_auth != ClientAuth::None {
+            return Err(bad("--cert-reqs needs TLS: add --certfile (and --keyfile)"));
+        }
+        return Ok(None);
+    };
+    if client_auth != ClientAuth::None && args.ca_certs.is_none() {
+        return Err(bad(format!(
+            "--cert-reqs {}: client certificates need --ca-certs FILE to check them against",
+            args.cert_reqs
+        )));
+    }
+    Ok(Some(TlsSettings {
+        certfile,
+        keyfile: args.keyfile.clone(),
+        ca_certs: args.ca_certs.clone(),
+        client_auth,
+        ciphers: args.ciphers.clone(),
+    }))
 }
 
 fn positive(name: &str, value: usize) -> Result<(), ConfigError> {
@@ -242,15 +390,33 @@ pub fn available_cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-fn default_cache_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
-    if let Some(xdg) = env("XDG_CACHE_HOME") {
-        return PathBuf::from(xdg).join("rustcorn");
+/// `$XDG_CACHE_HOME/rustcorn`, `$HOME/.cache/rustcorn`, or for root `/var/cache/rustcorn`; never
+/// a directory shared with other users (the compiled code in it runs as native code).
+fn default_cache_dir(env: &dyn Fn(&str) -> Option<String>, is_root: bool) -> Result<PathBuf, ConfigError> {
+    // The XDG base directory spec ignores relative paths: so do we.
+    let absolute = |key: &str| env(key).map(PathBuf::from).filter(|path| path.is_absolute());
+    if let Some(xdg) = absolute("XDG_CACHE_HOME") {
+        return Ok(xdg.join("rustcorn"));
     }
-    if let Some(home) = env("HOME") {
-        return PathBuf::from(home).join(".cache").join("rustcorn");
+    if let Some(home) = absolute("HOME") {
+        return Ok(home.join(".cache").join("rustcorn"));
     }
-    std::env::temp_dir().join("rustcorn-cache")
+    if is_root {
+        return Ok(PathBuf::from(ROOT_CACHE_DIR));
+    }
+    Err(bad(
+        "no private directory for the compile cache (neither HOME nor XDG_CACHE_HOME is set): pass --cache-dir DIR",
+    ))
 }
+
+/// The compile cache of a root process with no HOME (e.g. a systemd unit without `User=`).
+pub const ROOT_CACHE_DIR: &str = "/var/cache/rustcorn";
+
+/// Upper bound for the seconds-valued settings: far beyond any real use, and small enough that
+/// `Instant + Duration` and millisecond conversions can never overflow.
+pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
+/// Upper bound for `--max-requests` and its jitter: their sum (and jitter's `max + 1`) cannot overflow.
+pub const MAX_REQUEST_COUNT: u64 = 1 << 40;
 
 /// Parses `65536`, `64K`, `64KiB`, `512M`, `1G` (binary multiples).
 pub fn parse_bytes(text: &str) -> Option<usize> {
@@ -271,6 +437,73 @@ pub fn parse_bytes(text: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve_args(extra: &[&str]) -> Result<Settings, ConfigError> {
+        use clap::Parser;
+        let argv = ["rustcorn", "serve", "app.wasm"].iter().chain(extra.iter());
+        let cli = crate::config::cli::Cli::try_parse_from(argv).expect("valid command line");
+        let crate::config::cli::Command::Serve(args) = cli.command else { panic!("serve") };
+        Settings::resolve(&args, &|_| None)
+    }
+
+    #[test]
+    fn tls_flags_must_be_consistent() {
+        let err = |extra: &[&str]| resolve_args(extra).unwrap_err().to_string();
+        assert!(err(&["--cert-reqs", "3"]).contains("--cert-reqs must be 0"));
+        assert!(err(&["--cert-reqs", "2"]).contains("--cert-reqs needs TLS"));
+        assert!(err(&["--certfile", "c.pem", "--cert-reqs", "1"]).contains("need --ca-certs"));
+        assert!(err(&["--http-protocols", "h3"]).contains("--http-protocols"));
+        assert!(err(&["--handshake-timeout", "0"]).contains("--handshake-timeout"));
+        let plain = resolve_args(&[]).unwrap();
+        assert_eq!((plain.protocols(false).h2, plain.protocols(true).h2), (false, true));
+        let tls = resolve_args(&["--certfile", "c.pem", "--http-protocols", "h1"]).unwrap();
+        assert_eq!(tls.tls.as_ref().map(|t| t.client_auth), Some(ClientAuth::None));
+        assert!(!tls.protocols(true).h2, "an explicit --http-protocols applies to TLS too");
+    }
+
+    fn env_of(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |key| vars.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn the_cache_dir_is_never_a_shared_temp_dir() {
+        let dir = |vars, root| default_cache_dir(&env_of(vars), root).map_err(|e| e.0);
+        assert_eq!(dir(&[("HOME", "/home/a"), ("XDG_CACHE_HOME", "/x")], false), Ok("/x/rustcorn".into()));
+        assert_eq!(dir(&[("HOME", "/home/a")], false), Ok("/home/a/.cache/rustcorn".into()));
+        assert_eq!(dir(&[("HOME", "relative")], true), Ok(ROOT_CACHE_DIR.into()));
+        assert_eq!(dir(&[], true), Ok(ROOT_CACHE_DIR.into()));
+        let e = dir(&[], false).unwrap_err();
+        assert!(e.contains("--cache-dir") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn extreme_timeouts_and_jitter_are_rejected_at_validation() {
+        use clap::Parser;
+        let settings = |extra: &[&str]| {
+            let mut argv = vec!["rustcorn", "serve", "app.wasm", "--cache-dir", "/c", "-w", "1"];
+            argv.extend_from_slice(extra);
+            let crate::config::cli::Command::Serve(args) =
+                crate::config::cli::Cli::try_parse_from(argv).unwrap().command
+            else {
+                unreachable!("parsed a serve command line")
+            };
+            Settings::resolve(&args, &env_of(&[])).map(|_| ()).map_err(|e| e.0)
+        };
+        assert_eq!(settings(&["--max-requests", "10", "--max-requests-jitter", "5"]), Ok(()));
+        let max = u64::MAX.to_string();
+        for (flag, value) in [
+            ("--max-requests-jitter", max.as_str()),
+            ("--max-requests", max.as_str()),
+            ("--timeout", max.as_str()),
+            ("--graceful-timeout", max.as_str()),
+            ("--keep-alive", "604801"),
+            ("--max-request-time", max.as_str()),
+        ] {
+            let e = settings(&[flag, value]).unwrap_err();
+            assert!(e.starts_with(&format!("{flag} must be between 0 and")), "{e}");
+        }
+        assert_eq!(settings(&["--timeout", "604800", "--graceful-timeout", "604800"]), Ok(()));
+    }
 
     #[test]
     fn byte_sizes_parse_with_binary_suffixes() {

@@ -43,6 +43,8 @@ impl GuestOutcome {
 pub struct ResponseBody {
     kind: Kind,
     record: Option<AccessRecord>,
+    /// Records the request in the metrics when the body is done (dropped).
+    timer: Option<crate::metrics::RequestTimer>,
 }
 
 enum Kind {
@@ -64,7 +66,7 @@ struct GuestBody {
 
 impl ResponseBody {
     pub fn full(text: &'static str, record: Option<AccessRecord>) -> ResponseBody {
-        ResponseBody { kind: Kind::Full(Some(Bytes::from_static(text.as_bytes()))), record }
+        ResponseBody { kind: Kind::Full(Some(Bytes::from_static(text.as_bytes()))), record, timer: None }
     }
 
     pub fn guest(
@@ -78,7 +80,12 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Guest(GuestBody { inner, outcome, clock, guest_task, request_id, done: false, failing: None }),
             record,
+            timer: None,
         }
+    }
+
+    pub fn attach_timer(&mut self, timer: crate::metrics::RequestTimer) {
+        self.timer = Some(timer);
     }
 }
 

@@ -6,6 +6,8 @@ use crate::guest::body::{GuestOutcome, ResponseBody};
 use crate::guest::clock::{Expiry, RequestClock};
 use crate::guest::store::{new_store, GuestState};
 use crate::log::access::{AccessLog, AccessRecord};
+use crate::metrics::labels::Outcome;
+use crate::metrics::{OutcomeLatch, Recorder, RequestFigures};
 use crate::{log_error, log_warning};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -36,6 +38,8 @@ pub struct AppRuntime {
     max_requests: u64,
     /// Notified when the request that reaches `max_requests` arrives.
     pub quota_reached: tokio::sync::Notify,
+    /// This worker's metrics slot (disabled without --admin-bind).
+    pub metrics: Recorder,
 }
 
 /// The connection a request arrived on.
@@ -45,6 +49,17 @@ pub struct ConnectionInfo {
     pub remote: String,
     /// Authority given to requests that carry no Host header (HTTP/1.0): the listening address.
     pub local_authority: HeaderValue,
+    /// TLS connection: the guest sees the `https` scheme.
+    pub https: bool,
+    /// The verified client certificate's subject (`--cert-reqs` 1 or 2), for the access log.
+    pub client_subject: Option<Arc<str>>,
+}
+
+impl ConnectionInfo {
+    /// A plain connection from `remote` to the listener at `local_authority`.
+    pub fn new(remote: String, local_authority: HeaderValue) -> ConnectionInfo {
+        ConnectionInfo { remote, local_authority, https: false, client_subject: None }
+    }
 }
 
 /// How a guest run ended, as seen by the guest task.
@@ -65,7 +80,14 @@ impl AppRuntime {
             idle: Mutex::new(Vec::new()),
             max_requests: 0,
             quota_reached: tokio::sync::Notify::new(),
+            metrics: Recorder::disabled(),
         }
+    }
+
+    /// Records this worker's metrics into `metrics`.
+    pub fn with_metrics(mut self, metrics: Recorder) -> AppRuntime {
+        self.metrics = metrics;
+        self
     }
 
     /// Sets the request count after which `quota_reached` is notified.
@@ -74,13 +96,38 @@ impl AppRuntime {
         self
     }
 
-    /// Serves one request. Never fails: every outcome is a response.
-    pub async fn handle(
-        self: Arc<Self>,
-        mut request: Request<Incoming>,
-        conn: &ConnectionInfo,
-    ) -> Response<ResponseBody> {
-        let record = self.access_log.as_ref().map(|log| AccessRecord::new(log.clone(), conn.remote.clone(), &request));
+    /// Serves one request. Never fails: every outcome is a response. Counted in the metrics from
+    /// here until its response body is done.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, conn: &ConnectionInfo) -> Response<ResponseBody> {
+        let mut timer = self.metrics.request_started(request.method());
+        let mut response = self.serve(request, conn).await;
+        timer.set_status(response.status().as_u16());
+        response.body_mut().attach_timer(timer);
+        response
+    }
+
+    async fn serve(self: Arc<Self>, mut request: Request<Incoming>, conn: &ConnectionInfo) -> Response<ResponseBody> {
+        let queue_time = self.settings.queue.queue_time(request.headers(), &conn.remote, std::time::SystemTime::now());
+        let figures = Arc::new(RequestFigures::default());
+        let mut record = self.access_log.as_ref().map(|log| {
+            let mut record = AccessRecord::new(log.clone(), conn.remote.clone(), &request);
+            record.client_subject = conn.client_subject.clone();
+            record
+        });
+        if let Some(record) = record.as_mut() {
+            record.queue_time = queue_time;
+            record.figures = Some(figures.clone());
+        }
+        if let Some(waited) = queue_time {
+            self.metrics.queue_time(waited);
+            if self.settings.queue.sheds(queue_time) {
+                self.metrics.shed_for_queue_time();
+                crate::log_debug!("shed a request that waited {waited:?} (over --max-queue-time)");
+                let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n", record);
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            }
+        }
         if let Some((status, text)) = check_limits(&request, &self.settings.limits) {
             return error_response(status, text, record);
         }
@@ -103,7 +150,7 @@ impl AppRuntime {
                 store.set_epoch_deadline(1);
                 (store, Some(idle.proxy), idle.served)
             }
-            None => match new_store(self.pre.engine(), &self.settings, &request_id, clock.clone()) {
+            None => match new_store(self.pre.engine(), &self.settings, &request_id, clock.clone(), self.metrics) {
                 Ok(store) => (store, None, 0),
                 Err(e) => {
                     log_error!("request {request_id} {summary}: cannot set up the guest: {e:#}");
@@ -111,11 +158,16 @@ impl AppRuntime {
                 }
             },
         };
+        store.data_mut().track_memory(figures.clone());
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let prepared = store.data_mut().http().new_incoming_request(Scheme::Http, request).and_then(|req| {
-            let out = store.data_mut().http().new_response_outparam(sender)?;
-            Ok((req, out))
-        });
+        let prepared = store
+            .data_mut()
+            .http()
+            .new_incoming_request(if conn.https { Scheme::Https } else { Scheme::Http }, request)
+            .and_then(|req| {
+                let out = store.data_mut().http().new_response_outparam(sender)?;
+                Ok((req, out))
+            });
         let (guest_request, response_out) = match prepared {
             Ok(pair) => pair,
             Err(e) => {
@@ -126,13 +178,15 @@ impl AppRuntime {
 
         let outcome = GuestOutcome::new();
         let task_outcome = outcome.clone();
+        let latch = OutcomeLatch::default();
+        let task_latch = latch.clone();
         let app = self.clone();
         let task_clock = clock.clone();
         let guest = tokio::spawn(async move {
             let result = tokio::select! {
                 biased;
                 why = task_clock.expired() => Err(GuestFailure::Timeout(why)),
-                result = run_guest(&app.pre, &mut store, kept_proxy, guest_request, response_out) => result,
+                result = run_guest(&app.pre, &mut store, kept_proxy, guest_request, response_out, &figures) => result,
             };
             let result = match result {
                 Err(GuestFailure::Trap { .. }) if task_clock.is_expired() => Err(GuestFailure::Timeout(
@@ -146,6 +200,13 @@ impl AppRuntime {
             // Record the outcome before the store (and with it the response body's sender) is
             // dropped, so the body can tell a finished response from one the guest abandoned.
             task_outcome.finish(result.is_ok());
+            match &result {
+                Ok(_) => task_latch.guest_returned(&app.metrics),
+                Err(failure) => app.metrics.outcome(failure.outcome()),
+            }
+            if let Some(took) = figures.instantiation() {
+                app.metrics.instantiation(took);
+            }
             match result {
                 Ok(proxy) => {
                     app.keep_or_drop(store, proxy, served + 1);
@@ -161,6 +222,7 @@ impl AppRuntime {
 
         match receiver.await {
             Ok(Ok(response)) => {
+                latch.head_arrived(&self.metrics);
                 clock.progress();
                 let (parts, body) = response.into_parts();
                 let mut record = record;
@@ -177,7 +239,10 @@ impl AppRuntime {
             }
             Err(_) => {
                 let failure = match guest.join().await {
-                    Some(Ok(())) => None,
+                    Some(Ok(())) => {
+                        self.metrics.outcome(Outcome::NoResponse);
+                        None
+                    }
                     Some(Err(failure)) => Some(failure),
                     None => {
                         log_error!("request {request_id} {summary}: the guest task failed");
@@ -226,16 +291,24 @@ async fn run_guest(
     kept: Option<Proxy>,
     request: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
     response_out: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
+    figures: &RequestFigures,
 ) -> Result<Proxy, GuestFailure> {
     let proxy = match kept {
         Some(proxy) => proxy,
-        None => pre.instantiate_async(&mut *store).await.map_err(|e| {
-            if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
-                GuestFailure::NoInstanceSlot(e)
-            } else {
-                GuestFailure::Instantiate(e)
+        None => {
+            let started = std::time::Instant::now();
+            let instantiated = pre.instantiate_async(&mut *store).await;
+            if instantiated.is_ok() {
+                figures.set_instantiation(started.elapsed());
             }
-        })?,
+            instantiated.map_err(|e| {
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+                    GuestFailure::NoInstanceSlot(e)
+                } else {
+                    GuestFailure::Instantiate(e)
+                }
+            })?
+        }
     };
     proxy
         .wasi_http_incoming_handler()
@@ -243,6 +316,18 @@ async fn run_guest(
         .await
         .map_err(|error| GuestFailure::Trap { error, out_of_memory: false })?;
     Ok(proxy)
+}
+
+impl GuestFailure {
+    /// The metrics outcome (a failed instantiation counts as a trap).
+    fn outcome(&self) -> Outcome {
+        match self {
+            GuestFailure::Timeout(_) => Outcome::Timeout,
+            GuestFailure::NoInstanceSlot(_) => Outcome::NoInstanceSlot,
+            GuestFailure::Trap { out_of_memory: true, .. } => Outcome::MemoryLimit,
+            GuestFailure::Instantiate(_) | GuestFailure::Trap { .. } => Outcome::Trap,
+        }
+    }
 }
 
 fn failure_response(
@@ -290,7 +375,12 @@ fn failure_response(
             (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
         }
     };
-    error_response(status, text, record)
+    let mut response = error_response(status, text, record);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // Every instance slot is busy: a moment later one is likely free.
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// A guest error in one line: the trap kind or the error chain, without the backtrace.

@@ -2,6 +2,7 @@
 //! resource table), its memory cap, its request clock and its stdout/stderr.
 use crate::config::settings::Settings;
 use crate::guest::clock::RequestClock;
+use crate::guest::outbound::OutboundHooks;
 use crate::guest::output::GuestOutput;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -13,6 +14,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 pub struct GuestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    /// Outbound HTTP: the allow-list check, address check and limits (never the default sender).
+    outbound: OutboundHooks,
     table: ResourceTable,
     limiter: MemoryLimiter,
     clock: Arc<RequestClock>,
@@ -23,10 +26,17 @@ pub struct GuestState {
 impl GuestState {
     /// Readies a kept instance's state for its next request (--instance-reuse).
     pub fn begin_request(&mut self, request_id: &Arc<str>, clock: Arc<RequestClock>) {
+        self.outbound.begin_request(request_id.clone(), clock.clone());
         self.clock = clock;
         self.limiter.denied = false;
         self.stdout.set_request(request_id.clone());
         self.stderr.set_request(request_id.clone());
+    }
+
+    /// Reports this request's linear memory (as it grows) into `figures`.
+    pub fn track_memory(&mut self, figures: Arc<crate::metrics::RequestFigures>) {
+        figures.set_memory(self.limiter.granted_bytes);
+        self.limiter.figures = Some(figures);
     }
 
     /// True when the guest asked for more linear memory than `--max-memory` allows.
@@ -57,7 +67,7 @@ impl WasiView for GuestState {
 
 impl WasiHttpView for GuestState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
     }
 }
 
@@ -67,6 +77,8 @@ struct MemoryLimiter {
     max_bytes: usize,
     granted_bytes: usize,
     denied: bool,
+    /// The current request's figures (peak linear memory for the access log).
+    figures: Option<Arc<crate::metrics::RequestFigures>>,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
@@ -77,6 +89,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             return Ok(false);
         }
         self.granted_bytes = total;
+        if let Some(figures) = &self.figures {
+            figures.set_memory(total);
+        }
         Ok(true)
     }
 
@@ -92,6 +107,7 @@ pub fn new_store(
     settings: &Settings,
     request_id: &Arc<str>,
     clock: Arc<RequestClock>,
+    metrics: crate::metrics::Recorder,
 ) -> anyhow::Result<Store<GuestState>> {
     let stdout = GuestOutput::new(request_id.clone(), "stdout");
     let stderr = GuestOutput::new(request_id.clone(), "stderr");
@@ -103,8 +119,9 @@ pub fn new_store(
     let state = GuestState {
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
+        outbound: OutboundHooks::new(settings.outbound.clone(), request_id.clone(), clock.clone(), metrics),
         table: ResourceTable::new(),
-        limiter: MemoryLimiter { max_bytes: settings.max_memory, granted_bytes: 0, denied: false },
+        limiter: MemoryLimiter { max_bytes: settings.max_memory, granted_bytes: 0, denied: false, figures: None },
         clock,
         stdout,
         stderr,

@@ -36,6 +36,13 @@ enum Atom {
     Micros,
     DecimalSeconds,
     Pid,
+    ClientSubject,
+    /// rustcorn: microseconds since a trusted proxy's X-Request-Start stamp.
+    QueueMicros,
+    /// rustcorn: microseconds to instantiate the guest (`-` for a reused instance).
+    InstantiationMicros,
+    /// rustcorn: the guest's linear memory at its peak, in bytes.
+    PeakMemory,
     RequestHeader(http::HeaderName),
     ResponseHeader(http::HeaderName),
 }
@@ -52,7 +59,7 @@ pub struct AccessLogFormat {
 pub const JSON_FORMAT: &str = "json";
 
 /// The atoms of a JSON line, in Gunicorn's documentation order; the numeric ones are numbers.
-const JSON_ATOMS: [(&str, Atom, bool); 19] = [
+const JSON_ATOMS: [(&str, Atom, bool); 23] = [
     ("h", Atom::RemoteAddr, false),
     ("l", Atom::Dash, false),
     ("u", Atom::User, false),
@@ -72,6 +79,10 @@ const JSON_ATOMS: [(&str, Atom, bool); 19] = [
     ("D", Atom::Micros, true),
     ("L", Atom::DecimalSeconds, true),
     ("p", Atom::Pid, false),
+    ("ssl_client_s_dn", Atom::ClientSubject, false),
+    ("queue_us", Atom::QueueMicros, true),
+    ("instantiate_us", Atom::InstantiationMicros, true),
+    ("peak_memory", Atom::PeakMemory, true),
 ];
 
 impl AccessLogFormat {
@@ -132,9 +143,13 @@ impl AccessLogFormat {
             "D" => Atom::Micros,
             "L" => Atom::DecimalSeconds,
             "p" => Atom::Pid,
+            "ssl_client_s_dn" => Atom::ClientSubject,
+            "queue_us" => Atom::QueueMicros,
+            "instantiate_us" => Atom::InstantiationMicros,
+            "peak_memory" => Atom::PeakMemory,
             other => {
                 return Err(format!(
-                    "unknown atom %({other})s; use h l u t r m U q H s B b f a T M D L p {{header}}i {{header}}o"
+                    "unknown atom %({other})s; use h l u t r m U q H s B b f a T M D L p ssl_client_s_dn queue_us instantiate_us peak_memory {{header}}i {{header}}o"
                 ))
             }
         })
@@ -160,6 +175,12 @@ pub struct AccessRecord {
     pub status: u16,
     pub response_headers: HeaderMap,
     pub bytes_sent: u64,
+    /// The client certificate's subject on a mutual-TLS connection.
+    pub client_subject: Option<Arc<str>>,
+    /// Time since a trusted proxy's X-Request-Start stamp.
+    pub queue_time: Option<Duration>,
+    /// Instantiation time and peak guest memory, filled in by the guest task.
+    pub figures: Option<Arc<crate::metrics::RequestFigures>>,
 }
 
 impl AccessRecord {
@@ -176,6 +197,9 @@ impl AccessRecord {
             status: 0,
             response_headers: HeaderMap::new(),
             bytes_sent: 0,
+            client_subject: None,
+            queue_time: None,
+            figures: None,
         }
     }
 
@@ -209,7 +233,9 @@ impl AccessRecord {
             line.push_str("\":");
             value.clear();
             self.render_atom(atom, elapsed, &mut value);
-            if *numeric {
+            if *numeric && value == "-" {
+                line.push_str("null");
+            } else if *numeric {
                 line.push_str(&value);
             } else {
                 push_json_string(&mut line, &value);
@@ -249,6 +275,19 @@ impl AccessRecord {
             Atom::Micros => write!(out, "{}", elapsed.as_micros()),
             Atom::DecimalSeconds => write!(out, "{:.6}", elapsed.as_secs_f64()),
             Atom::Pid => write!(out, "<{}>", std::process::id()),
+            Atom::ClientSubject => write!(out, "{}", self.client_subject.as_deref().unwrap_or("-")),
+            Atom::QueueMicros => match self.queue_time {
+                Some(waited) => write!(out, "{}", waited.as_micros()),
+                None => write!(out, "-"),
+            },
+            Atom::InstantiationMicros => match self.figures.as_ref().and_then(|f| f.instantiation()) {
+                Some(took) => write!(out, "{}", took.as_micros()),
+                None => write!(out, "-"),
+            },
+            Atom::PeakMemory => match self.figures.as_ref().and_then(|f| f.peak_memory()) {
+                Some(bytes) => write!(out, "{bytes}"),
+                None => write!(out, "-"),
+            },
             Atom::RequestHeader(name) => write!(out, "{}", header(&self.request_headers, name)),
             Atom::ResponseHeader(name) => write!(out, "{}", header(&self.response_headers, name)),
         };

@@ -1,6 +1,6 @@
 //! The worker's accept loop: takes connections while a `--worker-connections` slot is free, hands
 //! each to its own task, and on drain empties a `--reuse-port` socket's own queue before closing it.
-use super::connection;
+use super::protocol::{self, Setup};
 use super::WorkerSpec;
 use crate::guest::handle::{AppRuntime, ConnectionInfo};
 use crate::log_warning;
@@ -46,6 +46,7 @@ pub fn accept_loop(
     slots: Arc<Semaphore>,
     connections: TaskTracker,
     mut draining: watch::Receiver<bool>,
+    setup: Arc<Setup>,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
     enum Accepting {
         Tcp(tokio::net::TcpListener, HeaderValue),
@@ -72,12 +73,12 @@ pub fn accept_loop(
         match accepting {
             Accepting::Tcp(listener, authority) => {
                 let (stream, peer) = listener.accept().await?;
-                let info = ConnectionInfo { remote: peer.ip().to_string(), local_authority: authority.clone() };
+                let info = ConnectionInfo::new(peer.ip().to_string(), authority.clone());
                 Ok(Connection::Tcp(stream, info))
             }
             Accepting::Unix(listener, authority) => {
                 let (stream, _) = listener.accept().await?;
-                let info = ConnectionInfo { remote: "-".into(), local_authority: authority.clone() };
+                let info = ConnectionInfo::new("-".into(), authority.clone());
                 Ok(Connection::Unix(stream, info))
             }
         }
@@ -95,7 +96,7 @@ pub fn accept_loop(
                 continue;
             };
             if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-                let info = ConnectionInfo { remote: peer.ip().to_string(), local_authority: authority.clone() };
+                let info = ConnectionInfo::new(peer.ip().to_string(), authority.clone());
                 queued.push(Connection::Tcp(stream, info));
             }
         }
@@ -115,16 +116,16 @@ pub fn accept_loop(
             match accepted {
                 Ok(Connection::Tcp(stream, info)) => {
                     let _ = stream.set_nodelay(true);
-                    let (app, drain) = (app.clone(), draining.clone());
+                    let (app, drain, setup) = (app.clone(), draining.clone(), setup.clone());
                     connections.spawn(async move {
-                        connection::serve(stream, app, info, drain).await;
+                        protocol::serve_tcp(stream, app, info, drain, setup).await;
                         drop(permit);
                     });
                 }
                 Ok(Connection::Unix(stream, info)) => {
-                    let (app, drain) = (app.clone(), draining.clone());
+                    let (app, drain, setup) = (app.clone(), draining.clone(), setup.clone());
                     connections.spawn(async move {
-                        connection::serve(stream, app, info, drain).await;
+                        protocol::serve_plain(stream, app, info, drain, &setup).await;
                         drop(permit);
                     });
                 }
@@ -140,13 +141,13 @@ pub fn accept_loop(
             // Closing the socket now stops the kernel from queueing more connections on it.
             drop(accepting);
             for connection in queued {
-                let (app, drain) = (app.clone(), draining.clone());
+                let (app, drain, setup) = (app.clone(), draining.clone(), setup.clone());
                 match connection {
                     Connection::Tcp(stream, info) => {
-                        connections.spawn(async move { connection::serve(stream, app, info, drain).await });
+                        connections.spawn(async move { protocol::serve_tcp(stream, app, info, drain, setup).await });
                     }
                     Connection::Unix(stream, info) => {
-                        connections.spawn(async move { connection::serve(stream, app, info, drain).await });
+                        connections.spawn(async move { protocol::serve_plain(stream, app, info, drain, &setup).await });
                     }
                 }
             }

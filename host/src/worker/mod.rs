@@ -3,6 +3,9 @@
 //! event loop, reopens its log files on USR1, drains on TERM and exits at once on INT/QUIT.
 pub mod accept;
 pub mod connection;
+pub mod http2;
+pub mod protocol;
+pub mod tls;
 
 use crate::app::engine::{self, PoolSizing};
 use crate::app::prepare::PreparedApp;
@@ -17,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
-use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// Exit status of a worker that could not start (the arbiter does not respawn it in a loop).
@@ -37,6 +39,8 @@ pub struct WorkerSpec<'a> {
     pub max_requests: u64,
     /// `--user`/`--group`: who the worker becomes once it has opened what it needs.
     pub credentials: Option<crate::sys::privileges::Credentials>,
+    /// Where this worker records its metrics (its slot of the arbiter's shared arena).
+    pub metrics: crate::metrics::Recorder,
 }
 
 /// Runs a worker to completion and returns its exit status.
@@ -55,27 +59,32 @@ pub fn run(spec: WorkerSpec<'_>) -> i32 {
         }
     };
     runtime.block_on(async move {
-        let (app, listeners) = match boot(&spec) {
+        let (app, listeners, setup) = match boot(&spec) {
             Ok(booted) => booted,
             Err(e) => {
                 log_error!("worker failed to boot: {e:#}");
                 return EXIT_BOOT_ERROR;
             }
         };
-        serve(spec, app, listeners).await
+        serve(spec, app, listeners, setup).await
     })
 }
 
-fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerListener>)> {
+fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerListener>, Arc<protocol::Setup>)> {
     let settings = &spec.settings;
     let listeners = accept::open_listeners(spec)?;
+    // Read before privileges drop: the key file is often readable by root only.
+    let tls = tls::Tls::load(settings).context("cannot load the TLS certificate")?;
+    let setup = Arc::new(protocol::Setup {
+        tls,
+        plain: settings.protocols(false),
+        first_bytes_timeout: settings.handshake_timeout,
+        h2_streams: Arc::new(Semaphore::new(http2::stream_permits(settings))),
+    });
     let pool = PoolSizing { instance_slots: settings.instance_slots, max_memory: settings.max_memory };
     let engine = engine::engine(Some(pool), false).context("cannot create the wasmtime engine")?;
-    // SAFETY: the arbiter's compiler child produced (or validated) this file for this engine
-    // configuration; wasmtime checks its compatibility header before use.
-    let component = unsafe { Component::deserialize_file(&engine, &spec.app.compiled) }
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("cannot load {}", spec.app.compiled.display()))?;
+    // The file the arbiter opened and digest-checked, inherited open: no path is re-opened.
+    let component = spec.app.load(&engine)?;
     let linker = engine::linker(&engine)?;
     let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
     let access_log = match &settings.access_log {
@@ -88,14 +97,28 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerLis
     // Sockets, the compiled app and the logs are open: drop privileges before any thread starts
     // and before the first request.
     if let Some(credentials) = spec.credentials {
+        // Our unix socket files belong to the workers' identity (idempotent across workers).
+        crate::sys::binds::chown_unix_sockets(
+            &spec.listeners,
+            &settings.binds,
+            credentials.uid.as_raw(),
+            credentials.gid.as_raw(),
+        )?;
         crate::sys::privileges::drop_to(credentials).with_context(|| format!("cannot switch to {credentials}"))?;
     }
     crate::guest::clock::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
-    let app = AppRuntime::new(pre, settings.clone(), access_log).with_max_requests(spec.max_requests);
-    Ok((Arc::new(app), listeners))
+    let app = AppRuntime::new(pre, settings.clone(), access_log)
+        .with_max_requests(spec.max_requests)
+        .with_metrics(spec.metrics);
+    Ok((Arc::new(app), listeners, setup))
 }
 
-async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>, listeners: Vec<accept::WorkerListener>) -> i32 {
+async fn serve(
+    spec: WorkerSpec<'_>,
+    app: Arc<AppRuntime>,
+    listeners: Vec<accept::WorkerListener>,
+    setup: Arc<protocol::Setup>,
+) -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
@@ -112,14 +135,20 @@ async fn serve(spec: WorkerSpec<'_>, app: Arc<AppRuntime>, listeners: Vec<accept
     let slots = Arc::new(Semaphore::new(settings.worker_connections));
     for listener in listeners {
         let name = listener.listener.to_string();
-        let accept =
-            match accept::accept_loop(listener, app.clone(), slots.clone(), connections.clone(), drain_rx.clone()) {
-                Ok(accept) => accept,
-                Err(e) => {
-                    log_error!("worker cannot use listener {name}: {e:#}");
-                    return EXIT_BOOT_ERROR;
-                }
-            };
+        let accept = match accept::accept_loop(
+            listener,
+            app.clone(),
+            slots.clone(),
+            connections.clone(),
+            drain_rx.clone(),
+            setup.clone(),
+        ) {
+            Ok(accept) => accept,
+            Err(e) => {
+                log_error!("worker cannot use listener {name}: {e:#}");
+                return EXIT_BOOT_ERROR;
+            }
+        };
         // Tracked like connections: the drain waits for an accept loop emptying its own queue.
         connections.spawn(accept);
     }

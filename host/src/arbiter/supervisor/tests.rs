@@ -1,5 +1,6 @@
 //! The supervisor's rules, driven with synthetic events and clocks: no processes, no sleeps.
 use super::*;
+use crate::worker::EXIT_BOOT_ERROR;
 
 const TIMING: Timing = Timing { watchdog: Duration::from_secs(30), graceful: Duration::from_secs(10) };
 
