@@ -98,14 +98,14 @@ fn image_command_as_pid_1_reaps_orphans_drains_on_term_and_exits_zero() {
     assert!(ok, "rustcorn compile: {output}");
     std::fs::set_permissions(&cwasm, std::os::unix::fs::PermissionsExt::from_mode(0o444)).unwrap();
 
-    // The image's command, with only the binary's and the app's paths and the bind (0.0.0.0:8000
-    // becomes a loopback port picked by the kernel) changed.
+    // The image's command, with only the binary's and the app's paths and the binds (0.0.0.0:8000
+    // and the admin 0.0.0.0:9000 become loopback ports picked by the kernel) changed.
     let command: Vec<String> = image_command()
         .into_iter()
         .map(|arg| match arg.as_str() {
             "/usr/local/bin/rustcorn" => rustcorn_bin().to_string(),
             "/app/app.cwasm" => cwasm.display().to_string(),
-            "0.0.0.0:8000" => "127.0.0.1:0".to_string(),
+            "0.0.0.0:8000" | "0.0.0.0:9000" => "127.0.0.1:0".to_string(),
             _ => arg,
         })
         .collect();
