@@ -8,6 +8,7 @@ mod bench_smoke;
 mod binds_ops;
 mod config;
 mod corpus;
+mod deploy;
 mod faults;
 mod hostile;
 mod hygiene;

@@ -98,11 +98,14 @@ fn max_requests_recycles_workers_with_no_failed_request() {
     assert!(ok >= 200, "only {ok} requests");
     assert!(failures.is_empty(), "{} failed requests while recycling: {failures:?}", failures.len());
 
-    // The replacement was serving before the recycled worker was told to stop.
+    // The replacement was serving before the recycled worker was told to stop. (The log is read
+    // by another thread than the status: wait for the lines themselves.)
+    let first_ask = server.log.wait_for(&["(--max-requests); asking for a replacement"], WAIT);
+    let recycled = number_after(&first_ask, "] [");
+    server.log.wait_for(&[&format!("retiring worker {recycled} ")], WAIT);
     let log = server.log.text();
     let lines: Vec<&str> = log.lines().collect();
     let asks = lines.iter().position(|l| l.contains("(--max-requests); asking for a replacement")).unwrap();
-    let recycled = number_after(lines[asks], "] [");
     let retired = lines.iter().position(|l| l.contains(&format!("retiring worker {recycled} "))).unwrap();
     assert!(
         lines[asks..retired].iter().any(|l| l.contains("Worker ready")),

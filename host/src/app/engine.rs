@@ -57,6 +57,20 @@ pub fn engine(pool: Option<PoolSizing>, parallel_compilation: bool) -> Result<En
     Ok(Engine::new(&config(pool, parallel_compilation))?)
 }
 
+/// The targets `rustcorn compile --target` is built to compile for (Cranelift backends compiled in).
+pub const CROSS_TARGETS: &[&str] = &["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"];
+
+/// An engine that compiles for another machine (`rustcorn compile --target TRIPLE`). Same
+/// configuration as `engine`, so the artifact loads in that machine's workers; Cranelift then
+/// assumes only the architecture's baseline CPU features instead of this machine's.
+pub fn cross_engine(target: &str) -> Result<Engine> {
+    let mut config = config(None, true);
+    config.target(target).map_err(|e| anyhow::anyhow!("--target {target}: not a target triple ({e})"))?;
+    Engine::new(&config).map_err(|e| {
+        anyhow::anyhow!("--target {target}: cannot compile for it ({e:#}); supported: {}", CROSS_TARGETS.join(", "))
+    })
+}
+
 /// The host functions a guest may import: the WASI 0.2 CLI world (so ordinary Rust, Python and JS
 /// guests link) and `wasi:http`.
 pub fn linker(engine: &Engine) -> Result<Linker<GuestState>> {

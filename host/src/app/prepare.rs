@@ -307,10 +307,9 @@ pub(crate) fn load_precompiled(engine: &Engine, app: &Path, bytes: &[u8]) -> Res
     }
     // SAFETY: the user passed this file explicitly as a precompiled app, and `read_app` checked
     // that only its owner (us or root) can write it; wasmtime checks that it was compiled by a
-    // compatible engine before using it.
+    // compatible engine before using it (its refusal becomes one line: which mismatch, how to rebuild).
     unsafe { Component::deserialize(engine, bytes) }
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("cannot load precompiled app {} (recompile it with this rustcorn)", app.display()))
+        .map_err(|e| anyhow!("{}", crate::app::compat::explain(app, &format!("{:#}", anyhow::Error::from(e)))))
 }
 
 /// Checks that every import is one the host provides and that the app exports the handler.

@@ -26,6 +26,10 @@ pub struct CompileArgs {
     /// Where to write the compiled app.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: PathBuf,
+    /// Compile for another machine: a target triple such as aarch64-unknown-linux-gnu or
+    /// x86_64-unknown-linux-gnu. [default: this machine, with its CPU features]
+    #[arg(long = "target", value_name = "TRIPLE")]
+    pub target: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
