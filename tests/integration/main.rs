@@ -8,6 +8,7 @@ mod bench_smoke;
 mod binds_ops;
 mod config;
 mod faults;
+mod instance_reuse;
 mod lifecycle;
 mod logs;
 mod ops_signals;

@@ -1,8 +1,10 @@
 //! The request path inside a worker: one guest instance per request (`handle`), its store data
 //! (`store`), the response body streamed from it (`body`), the request clock (`clock`) and the
-//! guest's stdout/stderr (`output`).
+//! guest's stdout/stderr (`output`); `release` ends a request in a kept instance.
 pub mod body;
 pub mod clock;
 pub mod handle;
+pub mod instances;
 pub mod output;
+pub mod release;
 pub mod store;
