@@ -140,7 +140,7 @@ impl AppRuntime {
             // Record the outcome before the store (and with it the response body's sender) is
             // dropped, so the body can tell a finished response from one the guest abandoned.
             task_outcome.finish(result.is_ok());
-            match result {
+            let outcome = match result {
                 Ok(proxy) => {
                     app.kept.after_success(store, proxy, served + 1, &task_request_id);
                     Ok(())
@@ -150,7 +150,9 @@ impl AppRuntime {
                     drop(store);
                     Err(failure)
                 }
-            }
+            };
+            crate::guest::spare::start_refill(&app);
+            outcome
         });
         let guest = AbortOnDrop(Some(guest));
 

@@ -86,8 +86,15 @@ pub struct KeptInstances {
     /// Idle instances hold pool slots; at most this many wait.
     max_idle: usize,
     idle: Mutex<Vec<IdleInstance>>,
+    /// Fresh, never-used instances made while the worker had nothing else to do.
+    spares: Mutex<Vec<IdleInstance>>,
+    /// Set while a task is making spares.
+    refilling: std::sync::atomic::AtomicBool,
     pub counts: ReuseCounts,
 }
+
+/// Never-used instances a worker keeps ready so a request does not wait for instantiation.
+pub const SPARE_INSTANCES: usize = 1;
 
 impl KeptInstances {
     pub fn new(reuse: u32, instance_slots: u32) -> KeptInstances {
@@ -95,6 +102,8 @@ impl KeptInstances {
             reuse,
             max_idle: (instance_slots / 2).max(1) as usize,
             idle: Mutex::new(Vec::new()),
+            spares: Mutex::new(Vec::new()),
+            refilling: std::sync::atomic::AtomicBool::new(false),
             counts: ReuseCounts::default(),
         }
     }
@@ -103,12 +112,38 @@ impl KeptInstances {
         self.reuse > 1
     }
 
-    /// An instance kept from an earlier request, if any.
+    /// An instance kept from an earlier request, else a spare fresh one, if any.
     pub fn take(&self) -> Option<IdleInstance> {
-        if !self.enabled() {
-            return None;
+        if self.enabled() {
+            if let Some(kept) = self.idle.lock().ok()?.pop() {
+                return Some(kept);
+            }
         }
-        self.idle.lock().ok()?.pop()
+        self.spares.lock().ok()?.pop()
+    }
+
+    /// True when fewer than `SPARE_INSTANCES` spare instances are ready.
+    pub fn wants_spare(&self) -> bool {
+        self.spares.lock().is_ok_and(|spares| spares.len() < SPARE_INSTANCES)
+    }
+
+    /// Claims the refill duty; false when another task has it.
+    pub fn begin_refill(&self) -> bool {
+        !self.refilling.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn end_refill(&self) {
+        self.refilling.store(false, Ordering::Release);
+    }
+
+    /// Adds a freshly instantiated, never-used instance (it still serves one request only,
+    /// unless --instance-reuse allows more).
+    pub fn add_spare(&self, store: Store<GuestState>, proxy: Proxy) {
+        if let Ok(mut spares) = self.spares.lock() {
+            if spares.len() < SPARE_INSTANCES {
+                spares.push(IdleInstance { store, proxy, served: 0 });
+            }
+        }
     }
 
     /// After a request the guest completed: releases what the request left in the instance and

@@ -7,4 +7,5 @@ pub mod handle;
 pub mod instances;
 pub mod output;
 pub mod release;
+pub mod spare;
 pub mod store;
