@@ -1,6 +1,7 @@
-//! Kept instances (--instance-reuse > 1): the idle instances a worker's requests take, the
-//! decision to keep one after its request (releasing what the request left, see `release`), and
-//! counts of why instances were not kept, logged at debug level.
+//! Instances a request can start on without instantiating: spare fresh ones (see `spare`) and,
+//! with --instance-reuse > 1, kept ones; the decision to keep one after its request (releasing
+//! what the request left, see `release`), and counts of why instances were not kept, logged at
+//! debug level.
 use crate::guest::release::Leftover;
 use crate::guest::store::GuestState;
 use crate::log_debug;
