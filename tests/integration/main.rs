@@ -12,6 +12,7 @@ mod deploy;
 mod faults;
 mod hostile;
 mod hygiene;
+mod instance_reuse;
 mod lifecycle;
 mod logs;
 mod metrics;

@@ -4,6 +4,7 @@
 use crate::config::settings::Settings;
 use crate::guest::body::{GuestOutcome, ResponseBody};
 use crate::guest::clock::{Expiry, RequestClock};
+use crate::guest::instances::KeptInstances;
 use crate::guest::store::{new_store, GuestState};
 use crate::guest::upload::UploadBody;
 use crate::log::access::{AccessLog, AccessRecord};
@@ -15,19 +16,11 @@ use crate::{log_error, log_warning};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::WasiHttpView;
-
-/// A guest instance kept between requests (--instance-reuse > 1); never used by two at once.
-struct IdleInstance {
-    store: Store<GuestState>,
-    proxy: Proxy,
-    /// Requests it has served so far.
-    served: u32,
-}
 
 /// Everything a worker needs to serve requests with one app.
 pub struct AppRuntime {
@@ -36,7 +29,7 @@ pub struct AppRuntime {
     pub access_log: Option<Arc<AccessLog>>,
     next_request_id: AtomicU64,
     /// Instances waiting for their next request; empty unless --instance-reuse > 1.
-    idle: Mutex<Vec<IdleInstance>>,
+    pub kept: KeptInstances,
     /// `--max-requests` for this worker (with its jitter); 0 = never.
     max_requests: u64,
     /// Notified when the request that reaches `max_requests` arrives.
@@ -77,10 +70,10 @@ impl AppRuntime {
     pub fn new(pre: ProxyPre<GuestState>, settings: Arc<Settings>, access_log: Option<Arc<AccessLog>>) -> AppRuntime {
         AppRuntime {
             pre,
+            kept: KeptInstances::new(settings.instance_reuse, settings.instance_slots),
             settings,
             access_log,
             next_request_id: AtomicU64::new(1),
-            idle: Mutex::new(Vec::new()),
             max_requests: 0,
             quota_reached: tokio::sync::Notify::new(),
             metrics: Recorder::disabled(),
@@ -165,8 +158,11 @@ impl AppRuntime {
             let (body, too_large) = UploadBody::new(body, Some(clock.clone()), self.settings.body_limit);
             (Request::from_parts(parts, body), too_large)
         };
-        let (mut store, kept_proxy, served) = match self.take_idle() {
+        let (mut store, kept_proxy, served) = match self.kept.take() {
             Some(idle) => {
+                if let Some(took) = idle.instantiation {
+                    figures.set_instantiation(took);
+                }
                 let mut store = idle.store;
                 store.data_mut().begin_request(&request_id, clock.clone());
                 store.set_epoch_deadline(1);
@@ -204,6 +200,7 @@ impl AppRuntime {
         let task_latch = latch.clone();
         let app = self.clone();
         let task_clock = clock.clone();
+        let task_request_id = request_id.clone();
         let guest = tokio::spawn(async move {
             let result = tokio::select! {
                 biased;
@@ -229,16 +226,19 @@ impl AppRuntime {
             if let Some(took) = figures.instantiation() {
                 app.metrics.instantiation(took);
             }
-            match result {
+            let outcome = match result {
                 Ok(proxy) => {
-                    app.keep_or_drop(store, proxy, served + 1);
+                    app.kept.after_success(store, proxy, served + 1, &task_request_id);
                     Ok(())
                 }
                 Err(failure) => {
+                    app.kept.after_failure(&task_request_id);
                     drop(store);
                     Err(failure)
                 }
-            }
+            };
+            crate::guest::spare::start_refill(&app);
+            outcome
         });
         let guest = AbortOnDrop(Some(guest));
 
@@ -286,29 +286,6 @@ impl AppRuntime {
     /// Requests this worker has taken so far (for --max-requests).
     pub fn requests_served(&self) -> u64 {
         self.next_request_id.load(Ordering::Relaxed) - 1
-    }
-
-    /// An instance kept from an earlier request, if --instance-reuse allows one.
-    fn take_idle(&self) -> Option<IdleInstance> {
-        if self.settings.instance_reuse <= 1 {
-            return None;
-        }
-        self.idle.lock().ok()?.pop()
-    }
-
-    /// After a request the guest completed: keep its instance for the next request while it
-    /// has uses left and left nothing behind; otherwise drop it (freeing its pool slot).
-    fn keep_or_drop(&self, mut store: Store<GuestState>, proxy: Proxy, served: u32) {
-        if served >= self.settings.instance_reuse || !store.data_mut().request_fully_released() {
-            return;
-        }
-        // Idle instances hold pool slots; keep at most half the slots idle.
-        let max_idle = (self.settings.instance_slots / 2).max(1) as usize;
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < max_idle {
-                idle.push(IdleInstance { store, proxy, served });
-            }
-        }
     }
 }
 

@@ -1,10 +1,14 @@
 //! The request path inside a worker: one guest instance per request (`handle`), its store data
 //! (`store`), the response body streamed from it (`body`), the request clock (`clock`), the
-//! guest's stdout/stderr (`output`) and its outbound HTTP (`outbound`).
+//! guest's stdout/stderr (`output`) and its outbound HTTP (`outbound`); `instances` keeps reused
+//! and spare instances, `release` ends a request in a kept instance.
 pub mod body;
 pub mod clock;
 pub mod handle;
+pub mod instances;
 pub mod outbound;
 pub mod output;
+pub mod release;
+pub mod spare;
 pub mod store;
 pub mod upload;

@@ -4,6 +4,7 @@ use crate::config::settings::Settings;
 use crate::guest::clock::RequestClock;
 use crate::guest::outbound::OutboundHooks;
 use crate::guest::output::GuestOutput;
+use crate::guest::release::{self, Leftover};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -46,16 +47,10 @@ impl GuestState {
 
     /// True when the last request left nothing of itself behind in the instance's table
     /// (a leaked body would keep its response or its connection open if the instance lived on).
-    pub fn request_fully_released(&mut self) -> bool {
-        use wasmtime_wasi_http::p2::body::{HostIncomingBody, HostOutgoingBody};
-        use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostOutgoingResponse, HostResponseOutparam};
-        self.table.iter_mut().all(|entry| {
-            !(entry.is::<HostIncomingRequest>()
-                || entry.is::<HostIncomingBody>()
-                || entry.is::<HostOutgoingBody>()
-                || entry.is::<HostOutgoingResponse>()
-                || entry.is::<HostResponseOutparam>())
-        })
+    /// Releases what the finished request left in the table, or says why the instance must
+    /// not serve another request (see `release`). Only once the guest has returned.
+    pub fn release_request(&mut self) -> Result<usize, Leftover> {
+        release::release_request(&mut self.table)
     }
 }
 

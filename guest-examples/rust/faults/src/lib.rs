@@ -10,6 +10,7 @@
 //! | `/trap-mid-body`       | head 200 + flushed `partial body\n`, then panics                   |
 //! | `/spin-mid-body`       | head 200 + flushed `partial\n`, then spins forever                 |
 //! | `/no-response`         | returns without ever setting the response                          |
+//! | `/unfinished-body`     | head 200 + flushed `partial\n`, returns leaking its unfinished body |
 //! | `/alloc`               | allocates 1 MiB blocks without bound until the host says no        |
 //! | `/stdout`              | two lines to stdout, one to stderr, then 200 `printed\n`           |
 //! | `/env`                 | 200, the guest environment as `KEY=VALUE\n` lines                  |
@@ -80,6 +81,12 @@ impl Guest for Faults {
                 out.blocking_write_and_flush(b"partial\n").expect("write");
                 let _keep_open = (body, out);
                 spin_forever();
+            }
+            "/unfinished-body" => {
+                let (body, out) = start_response(response_out, 200);
+                out.blocking_write_and_flush(b"partial\n").expect("write");
+                // Neither finished nor dropped: the handles stay in the instance's table.
+                std::mem::forget((body, out));
             }
             "/no-response" => {
                 // Drop the outparam unset and return.
