@@ -320,21 +320,8 @@ impl Drop for AccessRecord {
 
 /// Appends `text` as a JSON string literal.
 fn push_json_string(out: &mut String, text: &str) {
-    use std::fmt::Write;
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
+    crate::log::escape::escape_json_into(out, text);
     out.push('"');
 }
 

@@ -5,6 +5,25 @@ use std::fmt::Write;
 /// Appends `text` to `out` with `\n`, `\r`, `\t`, other control characters (C0, DEL, C1), `"` and
 /// `\` escaped (`\n`, `\x1b`, `\"`, `\\`, `\u{85}`); everything else as is.
 pub fn escape_into(out: &mut String, text: &str) {
+    escape_with(out, text, |out, c| {
+        let _ = if (c as u32) < 0x20 || c == '\u{7f}' {
+            write!(out, "\\x{:02x}", c as u32)
+        } else {
+            write!(out, "\\u{{{:x}}}", c as u32)
+        };
+    });
+}
+
+/// Appends `text` as the body of a JSON string literal: the same characters escaped, control
+/// characters as JSON's `\u00XX`.
+pub fn escape_json_into(out: &mut String, text: &str) {
+    escape_with(out, text, |out, c| {
+        let _ = write!(out, "\\u{:04x}", c as u32);
+    });
+}
+
+/// The escaping both formats share; `control` writes a control character (or U+2028/U+2029).
+fn escape_with(out: &mut String, text: &str, control: impl Fn(&mut String, char)) {
     for c in text.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -12,12 +31,7 @@ pub fn escape_into(out: &mut String, text: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => control(out, c),
             c => out.push(c),
         }
     }

@@ -117,6 +117,20 @@ impl<I> GuardedIo<I> {
             Poll::Pending => Poll::Pending,
         }
     }
+
+    /// Any written byte is progress (the stall clock restarts); a pending write runs it.
+    fn after_write(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Pending => self.write_pending(cx).map(Err),
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.stall_deadline = None;
+                }
+                Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
+    }
 }
 
 use std::future::Future;
@@ -175,16 +189,8 @@ impl<I: AsyncRead + Unpin> AsyncRead for GuardedIo<I> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for GuardedIo<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending => self.write_pending(cx).map(Err),
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.stall_deadline = None;
-                }
-                Poll::Ready(Ok(n))
-            }
-            other => other,
-        }
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.after_write(cx, written)
     }
 
     fn poll_write_vectored(
@@ -192,16 +198,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for GuardedIo<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => self.write_pending(cx).map(Err),
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.stall_deadline = None;
-                }
-                Poll::Ready(Ok(n))
-            }
-            other => other,
-        }
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.after_write(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
