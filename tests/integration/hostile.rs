@@ -8,17 +8,7 @@ use std::time::{Duration, Instant};
 /// Reads one response (until the server closes or `timeout`), without sending anything more.
 fn read_reply(stream: &mut TcpStream, timeout: Duration) -> std::io::Result<String> {
     stream.set_read_timeout(Some(timeout))?;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if out.is_empty() => return Err(e),
-            Err(_) => break,
-        }
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    Ok(String::from_utf8_lossy(&read_until_closed(stream)?).into_owned())
 }
 
 fn status_of(reply: &str) -> u16 {

@@ -553,8 +553,13 @@ pub fn raw_unix(path: &Path, request: &[u8]) -> std::io::Result<Reply> {
 
 fn raw_exchange(mut stream: impl Read + Write, request: &[u8]) -> std::io::Result<Reply> {
     stream.write_all(request)?;
+    parse_response(&read_until_closed(&mut stream)?)
+}
+
+/// Everything the peer sends until it closes (or the read times out). A reset or timeout after
+/// some bytes still leaves those bytes (a truncated response); one before any byte is the error.
+pub fn read_until_closed(mut stream: impl Read) -> std::io::Result<Vec<u8>> {
     let mut raw = Vec::new();
-    // A reset after some bytes still leaves those bytes to parse (a truncated response).
     let mut buf = [0u8; 16 * 1024];
     loop {
         match stream.read(&mut buf) {
@@ -564,7 +569,7 @@ fn raw_exchange(mut stream: impl Read + Write, request: &[u8]) -> std::io::Resul
             Err(_) => break,
         }
     }
-    parse_response(&raw)
+    Ok(raw)
 }
 
 fn parse_response(raw: &[u8]) -> std::io::Result<Reply> {
