@@ -61,15 +61,12 @@ impl PendingReload {
         let reuse_port = self.args.ops.reuse_port;
         let (bound, socket_files) =
             sockets_for_reload(current, &self.settings, reuse_port, rebindable).map_err(|e| format!("{e:#}"))?;
-        if bound
-            .iter()
-            .map(|b| b.listener.display_address())
-            .ne(current.bound.iter().map(|b| b.listener.display_address()))
-        {
-            let addresses: Vec<String> = bound.iter().map(|b| b.listener.display_address()).collect();
-            crate::log_info!("reload: now listening at {}", addresses.join(" "));
+        let payload = Payload { settings: Arc::new(self.settings), app, process: self.process, bound, socket_files };
+        let addresses = payload.listening_addresses();
+        if addresses != current.listening_addresses() {
+            crate::log_info!("reload: now listening at {addresses}");
         }
-        Ok(Payload { settings: Arc::new(self.settings), app, process: self.process, bound, socket_files })
+        Ok(payload)
     }
 }
 
