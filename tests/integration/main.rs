@@ -15,6 +15,7 @@ mod hygiene;
 mod instance_reuse;
 mod lifecycle;
 mod logs;
+mod memory_reset;
 mod metrics;
 mod ops_signals;
 mod outbound;

@@ -22,8 +22,11 @@
 //! | `/print-escape`        | one stdout line with ESC, CR, `"` and `\` in it, then 200           |
 //! | `/print-long-line`     | one 100 KiB stdout line without a newline, then 200                 |
 //! | `/print-flood?kb=N`    | N KiB (default 4096) of 100-byte stdout lines, then 200            |
+//! | `/scribble`            | 200 `clean\n` if 64 data-segment and 64 heap pages hold their fresh |
+//! |                        | contents (500 `dirty\n` otherwise), then writes to every other page |
 //! | anything else          | 404 `not found\n`                                                  |
 
+use std::cell::UnsafeCell;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,6 +42,19 @@ const ONE_HOUR_MS: u64 = 60 * 60 * 1000;
 
 /// Requests this instance has handled (only ever above 1 when the host reuses instances).
 static HANDLED: AtomicU64 = AtomicU64::new(0);
+
+/// Host pages (4 KiB) that `/scribble` checks and dirties.
+const SCRIBBLE_PAGE: usize = 4096;
+const SCRIBBLE_PAGES: usize = 64;
+const SCRIBBLE_FILL: u8 = 0xA5;
+
+/// Page-aligned pages initialised to `SCRIBBLE_FILL`: they live in the component's data segment,
+/// so a fresh instance finds them in its memory image.
+#[repr(C, align(4096))]
+struct ImagePages(UnsafeCell<[[u8; SCRIBBLE_PAGE]; SCRIBBLE_PAGES]>);
+// SAFETY: a wasm32-wasip2 guest is single-threaded.
+unsafe impl Sync for ImagePages {}
+static IMAGE_PAGES: ImagePages = ImagePages(UnsafeCell::new([[SCRIBBLE_FILL; SCRIBBLE_PAGE]; SCRIBBLE_PAGES]));
 
 struct Faults;
 
@@ -177,6 +193,13 @@ impl Guest for Faults {
                 }
                 respond(response_out, 200, b"printed\n");
             }
+            "/scribble" => {
+                if scribble() {
+                    respond(response_out, 200, b"clean\n");
+                } else {
+                    respond(response_out, 500, b"dirty\n");
+                }
+            }
             _ => respond(response_out, 404, b"not found\n"),
         }
     }
@@ -233,6 +256,26 @@ fn spin_for(ms: u64) {
         }
     }
     black_box(counter);
+}
+
+/// Checks that the data-segment pages and a fresh zeroed heap block hold what a fresh instance
+/// must see, then writes one byte into every other page of each (many disjoint dirty regions, as a
+/// real app leaves behind). Returns whether everything was fresh.
+fn scribble() -> bool {
+    // SAFETY: single-threaded guest; nothing else holds a reference to these pages.
+    let image = unsafe { &mut *IMAGE_PAGES.0.get() };
+    let mut heap = vec![0u8; (SCRIBBLE_PAGES + 1) * SCRIBBLE_PAGE];
+    let image_fresh = image.iter().all(|page| page.iter().all(|&b| b == SCRIBBLE_FILL));
+    let heap_fresh = heap.iter().all(|&b| b == 0);
+    for page in image.iter_mut().step_by(2) {
+        page[SCRIBBLE_PAGE / 2] = !SCRIBBLE_FILL;
+    }
+    for offset in (0..heap.len()).step_by(2 * SCRIBBLE_PAGE) {
+        heap[offset] = 0x5A;
+    }
+    // The heap block stays allocated, so a reused instance would not see it zeroed by free/alloc.
+    std::mem::forget(black_box(heap));
+    image_fresh && heap_fresh
 }
 
 /// Allocates (and touches) 1 MiB blocks until allocation fails; the guest then aborts.
