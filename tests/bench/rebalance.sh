@@ -3,10 +3,11 @@
 #
 #   tests/bench/rebalance.sh [CAP...]     default caps: 1000 0
 #
-# For each --keep-alive-max-requests CAP: hello on -w 2 with an access log of "pid status",
+# For each --keep-alive-max-requests CAP: hello on -w 2 with an access log of "pid status time",
 # wrk -t2 -c50 for BENCH_SECONDS (20); after BENCH_KILL_AT seconds (5) one worker is killed with
 # SIGKILL and the arbiter forks a replacement. Prints how many requests each pid served after the
-# kill (counts from the access log, so independent of machine load) and wrk's req/s (timing:
+# kill and the replacement's share of each second after it (counts from the access log, so
+# independent of machine load; the first and last seconds are partial) and wrk's req/s (timing:
 # indicative only unless the machine is otherwise idle). Without a cap, wrk's 50 keep-alive
 # connections stay on the surviving worker and the replacement serves (almost) nothing.
 #
@@ -32,7 +33,7 @@ one() {
     local cap="$1" log="$work/access-$1.log"
     : >"$log"
     setsid "$bin" serve "$guests/hello.wasm" -w 2 -b 127.0.0.1:0 --cache-dir "$work/cache" \
-        --keep-alive-max-requests "$cap" --access-logfile "$log" --access-logformat '%(p)s %(s)s' \
+        --keep-alive-max-requests "$cap" --access-logfile "$log" --access-logformat '%(p)s %(s)s %(t)s' \
         >"$work/out" 2>"$work/err" &
     for _ in $(seq 300); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.1; done
     local app
@@ -65,6 +66,10 @@ one() {
             [[ "$who" == "$victim" ]] && role="killed"
             printf '  pid %-8s %-12s %9d\n' "$who" "$role" "$count"
         done
+    # The replacement's share of each second's requests after the kill (1 s buckets of %(t)s).
+    echo "  replacement's share per second after the kill: $(tail -n +"$((offset + 1))" "$log" |
+        awk -v r="<$replacement>" '{ s = $3; if (!(s in n)) order[k++] = s; n[s]++; if ($1 == r) m[s]++ }
+            END { for (i = 0; i < k; i++) printf "%d%% ", 100 * m[order[i]] / n[order[i]] }')"
     echo "  non-200 after the kill: $(tail -n +"$((offset + 1))" "$log" | awk '$2 != 200' | wc -l)"
     echo "  wrk: $(grep -E 'requests in|Requests/sec|Socket errors' "$work/wrk" | tr -s ' ' | paste -sd';')"
 }
