@@ -13,6 +13,7 @@ mod faults;
 mod hostile;
 mod hygiene;
 mod instance_reuse;
+mod keep_alive;
 mod lifecycle;
 mod logs;
 mod memory_reset;

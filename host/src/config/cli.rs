@@ -81,6 +81,12 @@ pub struct ServeArgs {
     #[arg(long = "keep-alive", value_name = "SECS", default_value_t = 75)]
     pub keep_alive: u64,
 
+    /// Requests one keep-alive connection may carry (HTTP/2: streams) before the server closes
+    /// it after the last response (`Connection: close`; GOAWAY on HTTP/2), so keep-alive clients
+    /// reconnect now and then and spread over the workers. 0 = unlimited.
+    #[arg(long = "keep-alive-max-requests", value_name = "INT", default_value_t = 1000)]
+    pub keep_alive_max_requests: u64,
+
     /// Seconds a client gets to send a complete request head, counted from its first byte (from
     /// the accept for a connection's first request), apart from --keep-alive. 0 = no own limit.
     #[arg(long = "header-timeout", value_name = "SECS", default_value_t = 10)]

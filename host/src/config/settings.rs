@@ -55,6 +55,8 @@ pub struct Settings {
     pub watchdog_timeout: Duration,
     pub graceful_timeout: Duration,
     pub keep_alive: Duration,
+    /// `--keep-alive-max-requests`: requests (HTTP/2 streams) per connection; 0 = unlimited.
+    pub keep_alive_max_requests: u64,
     pub max_requests: u64,
     pub max_requests_jitter: u64,
     pub limits: RequestLimits,
@@ -171,9 +173,11 @@ impl Settings {
                 return Err(bad(format!("{flag} must be between 0 and {MAX_SECONDS} seconds (7 days; got {secs})")));
             }
         }
-        for (flag, count) in
-            [("--max-requests", args.max_requests), ("--max-requests-jitter", args.max_requests_jitter)]
-        {
+        for (flag, count) in [
+            ("--max-requests", args.max_requests),
+            ("--max-requests-jitter", args.max_requests_jitter),
+            ("--keep-alive-max-requests", args.keep_alive_max_requests),
+        ] {
             if count > MAX_REQUEST_COUNT {
                 return Err(bad(format!("{flag} must be between 0 and {MAX_REQUEST_COUNT} (got {count})")));
             }
@@ -295,6 +299,7 @@ impl Settings {
             watchdog_timeout: request_timeout.unwrap_or(DEFAULT_WATCHDOG_TIMEOUT),
             graceful_timeout: Duration::from_secs(args.graceful_timeout),
             keep_alive: Duration::from_secs(args.keep_alive),
+            keep_alive_max_requests: args.keep_alive_max_requests,
             max_requests: args.max_requests,
             max_requests_jitter: args.max_requests_jitter,
             limits: RequestLimits {

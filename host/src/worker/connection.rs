@@ -1,9 +1,11 @@
 //! One client connection: HTTP/1.1 via hyper with Gunicorn's request-head limits, keep-alive and
-//! header-read timeouts, and a graceful close when the worker drains (after the first request of
-//! a connection accepted just before the drain). Requests the HTTP layer refuses are logged.
+//! header-read timeouts, a cap on requests per connection (`--keep-alive-max-requests`), and a
+//! graceful close when the worker drains (after the first request of a connection accepted just
+//! before the drain). Requests the HTTP layer refuses are logged.
 use crate::config::settings::Settings;
 use crate::guest::handle::{AppRuntime, ConnectionInfo};
 use crate::worker::guard::{GuardedIo, HeadPhase, PhaseBody};
+use crate::worker::request_cap::{mark_last, RequestCap};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,7 +97,8 @@ where
     let info = Arc::new(info);
     let first = Arc::new(FirstRequest::default());
     let service_first = first.clone();
-    let service = hyper::service::service_fn(move |request| {
+    let cap = Arc::new(RequestCap::new(app.settings.keep_alive_max_requests));
+    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let app = service_app.clone();
         let info = info.clone();
         if !service_first.seen.swap(true, Ordering::Relaxed) {
@@ -103,11 +106,17 @@ where
         }
         phase.head_received();
         let phase = phase.clone();
+        // Every response counts, the guest's and the host's own (413, 503, 504...).
+        let last = cap.count();
+        let version = request.version();
         async move {
-            let response = match phase.framing_error() {
+            let mut response = match phase.framing_error() {
                 Some(reason) => app.refuse(request, &info, reason),
                 None => app.handle(request, &info).await,
             };
+            if last {
+                mark_last(&mut response, version);
+            }
             Ok::<_, std::convert::Infallible>(response.map(|body| PhaseBody::new(body, phase)))
         }
     });

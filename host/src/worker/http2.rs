@@ -1,12 +1,14 @@
 //! One HTTP/2 connection (ALPN h2 on TLS, or prior knowledge on a plain bind): every stream is
 //! a request served like an HTTP/1.1 one (own instance, deadline, access-log line), under
-//! hyper's stream limits; a drain, or `--keep-alive` seconds without an open stream, sends
-//! GOAWAY and lets the open streams finish. Streams beyond the worker's free instance slots wait
-//! for one (up to `--timeout`) instead of getting 503: one client can open many streams at once.
+//! hyper's stream limits; a drain, `--keep-alive` seconds without an open stream, or the
+//! `--keep-alive-max-requests`th stream sends GOAWAY and lets the open streams finish. Streams
+//! beyond the worker's free instance slots wait for one (up to `--timeout`) instead of getting
+//! 503: one client can open many streams at once.
 use crate::config::settings::Settings;
 use crate::guest::body::ResponseBody;
 use crate::guest::handle::{error_response, AppRuntime, ConnectionInfo};
 use crate::log::access::AccessRecord;
+use crate::worker::request_cap::RequestCap;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::server::conn::http2;
@@ -16,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Streams one connection may have open at once (each holds a guest instance while it runs).
@@ -136,10 +138,17 @@ pub async fn serve<I>(
     let service_app = app.clone();
     let info = Arc::new(info);
     let streams = streams.clone();
+    let cap = RequestCap::new(app.settings.keep_alive_max_requests);
+    // Woken by the stream that reaches --keep-alive-max-requests.
+    let capped = Arc::new(Notify::new());
+    let service_capped = capped.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let app = service_app.clone();
         let info = info.clone();
         let guard = service_activity.begin();
+        if cap.count() {
+            service_capped.notify_one();
+        }
         let streams = streams.clone();
         async move {
             let Some(permit) = stream_permit(&streams, app.settings.request_timeout).await else {
@@ -169,16 +178,21 @@ pub async fn serve<I>(
     // Idle connections close after --keep-alive; with --keep-alive 0 (no idle HTTP/1.1
     // connections), a new HTTP/2 connection still gets 2 s to open its first streams.
     let idle = app.settings.keep_alive.max(Duration::from_secs(2));
-    // Set once GOAWAY is sent: the connection is dropped if it has not closed by then.
+    // Set once GOAWAY is sent for a drain or idleness: the connection is dropped if it has not
+    // closed by then.
     let mut closing_by: Option<Instant> = None;
+    // Set once GOAWAY is sent for the request cap: open streams run to their end (their own
+    // deadlines bound them), then the idle bound shrinks to SHUTDOWN_GRACE.
+    let mut cap_reached = false;
     if *draining.borrow() {
         connection.as_mut().graceful_shutdown();
         closing_by = Some(Instant::now() + app.settings.graceful_timeout);
     }
     loop {
+        let idle_now = if cap_reached { SHUTDOWN_GRACE } else { idle };
         let wake_at = match closing_by {
             Some(at) => at,
-            None => activity.idle_deadline(idle).unwrap_or_else(|| Instant::now() + idle),
+            None => activity.idle_deadline(idle_now).unwrap_or_else(|| Instant::now() + idle_now),
         };
         tokio::select! {
             result = connection.as_mut() => {
@@ -193,12 +207,16 @@ pub async fn serve<I>(
                     closing_by = Some(Instant::now() + app.settings.graceful_timeout);
                 }
             }
+            _ = capped.notified(), if !cap_reached && closing_by.is_none() => {
+                connection.as_mut().graceful_shutdown();
+                cap_reached = true;
+            }
             _ = tokio::time::sleep_until(wake_at) => {
                 if closing_by.is_some() {
                     crate::log_debug!("HTTP/2 connection did not close after GOAWAY; dropping it");
                     return;
                 }
-                if activity.idle_deadline(idle).is_some_and(|at| at <= Instant::now()) {
+                if activity.idle_deadline(idle_now).is_some_and(|at| at <= Instant::now()) {
                     connection.as_mut().graceful_shutdown();
                     closing_by = Some(Instant::now() + SHUTDOWN_GRACE);
                 }

@@ -8,6 +8,7 @@ pub mod framing;
 pub mod guard;
 pub mod http2;
 pub mod protocol;
+pub mod request_cap;
 pub mod tls;
 pub mod validate;
 

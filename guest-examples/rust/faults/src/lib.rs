@@ -3,6 +3,7 @@
 //! | route                  | behaviour                                                          |
 //! |------------------------|--------------------------------------------------------------------|
 //! | `/ok`                  | 200 `ok\n`                                                         |
+//! | `/sized`               | 200 `ok\n` with `content-length: 3` (a known-length body)          |
 //! | `/spin`                | burns CPU forever before any response                              |
 //! | `/spin?ms=N`           | says so on stderr, burns CPU for N ms, then 200 `spun\n`           |
 //! | `/sleep?ms=N`          | says so on stderr, blocks in the host N ms (default 1 h), `slept\n`|
@@ -70,6 +71,7 @@ impl Guest for Faults {
 
         match path {
             "/ok" => respond(response_out, 200, b"ok\n"),
+            "/sized" => respond_sized(response_out, b"ok\n"),
             "/count" => respond(response_out, 200, format!("{handled}\n").as_bytes()),
             "/spin" => match ms {
                 None => spin_forever(),
@@ -208,6 +210,23 @@ impl Guest for Faults {
 /// Sends a complete text/plain response.
 fn respond(response_out: ResponseOutparam, status: u16, body_bytes: &[u8]) {
     let (body, out) = start_response(response_out, status);
+    write_all(&out, body_bytes);
+    drop(out);
+    OutgoingBody::finish(body, None).expect("finish body");
+}
+
+/// 200 with `body` and a `content-length` header, so even an HTTP/1.0 client can keep the
+/// connection alive.
+fn respond_sized(response_out: ResponseOutparam, body_bytes: &[u8]) {
+    let headers = Fields::from_list(&[
+        ("content-type".to_string(), b"text/plain".to_vec()),
+        ("content-length".to_string(), body_bytes.len().to_string().into_bytes()),
+    ])
+    .expect("valid headers");
+    let response = OutgoingResponse::new(headers);
+    let body = response.body().expect("response body");
+    ResponseOutparam::set(response_out, Ok(response));
+    let out = body.write().expect("body stream");
     write_all(&out, body_bytes);
     drop(out);
     OutgoingBody::finish(body, None).expect("finish body");
