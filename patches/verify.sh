@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Checks that patches/wasmtime-48.0.8 is exactly the crate published on crates.io plus
-# patches/wasmtime-48.0.8-pagemap-resume.diff, and nothing else. Prints "ok" or the difference.
+# Checks that patches/wasmtime-48.0.8 is exactly the crate published on crates.io plus the diffs
+# patches/wasmtime-48.0.8-*.diff (applied in name order), and nothing else. Prints "ok" or the
+# difference.
 # Usage: patches/verify.sh   (uses cargo's download cache, else fetches the .crate from crates.io)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,6 +16,8 @@ else
 fi
 tar -xzf "$work/$crate.crate" -C "$work"
 rm -f "$work/$crate/.cargo-ok"
-(cd "$work/$crate" && patch -s -p1 < "$here/$crate-pagemap-resume.diff")
+for diff in "$here/$crate"-*.diff; do
+  (cd "$work/$crate" && patch -s -p1 < "$diff")
+done
 diff -r "$work/$crate" "$here/$crate"
 echo ok

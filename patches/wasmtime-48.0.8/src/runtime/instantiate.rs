@@ -25,6 +25,13 @@ pub struct CompiledModule {
     index: Arc<CompiledFunctionsTable>,
     /// Sorted list, by function index, of names we have for this module.
     func_names: Vec<FunctionName>,
+    /// For each defined function of this module, the locations of its body and
+    /// of its array-to-wasm trampoline (empty when it has none), copied out of
+    /// `index` once. Every `ref.func` of a fresh instance initializes a
+    /// `VMFuncRef` from these two locations, and a component that fills a
+    /// table with thousands of functions at instantiation would otherwise
+    /// search `index` twice per function per instance.
+    defined_func_locs: Vec<(FunctionLoc, FunctionLoc)>,
 }
 
 impl CompiledModule {
@@ -51,13 +58,32 @@ impl CompiledModule {
         index: Arc<CompiledFunctionsTable>,
         profiler: &dyn ProfilingAgent,
     ) -> Result<Self> {
+        let module = info.module;
+        let empty = FunctionLoc {
+            start: 0,
+            length: 0,
+        };
+        let defined_func_locs = (0..module.num_defined_funcs())
+            .map(|i| {
+                let def_index = DefinedFuncIndex::from_u32(u32::try_from(i).unwrap());
+                let loc = |key| index.func_loc(key).copied().unwrap_or(empty);
+                (
+                    loc(FuncKey::DefinedWasmFunction(module.module_index, def_index)),
+                    loc(FuncKey::ArrayToWasmTrampoline(
+                        module.module_index,
+                        def_index,
+                    )),
+                )
+            })
+            .collect();
         let mut ret = Self {
             unique_id: CompiledModuleId::new(),
             engine_code,
-            module: try_new::<Arc<_>>(info.module)?,
+            module: try_new::<Arc<_>>(module)?,
             meta: info.meta,
             index,
             func_names: info.func_names,
+            defined_func_locs,
         };
         ret.register_profiling(profiler)?;
 
@@ -166,7 +192,20 @@ impl CompiledModule {
     }
 
     /// Gets the function location information for a given function index.
+    #[inline]
     pub fn func_loc(&self, key: FuncKey) -> &FunctionLoc {
+        let cached = match key {
+            FuncKey::DefinedWasmFunction(module, def_index) if module == self.module_index() => {
+                self.defined_func_locs.get(def_index.as_u32() as usize).map(|locs| &locs.0)
+            }
+            FuncKey::ArrayToWasmTrampoline(module, def_index) if module == self.module_index() => {
+                self.defined_func_locs.get(def_index.as_u32() as usize).map(|locs| &locs.1)
+            }
+            _ => None,
+        };
+        if let Some(loc) = cached.filter(|loc| !loc.is_empty()) {
+            return loc;
+        }
         self.index
             .func_loc(key)
             .expect("defined function should be present")
