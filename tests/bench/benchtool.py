@@ -14,7 +14,7 @@ awkward in bash: millisecond timing, HTTP polling, /proc reading, wrk parsing, t
   pss PID [--record FILE] KEY=VALUE..  total PSS (KiB) of PID and all its descendants
   echo-check --url U [--bytes N]     POST N random bytes, require 200 and the same bytes back
   loop --url U --seconds S           GET U one request after another for S seconds
-  report FILE                        print the markdown report of the results in FILE
+  report FILE                        print the markdown report of the results in FILE (benchreport.py)
 
 Processes that run.sh starts are its own to stop; `coldstart` starts (and always stops) its own,
 registering the process group in --pids-file so that run.sh's EXIT trap can also reach it.
@@ -28,7 +28,6 @@ import re
 import signal
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import time
@@ -420,159 +419,9 @@ def path_of(url: str) -> str:
 
 # ---- report ------------------------------------------------------------------------------------
 
-def fmt(x, nd=2):
-    if x is None:
-        return "—"
-    if isinstance(x, float) and x != x:
-        return "—"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    return f"{x:.{nd}f}"
-
-
-def ratio(a, b):
-    if a is None or b is None or not b:
-        return None
-    return a / b
-
-
-def table(headers, rows):
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(str(c) for c in r) + " |")
-    return "\n".join(lines)
-
-
 def cmd_report(a):
-    recs = []
-    with open(a.file) as f:
-        for line in f:
-            if line.strip():
-                recs.append(json.loads(line))
-    out = []
-    meta = {k: v for r in recs if r.get("t") == "meta" for k, v in r.items() if k != "t"}
-    if meta:
-        out.append(f"# rustcorn benchmark ({meta.get('mode', '?')} mode, {meta.get('date', '')})\n")
-        out.append(f"- Machine: {meta.get('nproc')} CPUs, {meta.get('cpu')}, Linux {meta.get('kernel')}, "
-                   f"{meta.get('mem')}")
-        out.append(f"- rustcorn {meta.get('rev')}; {meta.get('wasmtime', 'wasmtime serve: not run')}; "
-                   f"{meta.get('wrk')}; {meta.get('gunicorn', 'gunicorn: not run')}")
-        out.append(f"- Load: `{meta.get('wrk_cmd')}` on loopback, client and server on the same "
-                   f"{meta.get('nproc')} CPUs; rustcorn `-w {meta.get('workers')}`, native hyper "
-                   f"{meta.get('workers')} threads, gunicorn `-k gevent -w 5`, wasmtime serve "
-                   "`-Scli -W timeout=30s`.")
-        out.append(f"- Load average (1, 5, 15 min) at start: {meta.get('load_start')}; at end: "
-                   f"{meta.get('load_end')}. Anything else running on the {meta.get('nproc')} CPUs "
-                   "skews every figure: compare only rows of one run.")
-        out.append("- Ratios are rustcorn ÷ peer: above 1 is better for req/s, below 1 is better for "
-                   "latency, time and memory.\n")
-
-    wrk = [r for r in recs if r.get("t") == "wrk"]
-    if wrk:
-        out.append("## Throughput and latency\n")
-        rows = []
-        workloads = list(dict.fromkeys(r["workload"] for r in wrk))
-        for wl in workloads:
-            rs = [r for r in wrk if r["workload"] == wl]
-            base = next((r for r in rs if r["server"] == "rustcorn"), None)
-            for r in rs:
-                peer = r["server"] != "rustcorn"
-                rows.append([wl, r["server"], fmt(r.get("rps"), 0), fmt(r.get("avg_ms")), fmt(r.get("p99_ms")),
-                             f"{r.get('non2xx', 0)}/{r.get('sock_errors', 0)}",
-                             fmt(ratio(base and base.get("rps"), r.get("rps"))) if peer and base else "—",
-                             fmt(ratio(base and base.get("avg_ms"), r.get("avg_ms"))) if peer and base else "—",
-                             fmt(ratio(base and base.get("p99_ms"), r.get("p99_ms"))) if peer and base else "—"])
-        out.append(table(["workload", "server", "req/s", "avg ms", "p99 ms", "non-2xx/sock err",
-                          "req/s ratio", "avg ratio", "p99 ratio"], rows))
-        out.append("")
-
-    cold = [r for r in recs if r.get("t") == "cold"]
-    if cold:
-        out.append("## Cold start: exec → first 200 (median of runs, ms)\n")
-        rows = []
-        apps = list(dict.fromkeys(r["app"] for r in cold))
-        for app in apps:
-            servers = list(dict.fromkeys(r["server"] for r in cold if r["app"] == app))
-
-            def med(server, cache):
-                v = [r["ms"] for r in cold if r["app"] == app and r["server"] == server and r["cache"] == cache]
-                return (statistics.median(v), len(v)) if v else (None, 0)
-            for s in servers:
-                e, ne = med(s, "empty")
-                w, nw = med(s, "warm")
-                peer = s != "rustcorn"
-                re_, _ = med("rustcorn", "empty")
-                rw, _ = med("rustcorn", "warm")
-                rows.append([app, s, f"{fmt(e, 1)} (n={ne})", f"{fmt(w, 1)} (n={nw})",
-                             fmt(ratio(re_, e)) if peer else "—", fmt(ratio(rw, w)) if peer else "—"])
-        out.append(table(["app", "server", "empty cache", "warm cache", "empty ratio", "warm ratio"], rows))
-        out.append("")
-
-    resp = [r for r in recs if r.get("t") == "respawn"]
-    if resp:
-        out.append("## Respawn after kill -9 of a worker under load (rustcorn hello, ms)\n")
-        rows = []
-        for key, label in (("child_ms", "new worker forked (in /proc children)"),
-                           ("ready_ms", "\"Worker ready (pid: N\" logged"),
-                           ("first_ms", "first response served by the new pid (access log)")):
-            v = [r[key] for r in resp if key in r]
-            rows.append([label, fmt(statistics.median(v), 1), fmt(max(v), 1), len(v)])
-        out.append(table(["milestone after the kill", "median ms", "max ms", "kills"], rows))
-        shares = [r["share_after"] for r in resp if "share_after" in r]
-        if shares:
-            out.append(f"\nShare of the running wrk load served by the new worker in the second after its "
-                       f"first response: {', '.join(f'{100 * x:.1f}%' for x in shares)} (wrk's keep-alive "
-                       "connections stay on the surviving workers; only new connections reach it). The "
-                       "first response is to a probe on a fresh connection.")
-        rw = next((r for r in recs if r.get("t") == "wrk-respawn"), None)
-        if rw:
-            out.append(f"\nThe wrk run around the kills: {fmt(rw.get('rps'), 0)} req/s, p99 "
-                       f"{fmt(rw.get('p99_ms'))} ms, {rw.get('non2xx', 0)} non-2xx, "
-                       f"{rw.get('sock_errors', 0)} socket errors (connections of the killed worker).")
-        out.append("")
-
-    pss = [r for r in recs if r.get("t") == "pss"]
-    if pss:
-        out.append("## Memory: total PSS after warm-up (Python app)\n")
-        rows = []
-        base1 = next((r for r in pss if r["server"] == "rustcorn" and r["workers"] == 1), None)
-        for r in pss:
-            per = r.get("per_proc_kib", [])
-            rows.append([r["server"], r["workers"], r["procs"], fmt(r["total_kib"] / 1024, 1),
-                         ", ".join(f"{k / 1024:.1f}" for k in per),
-                         fmt(ratio(base1 and base1["total_kib"], r["total_kib"]))
-                         if r["server"] != "rustcorn" and base1 else "—"])
-        out.append(table(["server", "workers", "processes", "total PSS MiB", "per process MiB (pid order)",
-                          "ratio (rustcorn -w 1 ÷ peer)"], rows))
-        out.append("")
-
-    fair = [r for r in recs if r.get("t") == "fair"]
-    if fair:
-        out.append("## Fairness: faults.wasm `/ok` under wrk, alone vs. while one client loops "
-                   f"`/spin?ms={fair[0].get('spin_ms', '?')}`\n")
-        rows = []
-        servers = list(dict.fromkeys(r["server"] for r in fair))
-        get = {(r["server"], r["phase"]): r for r in fair}
-        for s in servers:
-            alone, spin = get.get((s, "alone"), {}), get.get((s, "spin"), {})
-            rows.append([s, fmt(alone.get("rps"), 0), fmt(alone.get("p99_ms")), fmt(spin.get("rps"), 0),
-                         fmt(spin.get("p99_ms")), fmt(spin.get("max_ms")), spin.get("spins", "—"),
-                         f"{spin.get('non2xx', 0)}/{spin.get('sock_errors', 0)}"])
-        out.append(table(["server", "req/s alone", "p99 ms alone", "req/s with spin", "p99 ms with spin",
-                          "max ms with spin", "spins done", "non-2xx/sock err"], rows))
-        rs = get.get(("rustcorn", "spin"))
-        for s in servers:
-            if s != "rustcorn" and rs and get.get((s, "spin")):
-                out.append(f"\np99 with spin, rustcorn ÷ {s}: {fmt(ratio(rs.get('p99_ms'), get[(s, 'spin')].get('p99_ms')))}")
-        out.append("")
-
-    fails = [r for r in recs if r.get("t") == "fail"]
-    if fails:
-        out.append("## Failures\n")
-        for r in fails:
-            out.append(f"- {r['step']}: {r.get('msg', '')}")
-        out.append("")
-    print("\n".join(out))
+    import benchreport  # next to this file (the script's directory is on sys.path)
+    print(benchreport.report(a.file))
 
 
 def main():

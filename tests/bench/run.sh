@@ -2,25 +2,35 @@
 # rustcorn benchmark harness.
 #
 # Usage (from anywhere; paths are relative to the repo):
-#   tests/bench/run.sh            full run: rustcorn vs wasmtime serve, native hyper, Gunicorn gevent
-#                                 (~6 min with tools cached; the first run also installs them)
-#   tests/bench/run.sh --smoke    1 s loads, rustcorn + native hyper only, installs nothing but wrk;
-#                                 exits non-zero when a server never gets ready or answers non-2xx.
-#                                 It never asserts on timings.
+#   tests/bench/run.sh            full run: rustcorn vs wasmtime serve (fresh instances and reusing
+#                                 instances), native hyper, Gunicorn gevent, in alternating rounds
+#                                 (~10 min with tools cached; the first run also installs them)
+#   tests/bench/run.sh --smoke    one round of 1 s loads, rustcorn + native hyper only (no installed
+#                                 peers), installs nothing but wrk; exits non-zero when a server never
+#                                 gets ready or answers non-2xx. It never asserts on timings.
 #   --rebuild                     also `cargo build --release` rustcorn and native-hello when present
-#   Env: BENCH_WORKERS (default nproc), BENCH_CONNS (64), BENCH_DURATION (10 s; 1 s in smoke),
+#   Env: BENCH_ROUNDS (alternating rounds, default 3; 1 in smoke), BENCH_WORKERS (default nproc),
+#        BENCH_CONNS (50), BENCH_DURATION (10 s per measured load; 1 s in smoke),
 #        BENCH_GUESTS (guest .wasm directory, default target/guests; built there if stale),
 #        RUSTCORN_BIN (default target/release/rustcorn: e.g. to compare two builds)
 #
 # The markdown report goes to stdout, progress to stderr:
 #   tests/bench/run.sh > tests/bench/RESULTS-draft.md
 #
-# What it measures (wrk -t2 -c64 --latency, same settings for every server):
-#   hello        rustcorn, wasmtime serve, native hyper (tests/bench/native-hello), gunicorn -k gevent;
-#                rustcorn over TLS: https h1 (wrk) and h2 (h2load -m10, when h2load is installed:
-#                full mode installs nghttp2-client), with a throwaway self-signed certificate
+# What it measures (wrk -t2 -c50 --latency, same settings for every server):
+#   Throughput comparisons run in BENCH_ROUNDS alternating rounds. In a round, each server of a
+#   workload is started fresh, warmed up (2 s) and loaded once (10 s), one after the other; rustcorn
+#   goes first in odd rounds and last in even rounds (the peers then in reverse order), and the
+#   1-minute load average is recorded at the start and end of each round. The report gives, per
+#   workload, each round's req/s, p99 and rustcorn ÷ peer ratios, then the median req/s and p99 and
+#   the median of the per-round ratios, and a Targets table built from those medians.
+#   hello        rustcorn, wasmtime serve, wasmtime serve --max-instance-reuse-count 1000,
+#                native hyper (tests/bench/native-hello), gunicorn -k gevent (a Python WSGI hello)
 #   echo-64k     POST 64 KiB bodies to echo.wasm (tests/bench/post64k.lua)        rustcorn, wasmtime
 #   python GET / and js GET /  (the componentize-py / componentize-js apps)       rustcorn, wasmtime
+# Single runs after the rounds (their comparisons are within one server or like with like):
+#   TLS          rustcorn hello over TLS: https h1 (wrk) and h2 (h2load -m10, when h2load is
+#                installed: full mode installs nghttp2-client), with a throwaway self-signed certificate
 #   cold start   exec -> first 200 with an empty and a warm compile cache, hello and Python app
 #                (rustcorn --cache-dir fresh vs reused; wasmtime: XDG_CACHE_HOME fresh vs reused)
 #   respawn      under load, kill -9 a rustcorn worker: ms until the new worker forks, logs
@@ -53,14 +63,15 @@ for arg in "$@"; do
 done
 
 workers="${BENCH_WORKERS:-$(nproc)}"
-conns="${BENCH_CONNS:-64}"
+conns="${BENCH_CONNS:-50}"
 if [[ $mode == smoke ]]; then
-  dur="${BENCH_DURATION:-1}"; warmup=0
+  dur="${BENCH_DURATION:-1}"; warmup=0; rounds="${BENCH_ROUNDS:-1}"
   cold_empty_runs=1; cold_warm_runs=1; respawn_kills=1; spin_ms=300; mem_warmup=1
 else
-  dur="${BENCH_DURATION:-10}"; warmup=2
+  dur="${BENCH_DURATION:-10}"; warmup=2; rounds="${BENCH_ROUNDS:-3}"
   cold_empty_runs=3; cold_warm_runs=5; respawn_kills=3; spin_ms=2000; mem_warmup=3
 fi
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_ROUNDS must be a positive integer, not '$rounds'" >&2; exit 2; }
 wrk_args=(-t2 "-c$conns" --timeout 10s --latency)
 
 run="$(mktemp -d /tmp/rustcorn-bench.XXXXXX)"
@@ -191,11 +202,12 @@ start_native() {
   start native "$native" 127.0.0.1:0 "$workers"
   url="$(bt ready --pid "$server_pid" --stdout "$run/native.out" --timeout 60)"
 }
-start_wasmtime() {   # NAME APP PATH
+start_wasmtime() {   # NAME APP PATH [extra wasmtime serve args]
   local name="$1" app="$2" path="$3" port
+  shift 3
   port="$(bt free-port)"
   start "$name" env XDG_CACHE_HOME="$repo/target/bench-cache/xdg" \
-    "$wasmtime" serve -Scli -W timeout=30s --addr "127.0.0.1:$port" "$app"
+    "$wasmtime" serve -Scli -W timeout=30s "$@" --addr "127.0.0.1:$port" "$app"
   url="$(bt ready --pid "$server_pid" --url "http://127.0.0.1:$port" --path "$path" --timeout 300)" \
     || { tail -n 20 "$run/$name.err" >&2; return 1; }
 }
@@ -213,13 +225,15 @@ wrk_run() {
   run_wrk "${wrk_args[@]}" "-d${dur}s" "$@" "$target" > "$out"
 }
 
-# load WORKLOAD SERVER PATH [wrk args]: drive the server at $url and record the figures.
+# load WORKLOAD SERVER PATH [wrk args]: drive the server at $url and record the figures (with the
+# round number when it runs inside an alternating round: $round, set by run_round).
+round=
 load() {
   local workload="$1" server="$2" path="$3"; shift 3
-  local name="wrk-$workload-$server"
+  local name="wrk-$workload-$server${round:+-r$round}"
   local out="$run/${name//[^A-Za-z0-9._-]/_}.txt"
   wrk_run "$out" "$url$path" "$@"
-  bt record "$results" --wrk "$out" t=wrk workload="$workload" server="$server"
+  bt record "$results" --wrk "$out" t=wrk workload="$workload" server="$server" ${round:+round="$round"}
 }
 
 check_echo() { bt echo-check --url "$url/echo" --bytes 65536; }   # before it is load-tested
@@ -253,6 +267,10 @@ step() {
 
 hello_rustcorn()  { start_rustcorn hello "$guests/hello.wasm" /; load hello rustcorn /; }
 hello_wasmtime()  { start_wasmtime hello "$guests/hello.wasm" /; load hello "wasmtime serve" /; }
+hello_wasmtime_reuse() {
+  start_wasmtime hello-reuse "$guests/hello.wasm" / --max-instance-reuse-count 1000
+  load hello "$reuse_label" /
+}
 hello_https()     { start_rustcorn_tls hello-tls "$guests/hello.wasm" /; load hello "rustcorn https (h1)" /; }
 hello_h2() {
   start_rustcorn_tls hello-h2 "$guests/hello.wasm" /
@@ -356,6 +374,61 @@ fairness() {   # SERVER_LABEL START_FN
   [[ "$spins" == "$ok" && "$spins" -gt 0 ]] || { log "spin client: $(cat "$run/spin-loop.json")"; return 1; }
 }
 
+# ---- alternating rounds ------------------------------------------------------------------------
+
+# The label of wasmtime serve reusing instances (the report's p99 target names it too).
+reuse_label="wasmtime serve reuse 1000"
+round_workloads=(hello echo-64k "python-app GET /" "js-app GET /")
+
+# servers_of WORKLOAD: one line per server, "LABEL|FUNCTION [ARG]", rustcorn first; peers that
+# full mode installs (wasmtime, gunicorn) only in full mode. native hyper is built with the
+# workspace, so smoke mode keeps it: the per-round ratio code then runs in the test suite too.
+servers_of() {
+  local full=false
+  [[ $mode == full ]] && full=true
+  case "$1" in
+    hello)
+      echo "rustcorn|hello_rustcorn"
+      if $full; then echo "wasmtime serve|hello_wasmtime"; echo "$reuse_label|hello_wasmtime_reuse"; fi
+      echo "native hyper|hello_native"
+      if $full; then echo "gunicorn gevent|hello_gunicorn"; fi ;;
+    echo-64k)
+      echo "rustcorn|echo_rustcorn"
+      if $full; then echo "wasmtime serve|echo_wasmtime"; fi ;;
+    *" GET /")
+      echo "rustcorn|app_rustcorn ${1% GET /}"
+      if $full; then echo "wasmtime serve|app_wasmtime ${1% GET /}"; fi ;;
+    *) log "no servers for workload $1"; return 1 ;;
+  esac
+}
+
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+# run_round WORKLOAD N: starts each server of WORKLOAD fresh and loads it once, back to back, in
+# the order of servers_of in odd rounds and in reverse order in even rounds. Each server is its own
+# step (a failing one is recorded and the round goes on). Records the round's 1-minute load
+# average at its start and end, and the order it ran in.
+run_round() {
+  local wl="$1" n="$2" entries=() ordered=() labels=() e i load_start
+  mapfile -t entries < <(servers_of "$wl")
+  if ((n % 2 == 1)); then
+    ordered=("${entries[@]}")
+  else
+    for ((i = ${#entries[@]} - 1; i >= 0; i--)); do ordered+=("${entries[i]}"); done
+  fi
+  load_start="$(load1)"
+  for e in "${ordered[@]}"; do
+    local label="${e%%|*}" fn=()
+    read -ra fn <<< "${e#*|}"
+    labels+=("$label")
+    round="$n" step "$wl, round $n/$rounds: $label" "${fn[@]}"
+  done
+  local order
+  order="$(printf '%s, ' "${labels[@]}")"
+  bt record "$results" t=round workload="$wl" round="$n" load_start="$load_start" load_end="$(load1)" \
+    order="${order%, }"
+}
+
 # ---- main --------------------------------------------------------------------------------------
 
 ensure_wrk
@@ -376,27 +449,24 @@ bt record "$results" t=meta load_start="$(cut -d' ' -f1-3 /proc/loadavg)" mode="
   mem="$(awk '/MemTotal/ {printf "%.0f GiB RAM", $2 / 1048576}' /proc/meminfo)" \
   rev="$(git -C "$repo" rev-parse --short HEAD)$(git -C "$repo" diff --quiet HEAD -- host 2>/dev/null || echo ' + uncommitted host/ changes') (binary built $(date -u -r "$rustcorn" '+%Y-%m-%d %H:%M UTC'))" \
   wrk="$("$wrk_bin" --version 2>&1 | head -n 1 | awk '{print "wrk " $2}')" \
-  wrk_cmd="wrk ${wrk_args[*]} -d${dur}s" workers="$workers" "${peer_versions[@]}"
+  wrk_cmd="wrk ${wrk_args[*]} -d${dur}s" workers="$workers" rounds="$rounds" warmup="$warmup" \
+  "${peer_versions[@]}"
 
 # peer CMD..: only in full mode.
 peer() { if [[ $mode == full ]]; then "$@"; fi; }
 
-step "hello: rustcorn" hello_rustcorn
-peer step "hello: wasmtime serve" hello_wasmtime
+# Rounds outermost: each workload's rounds are spread over the whole run, so a slow period of the
+# machine lands in one round of several workloads rather than in every round of one.
+for ((r = 1; r <= rounds; r++)); do
+  for wl in "${round_workloads[@]}"; do run_round "$wl" "$r"; done
+done
+
 step "hello: rustcorn https (h1)" hello_https
 if [[ $mode == full ]] && ! command -v h2load >/dev/null; then
   log "== installing h2load (apt nghttp2-client)"
   as_root apt-get install -y nghttp2-client >&2 || { as_root apt-get update >&2 && as_root apt-get install -y nghttp2-client >&2; } || true
 fi
 if command -v h2load >/dev/null; then step "hello: rustcorn h2" hello_h2; else log "== h2load not installed: no h2 row"; fi
-step "hello: native hyper" hello_native
-peer step "hello: gunicorn gevent" hello_gunicorn
-step "echo 64 KiB: rustcorn" echo_rustcorn
-peer step "echo 64 KiB: wasmtime serve" echo_wasmtime
-for app in python-app js-app; do
-  step "$app GET /: rustcorn" app_rustcorn "$app"
-  peer step "$app GET /: wasmtime serve" app_wasmtime "$app"
-done
 step "cold start hello: rustcorn" cold_rustcorn hello
 peer step "cold start hello: wasmtime serve" cold_wasmtime hello
 if [[ $mode == full ]]; then

@@ -1,5 +1,5 @@
-//! The benchmark harness in smoke mode (1 s loads, no peers), so it cannot rot. It asserts that
-//! every step ran and reported, never anything about the figures.
+//! The benchmark harness in smoke mode (one round of 1 s loads, no installed peers), so it cannot
+//! rot. It asserts that every step ran and reported, never anything about the figures.
 
 use crate::support::*;
 use std::process::Command;
@@ -22,9 +22,19 @@ fn benchmark_harness_smoke_mode_runs() {
     let progress = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "smoke run failed:\n{report}\n{progress}");
     for row in [
-        "| hello | rustcorn |",
-        "| hello | native hyper |",
-        "| echo-64k | rustcorn |",
+        // One alternating round per workload, with the per-round ratio against native hyper and
+        // the summary rows and Targets table built from them.
+        "### hello\n",
+        "| round | load start → end | order | rustcorn | native hyper | ÷ native hyper |",
+        "| 1 | ",
+        "| **median** |",
+        "median of the per-round ratios",
+        "### echo-64k\n",
+        "### python-app GET /\n",
+        "### js-app GET /\n",
+        "## Targets",
+        "| hello req/s, rustcorn ÷ native hyper (no wasm: the ceiling) | **",
+        "| hello | rustcorn https (h1) |",
         "Cold start",
         "Respawn",
         "Memory",
