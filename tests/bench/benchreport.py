@@ -233,8 +233,9 @@ def respawn_section(resp, recs):
     if shares:
         out.append(f"\nShare of the running wrk load served by the new worker in the second after its "
                    f"first response: {', '.join(f'{100 * x:.1f}%' for x in shares)} (wrk's keep-alive "
-                   "connections stay on the surviving workers; only new connections reach it). The "
-                   "first response is to a probe on a fresh connection.")
+                   "connections move to it as `--keep-alive-max-requests` closes each one after its "
+                   "1000th request; tests/bench/rebalance.sh measures that). The first response is to a "
+                   "probe on a fresh connection.")
     rw = next((r for r in recs if r.get("t") == "wrk-respawn"), None)
     if rw:
         out.append(f"\nThe wrk run around the kills: {fmt(rw.get('rps'), 0)} req/s, p99 "
