@@ -1,6 +1,5 @@
 //! The wasmtime configuration shared by the compiler child and the workers (compiled code must
 //! match it), and the linker: the WASI CLI world plus `wasi:http`, with no grants by default.
-use crate::guest::store::GuestState;
 use anyhow::Result;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -72,10 +71,33 @@ pub fn cross_engine(target: &str) -> Result<Engine> {
 }
 
 /// The host functions a guest may import: the WASI 0.2 CLI world (so ordinary Rust, Python and JS
-/// guests link) and `wasi:http`.
-pub fn linker(engine: &Engine) -> Result<Linker<GuestState>> {
+/// guests link) and `wasi:http`, for any store data that offers both contexts.
+pub fn linker<T>(engine: &Engine) -> Result<Linker<T>>
+where
+    T: wasmtime_wasi::WasiView + wasmtime_wasi_http::WasiHttpView + 'static,
+{
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)
+}
+
+/// Store data with the WASI and wasi-http contexts and nothing else: what checking a component's
+/// imports against the linker needs (no store is ever made with it).
+pub struct LinkCheck {
+    wasi: wasmtime_wasi::WasiCtx,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    table: wasmtime::component::ResourceTable,
+}
+
+impl wasmtime_wasi::WasiView for LinkCheck {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for LinkCheck {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+    }
 }

@@ -314,7 +314,7 @@ pub(crate) fn load_precompiled(engine: &Engine, app: &Path, bytes: &[u8]) -> Res
 
 /// Checks that every import is one the host provides and that the app exports the handler.
 pub(crate) fn validate_proxy(engine: &Engine, component: &Component, app: &Path) -> Result<()> {
-    let linker = engine::linker(engine)?;
+    let linker = engine::linker::<engine::LinkCheck>(engine)?;
     let pre = linker
         .instantiate_pre(component)
         .map_err(|e| anyhow!("{} imports something rustcorn does not provide: {e}", app.display()))?;

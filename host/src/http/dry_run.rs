@@ -1,12 +1,12 @@
-//! The request path without a guest: the same socket guard, HTTP/1 settings and request checks a
-//! worker uses, with a stand-in where the guest would run (it reads the body through the same
+//! The HTTP/1 front without a guest: the same timed socket, framing check, HTTP/1 settings and
+//! request checks a worker uses, with a stand-in where the guest would run (it reads the body through the same
 //! `--limit-request-body` and answers 200). The fuzz target and its regression tests drive it
 //! with arbitrary bytes over an in-memory stream.
 use crate::config::settings::Settings;
 use crate::guest::upload::UploadBody;
-use crate::worker::connection::{guard_io, http1_builder};
-use crate::worker::guard::PhaseBody;
-use crate::worker::validate::check_request;
+use crate::http::admission::check_request;
+use crate::http::h1::{http1_builder, timed_socket};
+use crate::http::socket_timers::ResponseDoneBody;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -29,13 +29,13 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let builder = http1_builder(&settings);
-    let (io, phase) = guard_io(io, &settings);
+    let (io, state) = timed_socket(io, &settings);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        phase.head_received();
-        let (phase, settings) = (phase.clone(), settings.clone());
+        state.head_received();
+        let (state, settings) = (state.clone(), settings.clone());
         async move {
-            let response = stand_in(request, phase.framing_error(), &settings).await;
-            Ok::<_, std::convert::Infallible>(response.map(|body| PhaseBody::new(body, phase)))
+            let response = stand_in(request, state.framing_error(), &settings).await;
+            Ok::<_, std::convert::Infallible>(response.map(|body| ResponseDoneBody::new(body, state)))
         }
     });
     builder.serve_connection(TokioIo::new(io), service).await
@@ -79,8 +79,8 @@ async fn stand_in(
     if framing_error.is_some() {
         return refuse(StatusCode::BAD_REQUEST);
     }
-    if let Err(rejection) = check_request(&request, &settings.limits, settings.body_limit) {
-        return refuse(rejection.status);
+    if let Err(refusal) = check_request(&request, &settings.limits, settings.body_limit) {
+        return refuse(refusal.status);
     }
     // Where the guest would run: it may read the body, as far as the limit allows, within the
     // request timeout (a plain deadline here: the request clock follows the wall clock, which

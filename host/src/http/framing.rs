@@ -3,7 +3,7 @@
 //! hyper lets through: control characters in chunk extensions, malformed chunk-size lines, chunk
 //! data not followed by CRLF, oversized trailers. When it cannot follow the stream (a head hyper
 //! will refuse anyway), it stops judging and lets hyper decide.
-use crate::worker::connection::MAX_HEAD_BYTES;
+use crate::http::limits::MAX_HEAD_BYTES;
 
 /// Bytes of a head line kept for reading Content-Length and Transfer-Encoding.
 const KEPT_HEAD_LINE: usize = 256;
