@@ -21,6 +21,7 @@ mod metrics;
 mod ops_signals;
 mod outbound;
 mod serving;
+mod slow_bodies;
 mod startup;
 mod supervision;
 mod tls;

@@ -7,14 +7,13 @@ use crate::guest::body::{host_response, GuestOutcome, ResponseBody};
 use crate::guest::clock::{Expiry, RequestClock};
 use crate::guest::instances::KeptInstances;
 use crate::guest::store::{new_store, GuestState};
-use crate::guest::upload::UploadBody;
+use crate::guest::upload::{BodyCut, BodyVerdict, UploadBody};
 use crate::log::access::AccessRecord;
 use crate::log::escape::escaped;
 use crate::metrics::labels::Outcome;
 use crate::metrics::{OutcomeLatch, Recorder, RequestFigures};
 use crate::{log_error, log_warning};
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -40,9 +39,11 @@ pub struct AppRuntime {
     pub metrics: Recorder,
 }
 
-/// A request the HTTP front has admitted: valid, within the limits, with a Host.
-pub struct AdmittedRequest {
-    pub request: Request<Incoming>,
+/// A request the HTTP front has admitted: valid, within the limits, with a Host; its body is
+/// bounded by the front, which records in `body_verdict` when it cut the body.
+pub struct AdmittedRequest<B> {
+    pub request: Request<B>,
+    pub body_verdict: BodyVerdict,
     /// Arrived over TLS: the guest sees the `https` scheme.
     pub https: bool,
     /// Its access-log line, written when the response is done.
@@ -55,8 +56,8 @@ pub struct AdmittedRequest {
 pub enum Handled {
     /// Any response: the guest's, or the host's for a guest fault.
     Response(Response<ResponseBody>),
-    /// The body passed `--limit-request-body` before the guest answered (the front refuses it).
-    BodyTooLarge(Option<AccessRecord>),
+    /// The front cut the body before the guest answered: the front answers for the request.
+    BodyCut(BodyCut, Option<AccessRecord>),
 }
 
 /// How a guest run ended, as seen by the guest task.
@@ -116,16 +117,16 @@ impl AppRuntime {
     }
 
     /// Runs the guest for one admitted request. Never fails: every outcome is a response.
-    pub async fn handle(self: Arc<Self>, admitted: AdmittedRequest) -> Handled {
-        let AdmittedRequest { request, https, record, figures } = admitted;
+    pub async fn handle<B>(self: Arc<Self>, admitted: AdmittedRequest<B>) -> Handled
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let AdmittedRequest { request, body_verdict, https, record, figures } = admitted;
         let request_id = self.next_request_id();
         let summary = format!("{} {}", escaped(request.method().as_str()), escaped(request.uri().path()));
         let clock = RequestClock::new(self.settings.request_timeout, self.settings.max_request_time);
-        let (request, too_large) = {
-            let (parts, body) = request.into_parts();
-            let (body, too_large) = UploadBody::new(body, Some(clock.clone()), self.settings.body_limit);
-            (Request::from_parts(parts, body), too_large)
-        };
+        let request = request.map(|body| UploadBody::new(body, clock.clone()));
         let mut instance = match self.instance_for(&request_id, &clock, &figures) {
             Ok(instance) => instance,
             Err(failure) => {
@@ -162,9 +163,8 @@ impl AppRuntime {
         };
         let guest = AbortOnDrop(Some(tokio::spawn(self.clone().run_guest_task(run))));
         let received = receiver.await;
-        if too_large.is_set() {
-            log_warning!("request {request_id} {summary}: body over --limit-request-body; answered 413");
-            return Handled::BodyTooLarge(record);
+        if let Some(cut) = body_verdict.get() {
+            return Handled::BodyCut(cut, record);
         }
         let head = GuestHead { outcome, clock, latch, request_id, summary, record };
         Handled::Response(self.answer(received, guest, head).await)
@@ -306,12 +306,16 @@ struct GuestHead {
 }
 
 /// Hands the request to the store's wasi-http context, with the channel its response comes on.
-fn bind_request(
+fn bind_request<B>(
     store: &mut Store<GuestState>,
-    request: Request<UploadBody<Incoming>>,
+    request: Request<B>,
     https: bool,
     sender: oneshot::Sender<GuestAnswer>,
-) -> wasmtime::Result<(Resource<HostIncomingRequest>, Resource<HostResponseOutparam>)> {
+) -> wasmtime::Result<(Resource<HostIncomingRequest>, Resource<HostResponseOutparam>)>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     let scheme = if https { Scheme::Https } else { Scheme::Http };
     let request = store.data_mut().http().new_incoming_request(scheme, request)?;
     let response_out = store.data_mut().http().new_response_outparam(sender)?;

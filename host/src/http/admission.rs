@@ -24,9 +24,16 @@ impl Refusal {
         status: StatusCode::SERVICE_UNAVAILABLE,
         reason: "waited --timeout for a free instance slot (--instance-slots)",
     };
-    /// A body that passed `--limit-request-body` while the guest was reading it.
+    /// A body that passed `--limit-request-body` as it arrived.
     pub const BODY_TOO_LARGE: Refusal =
         Refusal { status: StatusCode::PAYLOAD_TOO_LARGE, reason: "body over --limit-request-body" };
+    /// A body that fell below `--body-min-rate` after `--body-timeout`.
+    pub const BODY_TOO_SLOW: Refusal = Refusal {
+        status: StatusCode::REQUEST_TIMEOUT,
+        reason: "body slower than --body-min-rate after --body-timeout",
+    };
+    /// A body the connection broke off (or whose framing hyper refused) before the guest ran.
+    pub const BODY_BROKEN: Refusal = Refusal::bad_request("the request body ended in an error");
 
     pub const fn bad_request(reason: &'static str) -> Refusal {
         Refusal { status: StatusCode::BAD_REQUEST, reason }
@@ -43,22 +50,21 @@ const fn reject(status: StatusCode, reason: &'static str) -> Result<(), Refusal>
     Err(Refusal { status, reason })
 }
 
-/// The response to a refused request, with one error-log line naming the peer, the method, the
-/// target (escaped) and the reason. Busy refusals (503) are logged at debug level: under overload
-/// they come in floods and are counted in the metrics.
-pub fn refuse<B>(
+/// A request's method and target for a log line, escaped.
+pub fn request_line<B>(request: &Request<B>) -> String {
+    format!("{} {}", escaped(request.method().as_str()), escaped(&request.uri().to_string()))
+}
+
+/// The response to a refused request, with one error-log line naming the peer, the request line
+/// (see [`request_line`]) and the reason. Busy refusals (503) are logged at debug level: under
+/// overload they come in floods and are counted in the metrics.
+pub fn refuse(
     refusal: Refusal,
     peer: &str,
-    request: &Request<B>,
+    request_line: &str,
     record: Option<AccessRecord>,
 ) -> Response<ResponseBody> {
-    let line = format!(
-        "{peer}: refused {} {} with {}: {}",
-        escaped(request.method().as_str()),
-        escaped(&request.uri().to_string()),
-        refusal.status.as_u16(),
-        refusal.reason
-    );
+    let line = format!("{peer}: refused {request_line} with {}: {}", refusal.status.as_u16(), refusal.reason);
     if refusal.closes_connection() {
         crate::log_warning!("{line}");
     } else {
@@ -75,6 +81,7 @@ pub fn refusal_response(refusal: Refusal, record: Option<AccessRecord>) -> Respo
         StatusCode::EXPECTATION_FAILED => "Expectation Failed\n",
         StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed\n",
         StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable\n",
+        StatusCode::REQUEST_TIMEOUT => "Request Timeout\n",
         _ => "Bad Request\n",
     };
     let mut response = host_response(refusal.status, text, record);

@@ -133,7 +133,8 @@ async fn serve_stream(
 ) -> Response<TrackedBody> {
     let Some(permit) = stream_permit(&front.h2_streams, front.settings.request_timeout).await else {
         let record = front.access_record(&request, &info);
-        let response = admission::refuse(Refusal::NO_STREAM_SLOT, &info.remote, &request, record);
+        let line = admission::request_line(&request);
+        let response = admission::refuse(Refusal::NO_STREAM_SLOT, &info.remote, &line, record);
         return response.map(|inner| TrackedBody { inner, _guard: guard, _permit: None });
     };
     let response = front.respond(request, &info, None).await;

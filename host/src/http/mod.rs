@@ -10,6 +10,7 @@ pub mod h1;
 pub mod h2;
 pub mod limits;
 pub mod negotiate;
+pub mod request_body;
 pub mod request_cap;
 pub mod socket_timers;
 pub mod tls;
@@ -17,12 +18,14 @@ pub mod tls;
 use crate::config::settings::Settings;
 use crate::guest::body::ResponseBody;
 use crate::guest::handle::{AdmittedRequest, AppRuntime, Handled};
+use crate::guest::upload::BodyCut;
 use crate::log::access::{AccessLog, AccessRecord};
 use crate::metrics::{Recorder, RequestFigures};
 use crate::tls::HttpProtocols;
 use admission::Refusal;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use request_body::{BodyError, RequestBody};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -38,6 +41,8 @@ pub struct Front {
     plain: HttpProtocols,
     /// HTTP/2 streams this worker runs at once, across its connections (see `h2::stream_permits`).
     h2_streams: Arc<Semaphore>,
+    /// Bytes of request bodies read ahead of their guests (see `request_body`).
+    read_ahead_budget: Arc<Semaphore>,
 }
 
 /// The connection a request arrived on.
@@ -72,6 +77,7 @@ impl Front {
         Front {
             plain: settings.protocols(false),
             h2_streams: Arc::new(Semaphore::new(h2::stream_permits(&settings))),
+            read_ahead_budget: request_body::read_ahead_budget(),
             app,
             settings,
             access_log,
@@ -91,10 +97,7 @@ impl Front {
     ) -> Response<ResponseBody> {
         let mut timer = self.metrics.request_started(request.method());
         let mut response = match self.admit(request, conn, framing_error) {
-            Ok(admitted) => match self.app.clone().handle(admitted).await {
-                Handled::Response(response) => response,
-                Handled::BodyTooLarge(record) => admission::refusal_response(Refusal::BODY_TOO_LARGE, record),
-            },
+            Ok(admitted) => self.run_guest(admitted, &conn.remote).await,
             Err(refused) => refused,
         };
         timer.set_status(response.status().as_u16());
@@ -102,14 +105,31 @@ impl Front {
         response
     }
 
+    /// Reads the body ahead of the guest (a slow upload then costs no instance slot), runs the
+    /// guest, and answers for a request whose body was cut on the way.
+    async fn run_guest(&self, mut admitted: AdmittedRequest<RequestBody>, peer: &str) -> Response<ResponseBody> {
+        let line = admission::request_line(&admitted.request);
+        if let Err(e) = admitted.request.body_mut().read_ahead(&self.read_ahead_budget).await {
+            let refusal = match e {
+                BodyError::Cut(cut, _) => body_refusal(cut),
+                BodyError::Http(_) => Refusal::BODY_BROKEN,
+            };
+            return admission::refuse(refusal, peer, &line, admitted.record);
+        }
+        match self.app.clone().handle(admitted).await {
+            Handled::Response(response) => response,
+            Handled::BodyCut(cut, record) => admission::refuse(body_refusal(cut), peer, &line, record),
+        }
+    }
+
     /// The checks every request passes before any guest code runs, in order: the raw framing the
     /// connection saw, the head's validity and limits, then the time it queued behind a proxy.
     fn admit(
         &self,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         conn: &ConnectionInfo,
         framing_error: Option<&'static str>,
-    ) -> Result<AdmittedRequest, Response<ResponseBody>> {
+    ) -> Result<AdmittedRequest<RequestBody>, Response<ResponseBody>> {
         let settings = &self.settings;
         let mut record = self.access_record(&request, conn);
         let queued = settings.queue.queue_time(request.headers(), &conn.remote, std::time::SystemTime::now());
@@ -121,21 +141,24 @@ impl Front {
             None => admission::check_request(&request, &settings.limits, settings.body_limit),
         };
         if let Err(refusal) = refusal {
-            return Err(admission::refuse(refusal, &conn.remote, &request, record));
+            return Err(admission::refuse(refusal, &conn.remote, &admission::request_line(&request), record));
         }
         if let Some(waited) = queued {
             self.metrics.queue_time(waited);
             if settings.queue.sheds(queued) {
                 self.metrics.shed_for_queue_time();
-                return Err(admission::refuse(Refusal::QUEUE_SHED, &conn.remote, &request, record));
+                let line = admission::request_line(&request);
+                return Err(admission::refuse(Refusal::QUEUE_SHED, &conn.remote, &line, record));
             }
         }
+        let mut request = request.map(|body| RequestBody::new(body, settings.body_limit, settings.body_pace));
         admission::default_host(&mut request, &conn.local_authority);
         let figures = Arc::new(RequestFigures::default());
         if let Some(record) = record.as_mut() {
             record.figures = Some(figures.clone());
         }
-        Ok(AdmittedRequest { request, https: conn.https, record, figures })
+        let body_verdict = request.body().verdict();
+        Ok(AdmittedRequest { request, body_verdict, https: conn.https, record, figures })
     }
 
     /// The access log, if it is on.
@@ -150,5 +173,13 @@ impl Front {
             record.client_subject = conn.client_subject.clone();
             record
         })
+    }
+}
+
+/// The refusal for a body the front cut.
+fn body_refusal(cut: BodyCut) -> Refusal {
+    match cut {
+        BodyCut::TooLarge => Refusal::BODY_TOO_LARGE,
+        BodyCut::TooSlow => Refusal::BODY_TOO_SLOW,
     }
 }
