@@ -10,6 +10,7 @@ mod config;
 mod corpus;
 mod deploy;
 mod faults;
+mod h2_memory;
 mod hostile;
 mod hygiene;
 mod instance_reuse;

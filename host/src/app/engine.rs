@@ -15,9 +15,11 @@ pub struct PoolSizing {
 const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 const MAX_MEMORIES_PER_COMPONENT: u32 = 8;
 const MAX_TABLES_PER_COMPONENT: u32 = 32;
-/// Bytes of each linear memory kept mapped when its slot is freed. With PAGEMAP_SCAN (Linux 6.7+)
-/// only the pages the last request dirtied are reset, by memset, so the next request in the slot
-/// takes no page faults there; without it wasmtime falls back to madvise as usual.
+/// Bytes of each linear memory that stay resident when its slot is freed: with PAGEMAP_SCAN (Linux
+/// 6.7+; patched to scan past 32 regions) only the pages the last instance dirtied are reset in
+/// place, so the next instance in the slot takes no page faults there; pages past this bound are
+/// decommitted (madvise). Without PAGEMAP_SCAN the whole kept range is reset by memset. The cost:
+/// a slot keeps up to this many dirtied bytes resident after its instance is gone.
 const LINEAR_MEMORY_KEEP_RESIDENT: usize = 64 << 20;
 const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 

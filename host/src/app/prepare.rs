@@ -1,7 +1,7 @@
 //! The app: validating a component, compiling it once into an on-disk `.cwasm` cache (keyed by
 //! the wasm's SHA-256 and the engine's compatibility hash, each entry with a SHA-256 sidecar of
-//! the compiled bytes), and the `compile` / `check` commands. The arbiter never touches wasmtime
-//! itself: `prepare` runs in a short-lived forked child, which checks the compiled file's digest on
+//! the compiled bytes), and the loading helpers the `compile` / `check` commands use. The arbiter
+//! never touches wasmtime itself: `prepare` runs in a short-lived forked child, which checks the compiled file's digest on
 //! an open fd, validates it, and passes that fd to the arbiter; every worker maps that same file.
 use crate::app::trust::{self, Owner, Sha256Hex};
 use crate::app::{engine, handoff};

@@ -105,37 +105,7 @@ impl FramingCheck {
         match &mut self.state {
             State::Lost => Ok(bytes.len()),
             State::Refused(reason) => Err(reason),
-            State::Head { line, lines, bytes: head_bytes, body } => {
-                *head_bytes += 1;
-                if *head_bytes > MAX_HEAD_BYTES {
-                    return Err("request head over 64 KiB");
-                }
-                if b != b'\n' {
-                    // Enough of a line for the names and values that matter; a longer line is
-                    // marked by one extra byte so it is never taken for a short one.
-                    if line.len() <= KEPT_HEAD_LINE {
-                        line.push(b);
-                    }
-                    return Ok(1);
-                }
-                let text: &[u8] = line.strip_suffix(b"\r").unwrap_or(line);
-                if text.is_empty() {
-                    if *lines == 0 {
-                        // Empty lines before a request line are skipped.
-                        *head_bytes = 0;
-                        return Ok(1);
-                    }
-                    self.state = body.next_state();
-                    self.heads += 1;
-                    return Ok(1);
-                }
-                if *lines > 0 {
-                    body.field(text, line.len() > KEPT_HEAD_LINE);
-                }
-                *lines += 1;
-                line.clear();
-                Ok(1)
-            }
+            State::Head { .. } => self.head_byte(b),
             State::Fixed(remaining) => {
                 let take = (*remaining).min(bytes.len() as u64);
                 *remaining -= take;
@@ -164,45 +134,75 @@ impl FramingCheck {
                 }
                 Ok(take as usize)
             }
-            State::ChunkDataCr => match b {
-                b'\r' => {
-                    self.state = State::ChunkDataLf;
-                    Ok(1)
-                }
-                _ => Err("chunk data not followed by CRLF"),
-            },
-            State::ChunkDataLf => match b {
-                b'\n' => {
-                    self.state = State::ChunkSize(Vec::new());
-                    Ok(1)
-                }
-                _ => Err("chunk data not followed by CRLF"),
-            },
-            State::Trailer { line, colon, total, cr } => {
-                *total += 1;
-                if *total > MAX_HEAD_BYTES {
-                    return Err("trailer section too large");
-                }
-                // hyper ends trailer lines (and the body) only at CRLF and reads a bare LF as
-                // part of a line: a bare LF here would end the body for us but not for hyper.
-                let after_cr = std::mem::replace(cr, b == b'\r');
-                match b {
-                    b'\n' if !after_cr => return Err("bare LF in the trailer section"),
-                    _ if after_cr && b != b'\n' => return Err("CR without LF in the trailer section"),
-                    b'\n' if *line == 0 => {
-                        self.state = State::fresh_head();
-                    }
-                    b'\n' if !*colon => return Err("trailer field without a colon"),
-                    b'\n' => (*line, *colon) = (0, false),
-                    b'\r' => {}
-                    b' ' | b'\t' if *line == 0 => return Err("obs-fold in the trailer section"),
-                    0..=8 | 0x0a..=0x1f | 0x7f => return Err("control character in a trailer field"),
-                    b':' => (*line, *colon) = (*line + 1, true),
-                    _ => *line += 1,
-                }
+            State::ChunkDataCr if b == b'\r' => {
+                self.state = State::ChunkDataLf;
                 Ok(1)
             }
+            State::ChunkDataLf if b == b'\n' => {
+                self.state = State::ChunkSize(Vec::new());
+                Ok(1)
+            }
+            State::ChunkDataCr | State::ChunkDataLf => Err("chunk data not followed by CRLF"),
+            State::Trailer { .. } => self.trailer_byte(b),
         }
+    }
+
+    /// One byte of a request head.
+    fn head_byte(&mut self, b: u8) -> Result<usize, &'static str> {
+        let State::Head { line, lines, bytes: head_bytes, body } = &mut self.state else { return Ok(1) };
+        *head_bytes += 1;
+        if *head_bytes > MAX_HEAD_BYTES {
+            return Err("request head over 64 KiB");
+        }
+        if b != b'\n' {
+            // Enough of a line for the names and values that matter; a longer line is marked by
+            // one extra byte so it is never taken for a short one.
+            if line.len() <= KEPT_HEAD_LINE {
+                line.push(b);
+            }
+            return Ok(1);
+        }
+        let text: &[u8] = line.strip_suffix(b"\r").unwrap_or(line);
+        if text.is_empty() {
+            if *lines == 0 {
+                // Empty lines before a request line are skipped.
+                *head_bytes = 0;
+                return Ok(1);
+            }
+            self.state = body.next_state();
+            self.heads += 1;
+            return Ok(1);
+        }
+        if *lines > 0 {
+            body.field(text, line.len() > KEPT_HEAD_LINE);
+        }
+        *lines += 1;
+        line.clear();
+        Ok(1)
+    }
+
+    /// One byte of the trailer section. hyper ends trailer lines (and the body) only at CRLF and
+    /// reads a bare LF as part of a line: a bare LF here would end the body for us but not for hyper.
+    fn trailer_byte(&mut self, b: u8) -> Result<usize, &'static str> {
+        let State::Trailer { line, colon, total, cr } = &mut self.state else { return Ok(1) };
+        *total += 1;
+        if *total > MAX_HEAD_BYTES {
+            return Err("trailer section too large");
+        }
+        let after_cr = std::mem::replace(cr, b == b'\r');
+        match b {
+            b'\n' if !after_cr => return Err("bare LF in the trailer section"),
+            _ if after_cr && b != b'\n' => return Err("CR without LF in the trailer section"),
+            b'\n' if *line == 0 => self.state = State::fresh_head(),
+            b'\n' if !*colon => return Err("trailer field without a colon"),
+            b'\n' => (*line, *colon) = (0, false),
+            b'\r' => {}
+            b' ' | b'\t' if *line == 0 => return Err("obs-fold in the trailer section"),
+            0..=8 | 0x0a..=0x1f | 0x7f => return Err("control character in a trailer field"),
+            b':' => (*line, *colon) = (*line + 1, true),
+            _ => *line += 1,
+        }
+        Ok(1)
     }
 }
 
