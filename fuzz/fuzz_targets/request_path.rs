@@ -1,5 +1,5 @@
 //! Arbitrary bytes from a client, through a real hyper connection with rustcorn's socket guard,
-//! HTTP/1 settings and request checks, up to where the guest would run (`worker::dry_run`).
+//! HTTP/1 settings and request checks, up to where the guest would run (`http::dry_run`).
 //! Any panic is a finding; so is a connection that neither answers nor closes.
 #![no_main]
 

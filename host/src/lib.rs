@@ -4,8 +4,10 @@
 //! - `commands/`: the `serve`, `compile` and `check` entry points;
 //! - `config/`: the command line, the config layers and the validated settings;
 //! - `arbiter/`: the supervising process (its loop, the pure supervisor rules, reload, upgrade);
-//! - `worker/`: a worker process (accept loop, connections);
-//! - `guest/`: the request path inside a worker (store, instance, response body, request clock);
+//! - `worker/`: a worker process (boot, accept loop, signals, drain);
+//! - `http/`: the HTTP front every request of both versions passes before any guest code (TLS and
+//!   version negotiation, h1 and h2 connections, socket timers, framing, admission, refusals);
+//! - `guest/`: an admitted request inside a worker (store, instance, response body, request clock);
 //! - `app/`: compiling and loading the component;
 //! - `sys/`: thin wrappers over the OS (signals, heartbeat pages, sockets, pid file, privileges);
 //! - `log/`: the error log and the access log;
@@ -18,6 +20,7 @@ mod arbiter;
 pub mod commands;
 pub mod config;
 mod guest;
+mod http;
 mod log;
 mod metrics;
 mod sys;
@@ -26,5 +29,5 @@ mod worker;
 
 /// The request path up to where the guest would run, for the fuzz target in `fuzz/`.
 pub mod fuzzing {
-    pub use crate::worker::dry_run::{default_settings, exchange};
+    pub use crate::http::dry_run::{default_settings, exchange, split_by_both};
 }

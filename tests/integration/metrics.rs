@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn start(guest_name: &str, args: &[&str]) -> (Server, String) {
+pub(crate) fn start(guest_name: &str, args: &[&str]) -> (Server, String) {
     let server = ServerCommand::new(&guest(guest_name)).args(["--admin-bind", "127.0.0.1:0"]).args(args).start();
     let admin = admin_address(&server);
     (server, admin)
@@ -18,14 +18,14 @@ fn admin_address(server: &Server) -> String {
     rest.split_whitespace().next().unwrap().to_string()
 }
 
-fn scrape(admin: &str) -> String {
+pub(crate) fn scrape(admin: &str) -> String {
     let reply = http(admin, "GET", "/metrics", &[], b"").expect("scrape /metrics");
     assert_eq!(reply.status, 200);
     reply.text()
 }
 
 /// The value of the sample whose name and labels are exactly `series`; 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
+pub(crate) fn sample(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .map_or(0.0, |value| value.trim().parse().unwrap_or_else(|_| panic!("{series}: {value:?}")))

@@ -1,6 +1,5 @@
 //! The wasmtime configuration shared by the compiler child and the workers (compiled code must
 //! match it), and the linker: the WASI CLI world plus `wasi:http`, with no grants by default.
-use crate::guest::store::GuestState;
 use anyhow::Result;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -16,9 +15,11 @@ pub struct PoolSizing {
 const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 const MAX_MEMORIES_PER_COMPONENT: u32 = 8;
 const MAX_TABLES_PER_COMPONENT: u32 = 32;
-/// Bytes of each linear memory kept mapped when its slot is freed. With PAGEMAP_SCAN (Linux 6.7+)
-/// only the pages the last request dirtied are reset, by memset, so the next request in the slot
-/// takes no page faults there; without it wasmtime falls back to madvise as usual.
+/// Bytes of each linear memory that stay resident when its slot is freed: with PAGEMAP_SCAN (Linux
+/// 6.7+; patched to scan past 32 regions) only the pages the last instance dirtied are reset in
+/// place, so the next instance in the slot takes no page faults there; pages past this bound are
+/// decommitted (madvise). Without PAGEMAP_SCAN the whole kept range is reset by memset. The cost:
+/// a slot keeps up to this many dirtied bytes resident after its instance is gone.
 const LINEAR_MEMORY_KEEP_RESIDENT: usize = 64 << 20;
 const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 
@@ -72,10 +73,33 @@ pub fn cross_engine(target: &str) -> Result<Engine> {
 }
 
 /// The host functions a guest may import: the WASI 0.2 CLI world (so ordinary Rust, Python and JS
-/// guests link) and `wasi:http`.
-pub fn linker(engine: &Engine) -> Result<Linker<GuestState>> {
+/// guests link) and `wasi:http`, for any store data that offers both contexts.
+pub fn linker<T>(engine: &Engine) -> Result<Linker<T>>
+where
+    T: wasmtime_wasi::WasiView + wasmtime_wasi_http::WasiHttpView + 'static,
+{
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)
+}
+
+/// Store data with the WASI and wasi-http contexts and nothing else: what checking a component's
+/// imports against the linker needs (no store is ever made with it).
+pub struct LinkCheck {
+    wasi: wasmtime_wasi::WasiCtx,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    table: wasmtime::component::ResourceTable,
+}
+
+impl wasmtime_wasi::WasiView for LinkCheck {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for LinkCheck {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+    }
 }

@@ -1,7 +1,7 @@
 //! The app: validating a component, compiling it once into an on-disk `.cwasm` cache (keyed by
 //! the wasm's SHA-256 and the engine's compatibility hash, each entry with a SHA-256 sidecar of
-//! the compiled bytes), and the `compile` / `check` commands. The arbiter never touches wasmtime
-//! itself: `prepare` runs in a short-lived forked child, which checks the compiled file's digest on
+//! the compiled bytes), and the loading helpers the `compile` / `check` commands use. The arbiter
+//! never touches wasmtime itself: `prepare` runs in a short-lived forked child, which checks the compiled file's digest on
 //! an open fd, validates it, and passes that fd to the arbiter; every worker maps that same file.
 use crate::app::trust::{self, Owner, Sha256Hex};
 use crate::app::{engine, handoff};
@@ -314,7 +314,7 @@ pub(crate) fn load_precompiled(engine: &Engine, app: &Path, bytes: &[u8]) -> Res
 
 /// Checks that every import is one the host provides and that the app exports the handler.
 pub(crate) fn validate_proxy(engine: &Engine, component: &Component, app: &Path) -> Result<()> {
-    let linker = engine::linker(engine)?;
+    let linker = engine::linker::<engine::LinkCheck>(engine)?;
     let pre = linker
         .instantiate_pre(component)
         .map_err(|e| anyhow!("{} imports something rustcorn does not provide: {e}", app.display()))?;

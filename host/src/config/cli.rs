@@ -122,6 +122,22 @@ pub struct ServeArgs {
     #[arg(long = "limit-request-body", value_name = "BYTES", default_value = "100M")]
     pub limit_request_body: String,
 
+    /// Request bodies up to this size (at most 64M; 0 = none) are read in full before the app is
+    /// instantiated, so a slow upload holds a connection, never an instance slot (like nginx's
+    /// client_body_buffer_size); of a larger body this much is read first, the rest streams.
+    #[arg(long = "body-buffer-size", value_name = "BYTES", default_value = "1M")]
+    pub body_buffer_size: String,
+
+    /// Seconds a request body may take before it must keep up --body-min-rate: a body not done
+    /// after SECS + bytes received / rate is cut, with 408 if the app has not answered yet
+    /// (like Apache's mod_reqtimeout body=SECS,MinRate=RATE). 0 = no bound.
+    #[arg(long = "body-timeout", value_name = "SECS", default_value_t = 20)]
+    pub body_timeout: u64,
+
+    /// Bytes per second a request body must average after --body-timeout (see there).
+    #[arg(long = "body-min-rate", value_name = "BYTES", default_value_t = 500)]
+    pub body_min_rate: u64,
+
     /// Access log file, or '-' for stdout. No access log unless set.
     #[arg(long = "access-logfile", value_name = "FILE")]
     pub access_logfile: Option<String>,

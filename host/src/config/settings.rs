@@ -64,6 +64,8 @@ pub struct Settings {
     pub header_timeout: Option<Duration>,
     /// `--limit-request-body` in bytes; 0 = unlimited.
     pub body_limit: u64,
+    /// `--body-buffer-size`, `--body-timeout`, `--body-min-rate`.
+    pub body_pace: BodyPace,
     pub access_log: Option<LogTarget>,
     pub access_log_format: AccessLogFormat,
     pub error_log: LogTarget,
@@ -93,6 +95,20 @@ pub struct Settings {
     /// `--max-queue-time` and `--forwarded-allow-ips`.
     pub queue: crate::metrics::queue_time::QueuePolicy,
 }
+
+/// How a request body is read before and while the app runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPace {
+    /// Bytes read before the app is instantiated; 0 = none.
+    pub buffer: usize,
+    /// Time a body gets before it must keep up `min_rate`; None = no bound.
+    pub grace: Option<Duration>,
+    /// Bytes per second a body must average after `grace`.
+    pub min_rate: u64,
+}
+
+/// Largest `--body-buffer-size`.
+pub const MAX_BODY_BUFFER: usize = 64 << 20;
 
 /// Watchdog timeout used when `--timeout 0` disables the request deadline.
 pub const DEFAULT_WATCHDOG_TIMEOUT: Duration = Duration::from_secs(30);
@@ -197,6 +213,7 @@ impl Settings {
                 args.limit_request_body
             ))
         })? as u64;
+        let body_pace = body_pace(args)?;
         if args.header_timeout > 3600 {
             return Err(bad(format!(
                 "--header-timeout must be between 0 and 3600 seconds (got {})",
@@ -309,6 +326,7 @@ impl Settings {
             },
             header_timeout: seconds(args.header_timeout),
             body_limit,
+            body_pace,
             access_log: args.access_logfile.as_deref().map(LogTarget::parse_stdout_default),
             access_log_format,
             error_log: LogTarget::parse_stderr_default(&args.error_logfile),
@@ -443,6 +461,27 @@ pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
 pub const MAX_REQUEST_COUNT: u64 = 1 << 40;
 
 /// Parses `65536`, `64K`, `64KiB`, `512M`, `1G` (binary multiples).
+/// `--body-buffer-size`, `--body-timeout` and `--body-min-rate`, bounded.
+fn body_pace(args: &ServeArgs) -> Result<BodyPace, ConfigError> {
+    let buffer = parse_bytes(&args.body_buffer_size).filter(|&b| b <= MAX_BODY_BUFFER).ok_or_else(|| {
+        bad(format!(
+            "--body-buffer-size {:?}: expected a size from 0 to 64M such as 1M or 65536",
+            args.body_buffer_size
+        ))
+    })?;
+    if args.body_timeout > 3600 {
+        return Err(bad(format!("--body-timeout must be at most 3600 seconds (got {})", args.body_timeout)));
+    }
+    if args.body_min_rate == 0 || args.body_min_rate > 1 << 30 {
+        return Err(bad(format!(
+            "--body-min-rate must be between 1 and 1G bytes per second (got {})",
+            args.body_min_rate
+        )));
+    }
+    let grace = (args.body_timeout > 0).then(|| Duration::from_secs(args.body_timeout));
+    Ok(BodyPace { buffer, grace, min_rate: args.body_min_rate })
+}
+
 pub fn parse_bytes(text: &str) -> Option<usize> {
     let text = text.trim();
     let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());

@@ -89,6 +89,25 @@ impl ResponseBody {
     }
 }
 
+/// A short plain-text response made by the host (errors and refusals; no stack traces).
+pub fn host_response(
+    status: http::StatusCode,
+    text: &'static str,
+    record: Option<AccessRecord>,
+) -> http::Response<ResponseBody> {
+    let mut record = record;
+    if let Some(record) = record.as_mut() {
+        record.status = status.as_u16();
+        record.bytes_sent = text.len() as u64;
+    }
+    let mut response = http::Response::new(ResponseBody::full(text, record));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
 #[derive(Debug)]
 struct GuestAbandonedBody;
 

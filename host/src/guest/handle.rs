@@ -1,32 +1,33 @@
-//! The request path: one fresh Store and instance per request, the guest run on its own task
-//! under the request clock, and every guest outcome mapped to a response (200 from the guest,
-//! 500 for faults, 503 for no free instance slot, 504 for a guest cut off before its head).
+//! The request path inside the guest: one fresh Store and instance per admitted request (or a
+//! kept one with --instance-reuse), the guest run on its own task under the request clock, and every
+//! guest outcome mapped to a response (the guest's own, 500 for faults, 503 for no free instance
+//! slot, 504 for a guest cut off before its head).
 use crate::config::settings::Settings;
-use crate::guest::body::{GuestOutcome, ResponseBody};
+use crate::guest::body::{host_response, GuestOutcome, ResponseBody};
 use crate::guest::clock::{Expiry, RequestClock};
 use crate::guest::instances::KeptInstances;
 use crate::guest::store::{new_store, GuestState};
-use crate::guest::upload::UploadBody;
-use crate::log::access::{AccessLog, AccessRecord};
+use crate::guest::upload::{BodyCut, BodyVerdict, UploadBody};
+use crate::log::access::AccessRecord;
 use crate::log::escape::escaped;
 use crate::metrics::labels::Outcome;
 use crate::metrics::{OutcomeLatch, Recorder, RequestFigures};
-use crate::worker::validate::{check_request, Rejection};
 use crate::{log_error, log_warning};
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::sync::oneshot;
+use wasmtime::component::Resource;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::WasiHttpView;
 
-/// Everything a worker needs to serve requests with one app.
+/// Everything a worker needs to run its app's guests.
 pub struct AppRuntime {
     pub pre: ProxyPre<GuestState>,
     pub settings: Arc<Settings>,
-    pub access_log: Option<Arc<AccessLog>>,
     next_request_id: AtomicU64,
     /// Instances waiting for their next request; empty unless --instance-reuse > 1.
     pub kept: KeptInstances,
@@ -38,24 +39,25 @@ pub struct AppRuntime {
     pub metrics: Recorder,
 }
 
-/// The connection a request arrived on.
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    /// Client address for the access log (`-` for unix sockets).
-    pub remote: String,
-    /// Authority given to requests that carry no Host header (HTTP/1.0): the listening address.
-    pub local_authority: HeaderValue,
-    /// TLS connection: the guest sees the `https` scheme.
+/// A request the HTTP front has admitted: valid, within the limits, with a Host; its body is
+/// bounded by the front, which records in `body_verdict` when it cut the body.
+pub struct AdmittedRequest<B> {
+    pub request: Request<B>,
+    pub body_verdict: BodyVerdict,
+    /// Arrived over TLS: the guest sees the `https` scheme.
     pub https: bool,
-    /// The verified client certificate's subject (`--cert-reqs` 1 or 2), for the access log.
-    pub client_subject: Option<Arc<str>>,
+    /// Its access-log line, written when the response is done.
+    pub record: Option<AccessRecord>,
+    /// What the access log and metrics report about its instance.
+    pub figures: Arc<RequestFigures>,
 }
 
-impl ConnectionInfo {
-    /// A plain connection from `remote` to the listener at `local_authority`.
-    pub fn new(remote: String, local_authority: HeaderValue) -> ConnectionInfo {
-        ConnectionInfo { remote, local_authority, https: false, client_subject: None }
-    }
+/// What came of an admitted request.
+pub enum Handled {
+    /// Any response: the guest's, or the host's for a guest fault.
+    Response(Response<ResponseBody>),
+    /// The front cut the body before the guest answered: the front answers for the request.
+    BodyCut(BodyCut, Option<AccessRecord>),
 }
 
 /// How a guest run ended, as seen by the guest task.
@@ -66,13 +68,35 @@ enum GuestFailure {
     Trap { error: wasmtime::Error, out_of_memory: bool },
 }
 
+/// The instance a request runs on: a kept (or spare) one, or a fresh store to instantiate in.
+struct Instance {
+    store: Store<GuestState>,
+    kept: Option<Proxy>,
+    /// Requests the instance served before this one.
+    served: u32,
+}
+
+/// The guest's side of one request, moved into the guest task.
+struct GuestRun {
+    instance: Instance,
+    request: Resource<HostIncomingRequest>,
+    response_out: Resource<HostResponseOutparam>,
+    figures: Arc<RequestFigures>,
+    clock: Arc<RequestClock>,
+    request_id: Arc<str>,
+    outcome: GuestOutcome,
+    latch: OutcomeLatch,
+}
+
+type GuestAnswer = Result<Response<HyperOutgoingBodyOf>, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>;
+type HyperOutgoingBodyOf = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
 impl AppRuntime {
-    pub fn new(pre: ProxyPre<GuestState>, settings: Arc<Settings>, access_log: Option<Arc<AccessLog>>) -> AppRuntime {
+    pub fn new(pre: ProxyPre<GuestState>, settings: Arc<Settings>) -> AppRuntime {
         AppRuntime {
             pre,
             kept: KeptInstances::new(settings.instance_reuse, settings.instance_slots),
             settings,
-            access_log,
             next_request_id: AtomicU64::new(1),
             max_requests: 0,
             quota_reached: tokio::sync::Notify::new(),
@@ -92,169 +116,151 @@ impl AppRuntime {
         self
     }
 
-    /// Refuses a request whose body broke the framing rules before its guest runs: 400, closed.
-    pub fn refuse<B>(
-        &self,
-        request: Request<B>,
-        conn: &ConnectionInfo,
-        reason: &'static str,
-    ) -> Response<ResponseBody> {
-        let record = self.access_log.as_ref().map(|log| AccessRecord::new(log.clone(), conn.remote.clone(), &request));
-        let rejection = Rejection { status: StatusCode::BAD_REQUEST, reason };
-        log_rejection(&conn.remote, &request, &rejection);
-        rejection_response(rejection, record)
-    }
-
-    /// Serves one request. Never fails: every outcome is a response. Counted in the metrics from
-    /// here until its response body is done.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, conn: &ConnectionInfo) -> Response<ResponseBody> {
-        let mut timer = self.metrics.request_started(request.method());
-        let mut response = self.serve(request, conn).await;
-        timer.set_status(response.status().as_u16());
-        response.body_mut().attach_timer(timer);
-        response
-    }
-
-    async fn serve(self: Arc<Self>, mut request: Request<Incoming>, conn: &ConnectionInfo) -> Response<ResponseBody> {
-        let queue_time = self.settings.queue.queue_time(request.headers(), &conn.remote, std::time::SystemTime::now());
-        let figures = Arc::new(RequestFigures::default());
-        let mut record = self.access_log.as_ref().map(|log| {
-            let mut record = AccessRecord::new(log.clone(), conn.remote.clone(), &request);
-            record.client_subject = conn.client_subject.clone();
-            record
-        });
-        if let Some(record) = record.as_mut() {
-            record.queue_time = queue_time;
-            record.figures = Some(figures.clone());
-        }
-        if let Err(rejection) = check_request(&request, &self.settings.limits, self.settings.body_limit) {
-            log_rejection(&conn.remote, &request, &rejection);
-            return rejection_response(rejection, record);
-        }
-        if let Some(waited) = queue_time {
-            self.metrics.queue_time(waited);
-            if self.settings.queue.sheds(queue_time) {
-                self.metrics.shed_for_queue_time();
-                crate::log_debug!("shed a request that waited {waited:?} (over --max-queue-time)");
-                let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n", record);
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return response;
+    /// Runs the guest for one admitted request. Never fails: every outcome is a response.
+    pub async fn handle<B>(self: Arc<Self>, admitted: AdmittedRequest<B>) -> Handled
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let AdmittedRequest { request, body_verdict, https, record, figures } = admitted;
+        let request_id = self.next_request_id();
+        let summary = format!("{} {}", escaped(request.method().as_str()), escaped(request.uri().path()));
+        let clock = RequestClock::new(self.settings.request_timeout, self.settings.max_request_time);
+        let request = request.map(|body| UploadBody::new(body, clock.clone()));
+        let mut instance = match self.instance_for(&request_id, &clock, &figures) {
+            Ok(instance) => instance,
+            Err(failure) => {
+                self.metrics.outcome(failure.outcome());
+                return Handled::Response(failure_response(
+                    Some(failure),
+                    &request_id,
+                    &summary,
+                    record,
+                    &self.settings,
+                ));
             }
+        };
+        instance.store.data_mut().track_memory(figures.clone());
+        let (sender, receiver) = oneshot::channel();
+        let (guest_request, response_out) = match bind_request(&mut instance.store, request, https, sender) {
+            Ok(pair) => pair,
+            Err(e) => {
+                log_warning!("request {request_id} {summary}: rejected: {e}");
+                return Handled::Response(host_response(StatusCode::BAD_REQUEST, "Bad Request\n", record));
+            }
+        };
+        let outcome = GuestOutcome::new();
+        let latch = OutcomeLatch::default();
+        let run = GuestRun {
+            instance,
+            request: guest_request,
+            response_out,
+            figures,
+            clock: clock.clone(),
+            request_id: request_id.clone(),
+            outcome: outcome.clone(),
+            latch: latch.clone(),
+        };
+        let guest = AbortOnDrop(Some(tokio::spawn(self.clone().run_guest_task(run))));
+        let received = receiver.await;
+        if let Some(cut) = body_verdict.get() {
+            return Handled::BodyCut(cut, record);
         }
-        if request.uri().authority().is_none() && !request.headers().contains_key(header::HOST) {
-            request.headers_mut().insert(header::HOST, conn.local_authority.clone());
-        }
+        let head = GuestHead { outcome, clock, latch, request_id, summary, record };
+        Handled::Response(self.answer(received, guest, head).await)
+    }
+
+    /// The next request's id (`PID-N`); notifies `quota_reached` at `--max-requests`.
+    fn next_request_id(&self) -> Arc<str> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         // Ids start at 1, so the id is also the number of requests this worker has taken.
         if id == self.max_requests {
             self.quota_reached.notify_one();
         }
-        let request_id: Arc<str> = format!("{}-{id}", crate::log::pid()).into();
-        let summary = format!("{} {}", request.method(), request.uri().path());
+        format!("{}-{id}", crate::log::pid()).into()
+    }
 
-        let clock = RequestClock::new(self.settings.request_timeout, self.settings.max_request_time);
-        let (request, too_large) = {
-            let (parts, body) = request.into_parts();
-            let (body, too_large) = UploadBody::new(body, Some(clock.clone()), self.settings.body_limit);
-            (Request::from_parts(parts, body), too_large)
-        };
-        let (mut store, kept_proxy, served) = match self.kept.take() {
-            Some(idle) => {
-                if let Some(took) = idle.instantiation {
-                    figures.set_instantiation(took);
-                }
-                let mut store = idle.store;
-                store.data_mut().begin_request(&request_id, clock.clone());
-                store.set_epoch_deadline(1);
-                (store, Some(idle.proxy), idle.served)
+    /// A kept or spare instance if one waits, else a fresh store in a free instance slot.
+    fn instance_for(
+        &self,
+        request_id: &Arc<str>,
+        clock: &Arc<RequestClock>,
+        figures: &RequestFigures,
+    ) -> Result<Instance, GuestFailure> {
+        if let Some(idle) = self.kept.take() {
+            let mut store = idle.store;
+            store.data_mut().begin_request(request_id, clock.clone());
+            store.set_epoch_deadline(1);
+            if let Some(took) = idle.instantiation {
+                figures.set_instantiation(took);
             }
-            None => match new_store(self.pre.engine(), &self.settings, &request_id, clock.clone(), self.metrics) {
-                Ok(store) => (store, None, 0),
-                Err(e) => {
-                    log_error!("request {request_id} {summary}: cannot set up the guest: {e:#}");
-                    return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n", record);
-                }
-            },
-        };
-        store.data_mut().track_memory(figures.clone());
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let prepared = store
-            .data_mut()
-            .http()
-            .new_incoming_request(if conn.https { Scheme::Https } else { Scheme::Http }, request)
-            .and_then(|req| {
-                let out = store.data_mut().http().new_response_outparam(sender)?;
-                Ok((req, out))
-            });
-        let (guest_request, response_out) = match prepared {
-            Ok(pair) => pair,
-            Err(e) => {
-                log_warning!("request {request_id} {summary}: rejected: {e}");
-                return error_response(StatusCode::BAD_REQUEST, "Bad Request\n", record);
-            }
-        };
-
-        let outcome = GuestOutcome::new();
-        let task_outcome = outcome.clone();
-        let latch = OutcomeLatch::default();
-        let task_latch = latch.clone();
-        let app = self.clone();
-        let task_clock = clock.clone();
-        let task_request_id = request_id.clone();
-        let guest = tokio::spawn(async move {
-            let result = tokio::select! {
-                biased;
-                why = task_clock.expired() => Err(GuestFailure::Timeout(why)),
-                result = run_guest(&app.pre, &mut store, kept_proxy, guest_request, response_out, &figures) => result,
-            };
-            let result = match result {
-                Err(GuestFailure::Trap { .. }) if task_clock.is_expired() => Err(GuestFailure::Timeout(
-                    task_clock.check(std::time::Instant::now()).unwrap_or(Expiry::NoProgress),
-                )),
-                Err(GuestFailure::Trap { error, .. }) => {
-                    Err(GuestFailure::Trap { error, out_of_memory: store.data().memory_denied() })
-                }
-                other => other,
-            };
-            // Record the outcome before the store (and with it the response body's sender) is
-            // dropped, so the body can tell a finished response from one the guest abandoned.
-            task_outcome.finish(result.is_ok());
-            match &result {
-                Ok(_) => task_latch.guest_returned(&app.metrics),
-                Err(failure) => app.metrics.outcome(failure.outcome()),
-            }
-            if let Some(took) = figures.instantiation() {
-                app.metrics.instantiation(took);
-            }
-            let outcome = match result {
-                Ok(proxy) => {
-                    app.kept.after_success(store, proxy, served + 1, &task_request_id);
-                    Ok(())
-                }
-                Err(failure) => {
-                    app.kept.after_failure(&task_request_id);
-                    drop(store);
-                    Err(failure)
-                }
-            };
-            crate::guest::spare::start_refill(&app);
-            outcome
-        });
-        let guest = AbortOnDrop(Some(guest));
-
-        let received = receiver.await;
-        if too_large.is_set() {
-            // The body passed the limit before the guest answered: whatever it says, 413.
-            log_warning!("request {request_id} {summary}: body over --limit-request-body; answered 413");
-            let rejection = Rejection { status: StatusCode::PAYLOAD_TOO_LARGE, reason: "body too large" };
-            return rejection_response(rejection, record);
+            return Ok(Instance { store, kept: Some(idle.proxy), served: idle.served });
         }
+        let Some(slot) = self.kept.slot_for_request() else {
+            return Err(GuestFailure::NoInstanceSlot(wasmtime::Error::msg("every instance slot is in use")));
+        };
+        let store = new_store(self.pre.engine(), &self.settings, request_id, clock.clone(), self.metrics, slot)
+            .map_err(|e| GuestFailure::Instantiate(wasmtime::Error::msg(format!("{e:#}"))))?;
+        Ok(Instance { store, kept: None, served: 0 })
+    }
+
+    /// The guest task: runs the handler under the request clock, records the outcome, keeps or
+    /// drops the instance, and starts the spare-instance refill.
+    async fn run_guest_task(self: Arc<Self>, run: GuestRun) -> Result<(), GuestFailure> {
+        let GuestRun { instance, request, response_out, figures, clock, request_id, outcome, latch } = run;
+        let Instance { mut store, kept, served } = instance;
+        let result = tokio::select! {
+            biased;
+            why = clock.expired() => Err(GuestFailure::Timeout(why)),
+            result = run_guest(&self.pre, &mut store, kept, request, response_out, &figures) => result,
+        };
+        let result = match result {
+            Err(GuestFailure::Trap { .. }) if clock.is_expired() => {
+                Err(GuestFailure::Timeout(clock.check(std::time::Instant::now()).unwrap_or(Expiry::NoProgress)))
+            }
+            Err(GuestFailure::Trap { error, .. }) => {
+                Err(GuestFailure::Trap { error, out_of_memory: store.data().memory_denied() })
+            }
+            other => other,
+        };
+        // Record the outcome before the store (and with it the response body's sender) is
+        // dropped, so the body can tell a finished response from one the guest abandoned.
+        outcome.finish(result.is_ok());
+        match &result {
+            Ok(_) => latch.guest_returned(&self.metrics),
+            Err(failure) => self.metrics.outcome(failure.outcome()),
+        }
+        if let Some(took) = figures.instantiation() {
+            self.metrics.instantiation(took);
+        }
+        let ended = match result {
+            Ok(proxy) => {
+                self.kept.after_success(store, proxy, served + 1, &request_id);
+                Ok(())
+            }
+            Err(failure) => {
+                self.kept.after_failure(&request_id);
+                drop(store);
+                Err(failure)
+            }
+        };
+        crate::guest::spare::start_refill(&self);
+        ended
+    }
+
+    /// The response once the guest has set one, or why it did not.
+    async fn answer(
+        &self,
+        received: Result<GuestAnswer, oneshot::error::RecvError>,
+        guest: AbortOnDrop,
+        head: GuestHead,
+    ) -> Response<ResponseBody> {
+        let GuestHead { outcome, clock, latch, request_id, summary, mut record } = head;
         match received {
             Ok(Ok(response)) => {
                 latch.head_arrived(&self.metrics);
                 clock.progress();
                 let (parts, body) = response.into_parts();
-                let mut record = record;
                 if let Some(record) = record.as_mut() {
                     record.status = parts.status.as_u16();
                     record.response_headers = parts.headers.clone();
@@ -264,7 +270,7 @@ impl AppRuntime {
             }
             Ok(Err(code)) => {
                 log_error!("request {request_id} {summary}: the guest answered with an error: {code:?}");
-                error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n", record)
+                internal_error(record)
             }
             Err(_) => {
                 let failure = match guest.join().await {
@@ -275,7 +281,7 @@ impl AppRuntime {
                     Some(Err(failure)) => Some(failure),
                     None => {
                         log_error!("request {request_id} {summary}: the guest task failed");
-                        return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n", record);
+                        return internal_error(record);
                     }
                 };
                 failure_response(failure, &request_id, &summary, record, &self.settings)
@@ -287,6 +293,37 @@ impl AppRuntime {
     pub fn requests_served(&self) -> u64 {
         self.next_request_id.load(Ordering::Relaxed) - 1
     }
+}
+
+/// What the response side of a request keeps while the guest runs.
+struct GuestHead {
+    outcome: GuestOutcome,
+    clock: Arc<RequestClock>,
+    latch: OutcomeLatch,
+    request_id: Arc<str>,
+    summary: String,
+    record: Option<AccessRecord>,
+}
+
+/// Hands the request to the store's wasi-http context, with the channel its response comes on.
+fn bind_request<B>(
+    store: &mut Store<GuestState>,
+    request: Request<B>,
+    https: bool,
+    sender: oneshot::Sender<GuestAnswer>,
+) -> wasmtime::Result<(Resource<HostIncomingRequest>, Resource<HostResponseOutparam>)>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let scheme = if https { Scheme::Https } else { Scheme::Http };
+    let request = store.data_mut().http().new_incoming_request(scheme, request)?;
+    let response_out = store.data_mut().http().new_response_outparam(sender)?;
+    Ok((request, response_out))
+}
+
+fn internal_error(record: Option<AccessRecord>) -> Response<ResponseBody> {
+    host_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n", record)
 }
 
 /// Runs the guest's handler (instantiating the app first unless a kept instance is given) and
@@ -381,7 +418,7 @@ fn failure_response(
             (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
         }
     };
-    let mut response = error_response(status, text, record);
+    let mut response = host_response(status, text, record);
     if status == StatusCode::SERVICE_UNAVAILABLE {
         // Every instance slot is busy: a moment later one is likely free.
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -395,45 +432,6 @@ pub fn trap_summary(error: &wasmtime::Error) -> String {
         Some(trap) => format!("{trap}"),
         None => format!("{error}"),
     }
-}
-
-/// A short plain-text error response (no stack traces).
-pub fn error_response(status: StatusCode, text: &'static str, record: Option<AccessRecord>) -> Response<ResponseBody> {
-    let mut record = record;
-    if let Some(record) = record.as_mut() {
-        record.status = status.as_u16();
-        record.bytes_sent = text.len() as u64;
-    }
-    let mut response = Response::new(ResponseBody::full(text, record));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
-}
-
-/// The answer to a request refused before the guest: its status, a short text, and
-/// `Connection: close` (after a framing doubt, the rest of the connection cannot be trusted).
-pub fn rejection_response(rejection: Rejection, record: Option<AccessRecord>) -> Response<ResponseBody> {
-    let text = match rejection.status {
-        StatusCode::PAYLOAD_TOO_LARGE => "Payload Too Large\n",
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "Request Header Fields Too Large\n",
-        StatusCode::EXPECTATION_FAILED => "Expectation Failed\n",
-        StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed\n",
-        _ => "Bad Request\n",
-    };
-    let mut response = error_response(rejection.status, text, record);
-    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
-/// One error-log line for a refused request: peer, method, target and reason, escaped.
-pub fn log_rejection<B>(peer: &str, request: &Request<B>, rejection: &Rejection) {
-    log_warning!(
-        "{peer}: refused {} {} with {}: {}",
-        escaped(request.method().as_str()),
-        escaped(&request.uri().to_string()),
-        rejection.status.as_u16(),
-        rejection.reason
-    );
 }
 
 /// Aborts the guest task if the request is abandoned before its response head.

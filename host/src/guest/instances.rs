@@ -1,12 +1,14 @@
 //! Instances a request can start on without instantiating: spare fresh ones (see `spare`) and,
 //! with --instance-reuse > 1, kept ones; the decision to keep one after its request (releasing
 //! what the request left, see `release`), and counts of why instances were not kept, logged at
-//! debug level.
+//! debug level; and the worker's instance slots, one permit per live instance, so a spare is
+//! never made in the last free slot a request could need.
 use crate::guest::release::Leftover;
 use crate::guest::store::GuestState;
 use crate::log_debug;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 
@@ -94,16 +96,24 @@ pub struct KeptInstances {
     /// Set while a task is making spares.
     refilling: std::sync::atomic::AtomicBool,
     pub counts: ReuseCounts,
+    /// One permit per `--instance-slots` slot; every live instance's store holds one.
+    slots: Arc<Semaphore>,
 }
 
 /// Never-used instances a worker keeps ready so a request does not wait for instantiation.
 pub const SPARE_INSTANCES: usize = 1;
 
+/// Pool slots kept instances may hold while idle: half of `--instance-slots`, at least one.
+pub fn max_idle_instances(instance_slots: u32) -> usize {
+    (instance_slots / 2).max(1) as usize
+}
+
 impl KeptInstances {
     pub fn new(reuse: u32, instance_slots: u32) -> KeptInstances {
         KeptInstances {
             reuse,
-            max_idle: (instance_slots / 2).max(1) as usize,
+            max_idle: max_idle_instances(instance_slots),
+            slots: Arc::new(Semaphore::new(instance_slots as usize)),
             idle: Mutex::new(Vec::new()),
             spares: Mutex::new(Vec::new()),
             refilling: std::sync::atomic::AtomicBool::new(false),
@@ -123,6 +133,20 @@ impl KeptInstances {
             }
         }
         self.spares.lock().ok()?.pop()
+    }
+
+    /// A free instance slot for a request's fresh instance; None when every slot is in use.
+    pub fn slot_for_request(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// A free instance slot for a spare, only when another stays free for a request: a spare
+    /// being instantiated must never take the slot a request arriving meanwhile needs.
+    pub fn slot_for_spare(&self) -> Option<OwnedSemaphorePermit> {
+        if self.slots.available_permits() < 2 {
+            return None;
+        }
+        self.slots.clone().try_acquire_owned().ok()
     }
 
     /// True when fewer than `SPARE_INSTANCES` spare instances are ready.

@@ -22,6 +22,8 @@ pub struct GuestState {
     clock: Arc<RequestClock>,
     stdout: GuestOutput,
     stderr: GuestOutput,
+    /// The worker's instance slot this instance occupies, freed with the store.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl GuestState {
@@ -99,9 +101,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 /// request needs a few dozen; wasmtime's default (1,000,000) lets a guest pin host memory.
 pub const MAX_GUEST_RESOURCES: usize = 10_000;
 
-/// Largest header field list (name + value bytes) a guest may build in one `fields` resource.
-/// Matches the largest request head the server accepts.
-pub const MAX_GUEST_FIELD_BYTES: usize = crate::worker::connection::MAX_HEAD_BYTES;
+/// Largest header field list (name + value bytes) a guest may build in one `fields` resource:
+/// 64 KiB, as much as the largest request head the HTTP front accepts.
+pub const MAX_GUEST_FIELD_BYTES: usize = 64 * 1024;
 
 fn resource_table() -> ResourceTable {
     let mut table = ResourceTable::new();
@@ -123,6 +125,7 @@ pub fn new_store(
     request_id: &Arc<str>,
     clock: Arc<RequestClock>,
     metrics: crate::metrics::Recorder,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> anyhow::Result<Store<GuestState>> {
     let stdout = GuestOutput::new(request_id.clone(), "stdout");
     let stderr = GuestOutput::new(request_id.clone(), "stderr");
@@ -140,6 +143,7 @@ pub fn new_store(
         clock,
         stdout,
         stderr,
+        _slot: slot,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);

@@ -1,88 +1,73 @@
-//! The request body as the guest reads it: streamed, never buffered by the host; each chunk
-//! received counts as progress on the request clock (a long upload is not a stuck request), and a
-//! body that passes `--limit-request-body` ends in an error and marks the request as too large.
+//! The request body as the guest reads it: each chunk received counts as progress on the request
+//! clock (a long upload is not a stuck request). The HTTP front bounds the body (size, pace) and
+//! records in a [`BodyVerdict`] when it cut one; the guest path answers for such a request by
+//! handing the verdict back instead of the guest's response.
 use crate::guest::clock::RequestClock;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-/// Why the request body could not be read to its end.
-#[derive(Debug)]
-pub enum UploadError {
-    Http(hyper::Error),
-    TooLarge(u64),
+/// Why the front cut a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyCut {
+    /// Over `--limit-request-body`.
+    TooLarge,
+    /// Below the minimum pace (`--body-timeout`, `--body-min-rate`).
+    TooSlow,
 }
 
-impl std::fmt::Display for UploadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            UploadError::Http(e) => write!(f, "{e}"),
-            UploadError::TooLarge(limit) => write!(f, "request body over --limit-request-body {limit} bytes"),
+/// Shared between the body and the request path: whether, and why, the body was cut.
+#[derive(Clone, Default, Debug)]
+pub struct BodyVerdict(Arc<AtomicU8>);
+
+impl BodyVerdict {
+    pub fn cut(&self, why: BodyCut) {
+        let code = match why {
+            BodyCut::TooLarge => 1,
+            BodyCut::TooSlow => 2,
+        };
+        let _ = self.0.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    pub fn get(&self) -> Option<BodyCut> {
+        match self.0.load(Ordering::Acquire) {
+            1 => Some(BodyCut::TooLarge),
+            2 => Some(BodyCut::TooSlow),
+            _ => None,
         }
     }
 }
 
-impl std::error::Error for UploadError {}
-
-/// Shared flag: the body passed the limit.
-#[derive(Clone, Default)]
-pub struct TooLarge(Arc<AtomicBool>);
-
-impl TooLarge {
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
+/// A request body whose data frames restart the request clock.
 pub struct UploadBody<B> {
     inner: B,
-    clock: Option<Arc<RequestClock>>,
-    /// 0 = unlimited.
-    limit: u64,
-    received: u64,
-    too_large: TooLarge,
+    clock: Arc<RequestClock>,
 }
 
 impl<B> UploadBody<B> {
-    pub fn new(inner: B, clock: Option<Arc<RequestClock>>, limit: u64) -> (UploadBody<B>, TooLarge) {
-        let too_large = TooLarge::default();
-        (UploadBody { inner, clock, limit, received: 0, too_large: too_large.clone() }, too_large)
+    pub fn new(inner: B, clock: Arc<RequestClock>) -> UploadBody<B> {
+        UploadBody { inner, clock }
     }
 }
 
 impl<B> Body for UploadBody<B>
 where
-    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    B: Body<Data = Bytes> + Unpin,
 {
     type Data = Bytes;
-    type Error = UploadError;
+    type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UploadError>>> {
-        let this = &mut *self;
-        if this.too_large.is_set() {
-            return Poll::Ready(Some(Err(UploadError::TooLarge(this.limit))));
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.received += data.len() as u64;
-                    if this.limit > 0 && this.received > this.limit {
-                        this.too_large.0.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(UploadError::TooLarge(this.limit))));
-                    }
-                    if let Some(clock) = &this.clock {
-                        clock.progress();
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if frame.is_data() {
+                self.clock.progress();
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(UploadError::Http(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -91,15 +76,5 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// What the guest sees: `http-request-body-size` for a body over the limit.
-impl From<UploadError> for wasmtime_wasi_http::Error {
-    fn from(error: UploadError) -> Self {
-        match error {
-            UploadError::Http(e) => wasmtime_wasi_http::Error::Hyper(e),
-            UploadError::TooLarge(limit) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit)),
-        }
     }
 }

@@ -1,8 +1,7 @@
 //! The worker's accept loop: takes connections while a `--worker-connections` slot is free, hands
 //! each to its own task, and on drain empties a `--reuse-port` socket's own queue before closing it.
-use super::protocol::{self, Setup};
 use super::WorkerSpec;
-use crate::guest::handle::{AppRuntime, ConnectionInfo};
+use crate::http::{negotiate, ConnectionInfo, Front};
 use crate::log_warning;
 use crate::sys::binds::Listener;
 use anyhow::{Context, Result};
@@ -37,57 +36,51 @@ pub fn open_listeners(spec: &WorkerSpec<'_>) -> Result<Vec<WorkerListener>> {
         .collect()
 }
 
-/// Accepts connections on one listener while a connection slot is free, until the worker drains.
-/// A `--reuse-port` socket's queue is then emptied (those connections get their first request
-/// served) before the socket closes, since no other worker could take them.
-pub fn accept_loop(
-    listener: WorkerListener,
-    app: Arc<AppRuntime>,
-    slots: Arc<Semaphore>,
-    connections: TaskTracker,
-    mut draining: watch::Receiver<bool>,
-    setup: Arc<Setup>,
-) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    enum Accepting {
-        Tcp(tokio::net::TcpListener, HeaderValue),
-        Unix(tokio::net::UnixListener, HeaderValue),
-    }
-    let own_queue = listener.own_queue;
-    let accepting = match listener.listener {
-        Listener::Tcp(l) => {
-            l.set_nonblocking(true)?;
-            let authority = HeaderValue::from_str(&l.local_addr()?.to_string())?;
-            Accepting::Tcp(tokio::net::TcpListener::from_std(l)?, authority)
-        }
-        Listener::Unix(l, _) => {
-            l.set_nonblocking(true)?;
-            Accepting::Unix(tokio::net::UnixListener::from_std(l)?, HeaderValue::from_static("localhost"))
-        }
-    };
-    enum Connection {
-        Tcp(tokio::net::TcpStream, ConnectionInfo),
-        Unix(tokio::net::UnixStream, ConnectionInfo),
+/// A listening socket registered with tokio, and the authority its requests default to.
+enum Accepting {
+    Tcp(tokio::net::TcpListener, HeaderValue),
+    Unix(tokio::net::UnixListener, HeaderValue),
+}
+
+/// An accepted connection and where it came from.
+enum Accepted {
+    Tcp(tokio::net::TcpStream, ConnectionInfo),
+    Unix(tokio::net::UnixStream, ConnectionInfo),
+}
+
+impl Accepting {
+    fn new(listener: Listener) -> Result<Accepting> {
+        Ok(match listener {
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                let authority = HeaderValue::from_str(&l.local_addr()?.to_string())?;
+                Accepting::Tcp(tokio::net::TcpListener::from_std(l)?, authority)
+            }
+            Listener::Unix(l, _) => {
+                l.set_nonblocking(true)?;
+                Accepting::Unix(tokio::net::UnixListener::from_std(l)?, HeaderValue::from_static("localhost"))
+            }
+        })
     }
 
-    async fn accept_one(accepting: &Accepting) -> std::io::Result<Connection> {
-        match accepting {
+    async fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
             Accepting::Tcp(listener, authority) => {
                 let (stream, peer) = listener.accept().await?;
-                let info = ConnectionInfo::new(peer.ip().to_string(), authority.clone());
-                Ok(Connection::Tcp(stream, info))
+                let _ = stream.set_nodelay(true);
+                Ok(Accepted::Tcp(stream, ConnectionInfo::new(peer.ip().to_string(), authority.clone())))
             }
             Accepting::Unix(listener, authority) => {
                 let (stream, _) = listener.accept().await?;
-                let info = ConnectionInfo::new("-".into(), authority.clone());
-                Ok(Connection::Unix(stream, info))
+                Ok(Accepted::Unix(stream, ConnectionInfo::new("-".into(), authority.clone())))
             }
         }
     }
 
     /// Without waiting: the connections already in the listener's own queue.
-    fn take_queued(accepting: &Accepting) -> Vec<Connection> {
+    fn take_queued(&self) -> Vec<Accepted> {
         let mut queued = Vec::new();
-        let Accepting::Tcp(listener, authority) = accepting else {
+        let Accepting::Tcp(listener, authority) = self else {
             return queued;
         };
         while let Ok((socket, peer)) = socket2::SockRef::from(listener).accept() {
@@ -96,13 +89,36 @@ pub fn accept_loop(
                 continue;
             };
             if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-                let info = ConnectionInfo::new(peer.ip().to_string(), authority.clone());
-                queued.push(Connection::Tcp(stream, info));
+                let _ = stream.set_nodelay(true);
+                queued.push(Accepted::Tcp(stream, ConnectionInfo::new(peer.ip().to_string(), authority.clone())));
             }
         }
         queued
     }
+}
 
+impl Accepted {
+    /// Serves the connection through the HTTP front to its end.
+    async fn serve(self, front: Arc<Front>, draining: watch::Receiver<bool>) {
+        match self {
+            Accepted::Tcp(stream, info) => negotiate::serve_tcp(stream, front, info, draining).await,
+            Accepted::Unix(stream, info) => negotiate::serve_plain(stream, front, info, draining).await,
+        }
+    }
+}
+
+/// Accepts connections on one listener while a connection slot is free, until the worker drains.
+/// A `--reuse-port` socket's queue is then emptied (those connections get their first request
+/// served) before the socket closes, since no other worker could take them.
+pub fn accept_loop(
+    listener: WorkerListener,
+    front: Arc<Front>,
+    slots: Arc<Semaphore>,
+    connections: TaskTracker,
+    mut draining: watch::Receiver<bool>,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let own_queue = listener.own_queue;
+    let accepting = Accepting::new(listener.listener)?;
     Ok(async move {
         loop {
             let permit = tokio::select! {
@@ -110,22 +126,14 @@ pub fn accept_loop(
                 _ = draining.changed() => break,
             };
             let accepted = tokio::select! {
-                accepted = accept_one(&accepting) => accepted,
+                accepted = accepting.accept() => accepted,
                 _ = draining.changed() => break,
             };
             match accepted {
-                Ok(Connection::Tcp(stream, info)) => {
-                    let _ = stream.set_nodelay(true);
-                    let (app, drain, setup) = (app.clone(), draining.clone(), setup.clone());
+                Ok(accepted) => {
+                    let served = accepted.serve(front.clone(), draining.clone());
                     connections.spawn(async move {
-                        protocol::serve_tcp(stream, app, info, drain, setup).await;
-                        drop(permit);
-                    });
-                }
-                Ok(Connection::Unix(stream, info)) => {
-                    let (app, drain, setup) = (app.clone(), draining.clone(), setup.clone());
-                    connections.spawn(async move {
-                        protocol::serve_plain(stream, app, info, drain, &setup).await;
+                        served.await;
                         drop(permit);
                     });
                 }
@@ -137,19 +145,11 @@ pub fn accept_loop(
             }
         }
         if own_queue {
-            let queued = take_queued(&accepting);
+            let queued = accepting.take_queued();
             // Closing the socket now stops the kernel from queueing more connections on it.
             drop(accepting);
-            for connection in queued {
-                let (app, drain, setup) = (app.clone(), draining.clone(), setup.clone());
-                match connection {
-                    Connection::Tcp(stream, info) => {
-                        connections.spawn(async move { protocol::serve_tcp(stream, app, info, drain, setup).await });
-                    }
-                    Connection::Unix(stream, info) => {
-                        connections.spawn(async move { protocol::serve_plain(stream, app, info, drain, &setup).await });
-                    }
-                }
+            for accepted in queued {
+                connections.spawn(accepted.serve(front.clone(), draining.clone()));
             }
         }
     })

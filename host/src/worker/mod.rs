@@ -2,20 +2,13 @@
 //! it maps the compiled app, accepts on the inherited listeners, beats its heartbeat from the
 //! event loop, reopens its log files on USR1, drains on TERM and exits at once on INT/QUIT.
 pub mod accept;
-pub mod connection;
-pub mod dry_run;
-pub mod framing;
-pub mod guard;
-pub mod http2;
-pub mod protocol;
-pub mod request_cap;
-pub mod tls;
-pub mod validate;
 
 use crate::app::engine::{self, PoolSizing};
 use crate::app::prepare::PreparedApp;
 use crate::config::settings::Settings;
 use crate::guest::handle::AppRuntime;
+use crate::http::tls::TlsAcceptor;
+use crate::http::Front;
 use crate::log::access::AccessLog;
 use crate::sys::binds::Listener;
 use crate::sys::heartbeat::{Heartbeat, WorkerReport};
@@ -64,28 +57,24 @@ pub fn run(spec: WorkerSpec<'_>) -> i32 {
         }
     };
     runtime.block_on(async move {
-        let (app, listeners, setup) = match boot(&spec) {
+        let (front, listeners) = match boot(&spec) {
             Ok(booted) => booted,
             Err(e) => {
                 log_error!("worker failed to boot: {e:#}");
                 return EXIT_BOOT_ERROR;
             }
         };
-        serve(spec, app, listeners, setup).await
+        run_until_stopped(spec, front, listeners).await
     })
 }
 
-fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerListener>, Arc<protocol::Setup>)> {
+/// Everything a worker opens before it serves: its listeners, TLS acceptor, engine, compiled
+/// app and logs; then it drops privileges and starts its epoch ticker.
+fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener>)> {
     let settings = &spec.settings;
     let listeners = accept::open_listeners(spec)?;
     // Read before privileges drop: the key file is often readable by root only.
-    let tls = tls::Tls::load(settings).context("cannot load the TLS certificate")?;
-    let setup = Arc::new(protocol::Setup {
-        tls,
-        plain: settings.protocols(false),
-        first_bytes_timeout: settings.handshake_timeout,
-        h2_streams: Arc::new(Semaphore::new(http2::stream_permits(settings))),
-    });
+    let tls = TlsAcceptor::load(settings).context("cannot load the TLS certificate")?;
     let pool = PoolSizing { instance_slots: settings.instance_slots, max_memory: settings.max_memory };
     let engine = engine::engine(Some(pool), false).context("cannot create the wasmtime engine")?;
     // The file the arbiter opened and digest-checked, inherited open: no path is re-opened.
@@ -99,8 +88,9 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerLis
         })),
         None => None,
     };
-    // Sockets, the compiled app and the logs are open: drop privileges before any thread starts
-    // and before the first request.
+    // Sockets, the compiled app and the logs are open: drop privileges before the epoch ticker
+    // starts and before the first request (with `--threads > 1` the runtime's threads already run,
+    // and set*id applies to every thread of the process).
     if let Some(credentials) = spec.credentials {
         // Our unix socket files belong to the workers' identity (idempotent across workers).
         crate::sys::binds::chown_unix_sockets(
@@ -112,20 +102,16 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerLis
         crate::sys::privileges::drop_to(credentials).with_context(|| format!("cannot switch to {credentials}"))?;
     }
     crate::guest::clock::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
-    let app = AppRuntime::new(pre, settings.clone(), access_log)
-        .with_max_requests(spec.max_requests)
-        .with_metrics(spec.metrics);
-    Ok((Arc::new(app), listeners, setup))
+    let app = AppRuntime::new(pre, settings.clone()).with_max_requests(spec.max_requests).with_metrics(spec.metrics);
+    let front = Front::new(Arc::new(app), access_log, spec.metrics, tls);
+    Ok((Arc::new(front), listeners))
 }
 
-async fn serve(
-    spec: WorkerSpec<'_>,
-    app: Arc<AppRuntime>,
-    listeners: Vec<accept::WorkerListener>,
-    setup: Arc<protocol::Setup>,
-) -> i32 {
+/// Serves until TERM (drain), INT or QUIT (at once), beating the heartbeat and reopening the logs
+/// on USR1 meanwhile; returns the exit status.
+async fn run_until_stopped(spec: WorkerSpec<'_>, front: Arc<Front>, listeners: Vec<accept::WorkerListener>) -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1)) = (
+    let (Ok(term), Ok(int), Ok(quit), Ok(usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::quit()),
@@ -134,41 +120,78 @@ async fn serve(
         log_error!("worker cannot install its signal handlers");
         return EXIT_BOOT_ERROR;
     };
-    let settings = spec.settings.clone();
+    let mut signals = Signals { term, int, quit, usr1 };
     let (drain_tx, drain_rx) = watch::channel(false);
     let connections = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(settings.worker_connections));
-    for listener in listeners {
-        let name = listener.listener.to_string();
-        let accept = match accept::accept_loop(
-            listener,
-            app.clone(),
-            slots.clone(),
-            connections.clone(),
-            drain_rx.clone(),
-            setup.clone(),
-        ) {
-            Ok(accept) => accept,
-            Err(e) => {
-                log_error!("worker cannot use listener {name}: {e:#}");
-                return EXIT_BOOT_ERROR;
-            }
-        };
-        // Tracked like connections: the drain waits for an accept loop emptying its own queue.
-        connections.spawn(accept);
+    if let Err(e) = start_accepting(listeners, &front, &connections, &drain_rx) {
+        log_error!("{e:#}");
+        return EXIT_BOOT_ERROR;
     }
     spec.heartbeat.report(WorkerReport::Ready);
     crate::sys::signals::wake_arbiter();
 
     let mut beat = tokio::time::interval(BEAT_INTERVAL);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reason = match serve_until_told(&spec, &front, &mut signals, &mut beat).await {
+        Stop::Drain(reason) => reason,
+        Stop::Now(signal) => return exit_now(signal),
+    };
+    log_info!("worker draining ({reason})");
+    let _ = drain_tx.send(true);
+    connections.close();
+    drain(&spec, &front, &connections, &mut signals, &mut beat).await;
+    0
+}
+
+/// The signals a worker acts on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+/// Why a worker stops serving.
+enum Stop {
+    /// TERM or a dead arbiter: finish the requests in flight.
+    Drain(&'static str),
+    /// INT or QUIT: exit at once.
+    Now(&'static str),
+}
+
+/// One accept loop per listener, tracked like connections (the drain waits for an accept loop
+/// emptying its own queue); all of them share the `--worker-connections` slots.
+fn start_accepting(
+    listeners: Vec<accept::WorkerListener>,
+    front: &Arc<Front>,
+    connections: &TaskTracker,
+    draining: &watch::Receiver<bool>,
+) -> Result<()> {
+    let slots = Arc::new(Semaphore::new(front.settings.worker_connections));
+    for listener in listeners {
+        let name = listener.listener.to_string();
+        let accept = accept::accept_loop(listener, front.clone(), slots.clone(), connections.clone(), draining.clone())
+            .with_context(|| format!("worker cannot use listener {name}"))?;
+        connections.spawn(accept);
+    }
+    Ok(())
+}
+
+/// Serves (the accept loops run on their own tasks) until a signal or the arbiter's death says stop.
+async fn serve_until_told(
+    spec: &WorkerSpec<'_>,
+    front: &Front,
+    signals: &mut Signals,
+    beat: &mut tokio::time::Interval,
+) -> Stop {
+    let app = &front.app;
     let mut retirement_requested = false;
-    let reason = loop {
+    loop {
         tokio::select! {
             _ = beat.tick() => {
                 spec.heartbeat.beat();
                 if nix::unistd::getppid() != spec.arbiter_pid {
-                    break "its arbiter died";
+                    return Stop::Drain("its arbiter died");
                 }
             }
             // The replacement starts first; this worker serves on until the arbiter retires it.
@@ -178,41 +201,47 @@ async fn serve(
                 spec.heartbeat.report(WorkerReport::WantsRetirement);
                 crate::sys::signals::wake_arbiter();
             }
-            _ = usr1.recv() => reopen_logs(&app),
-            _ = term.recv() => break "TERM",
-            _ = int.recv() => return exit_now("INT"),
-            _ = quit.recv() => return exit_now("QUIT"),
+            _ = signals.usr1.recv() => reopen_logs(front),
+            _ = signals.term.recv() => return Stop::Drain("TERM"),
+            _ = signals.int.recv() => return Stop::Now("INT"),
+            _ = signals.quit.recv() => return Stop::Now("QUIT"),
         }
-    };
+    }
+}
 
-    log_info!("worker draining ({reason})");
-    let _ = drain_tx.send(true);
-    connections.close();
+/// Waits up to `--graceful-timeout` for the connections to finish, still beating; INT or QUIT
+/// cut the wait short.
+async fn drain(
+    spec: &WorkerSpec<'_>,
+    front: &Front,
+    connections: &TaskTracker,
+    signals: &mut Signals,
+    beat: &mut tokio::time::Interval,
+) {
     let drained = async {
         loop {
             tokio::select! {
                 _ = connections.wait() => return true,
                 _ = beat.tick() => spec.heartbeat.beat(),
-                _ = usr1.recv() => reopen_logs(&app),
-                _ = int.recv() => return false,
-                _ = quit.recv() => return false,
+                _ = signals.usr1.recv() => reopen_logs(front),
+                _ = signals.int.recv() => return false,
+                _ = signals.quit.recv() => return false,
             }
         }
     };
-    match tokio::time::timeout(settings.graceful_timeout, drained).await {
+    match tokio::time::timeout(front.settings.graceful_timeout, drained).await {
         Ok(true) => log_info!("worker exiting: drained"),
         Ok(false) => log_info!("worker exiting: told to stop now while draining"),
         Err(_) => log_warning!("worker exiting: in-flight requests still running after --graceful-timeout"),
     }
-    0
 }
 
 /// USR1 from the arbiter: reopen the error log and the access log at their paths.
-fn reopen_logs(app: &AppRuntime) {
+fn reopen_logs(front: &Front) {
     if let Err(e) = crate::log::reopen_error_log() {
         log_error!("worker cannot reopen the error log: {e}");
     }
-    if let (Some(log), Some(target)) = (&app.access_log, &app.settings.access_log) {
+    if let (Some(log), Some(target)) = (front.access_log(), &front.settings.access_log) {
         if let Err(e) = log.sink.reopen(target) {
             log_error!("worker cannot reopen the access log {target:?}: {e}");
             return;

@@ -1,76 +1,54 @@
 //! What a new connection speaks: TLS or not, then HTTP/1.1 or HTTP/2 (by ALPN on TLS, by the
 //! client's connection preface on a plain bind with `--http-protocols h1,h2`). Runs in the
 //! connection's own task, so a slow handshake never holds up the accept loop.
-use super::tls::Tls;
-use super::{connection, http2};
-use crate::guest::handle::{AppRuntime, ConnectionInfo};
-use crate::tls::HttpProtocols;
+use crate::http::{h1, h2, ConnectionInfo, Front};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 /// The HTTP/2 connection preface a prior-knowledge client starts with.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// How a worker sets up its connections.
-pub struct Setup {
-    /// TLS for TCP binds.
-    pub tls: Option<Arc<Tls>>,
-    /// Versions on plain connections (TCP without TLS, unix sockets).
-    pub plain: HttpProtocols,
-    /// With h2 on a plain bind: how long the client gets to show which version it speaks.
-    pub first_bytes_timeout: Duration,
-    /// HTTP/2 streams this worker runs at once, across its connections (see `http2::stream_permits`).
-    pub h2_streams: Arc<tokio::sync::Semaphore>,
-}
-
 /// Serves a TCP connection (with TLS when configured).
 pub async fn serve_tcp(
     stream: tokio::net::TcpStream,
-    app: Arc<AppRuntime>,
+    front: Arc<Front>,
     mut info: ConnectionInfo,
     draining: watch::Receiver<bool>,
-    setup: Arc<Setup>,
 ) {
-    let Some(tls) = &setup.tls else { return serve_plain(stream, app, info, draining, &setup).await };
+    let Some(tls) = &front.tls else { return serve_plain(stream, front, info, draining).await };
     let Some((stream, negotiated)) = tls.handshake(stream, &info.remote).await else { return };
     info.https = true;
     info.client_subject = negotiated.client_subject;
-    let offered = app.settings.protocols(true);
+    let offered = front.settings.protocols(true);
     if negotiated.h2 || !offered.h1 {
-        http2::serve(stream, app, info, draining, &setup.h2_streams).await
+        h2::serve_connection(stream, front, info, draining).await
     } else {
-        connection::serve(stream, app, info, draining).await
+        h1::serve_connection(stream, front, info, draining).await
     }
 }
 
 /// Serves a plain connection: HTTP/1.1, HTTP/2 by prior knowledge, or either.
-pub async fn serve_plain<I>(
-    mut io: I,
-    app: Arc<AppRuntime>,
-    info: ConnectionInfo,
-    draining: watch::Receiver<bool>,
-    setup: &Setup,
-) where
+pub async fn serve_plain<I>(mut io: I, front: Arc<Front>, info: ConnectionInfo, draining: watch::Receiver<bool>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    match (setup.plain.h1, setup.plain.h2) {
+    match (front.plain.h1, front.plain.h2) {
         (true, true) => {
-            let first = tokio::time::timeout(setup.first_bytes_timeout, read_preface(&mut io)).await;
+            let first = tokio::time::timeout(front.settings.handshake_timeout, read_preface(&mut io)).await;
             let Ok(Ok((is_h2, seen))) = first else { return };
             let io = Prefixed { seen, position: 0, inner: io };
             if is_h2 {
-                http2::serve(io, app, info, draining, &setup.h2_streams).await
+                h2::serve_connection(io, front, info, draining).await
             } else {
-                connection::serve(io, app, info, draining).await
+                h1::serve_connection(io, front, info, draining).await
             }
         }
-        (false, true) => http2::serve(io, app, info, draining, &setup.h2_streams).await,
-        _ => connection::serve(io, app, info, draining).await,
+        (false, true) => h2::serve_connection(io, front, info, draining).await,
+        _ => h1::serve_connection(io, front, info, draining).await,
     }
 }
 

@@ -1,5 +1,6 @@
-//! TLS on a worker's TCP connections: the acceptor, built at boot from the certificate files,
-//! and the handshake, run in the connection's own task under `--handshake-timeout`.
+//! TLS on a worker's TCP connections: the acceptor, built at boot from the certificate files (by
+//! `crate::tls`, which the arbiter also uses to check them), and the handshake, run in the
+//! connection's own task under `--handshake-timeout`.
 use crate::config::settings::Settings;
 use anyhow::Result;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 
 /// A worker's TLS acceptor.
-pub struct Tls {
+pub struct TlsAcceptor {
     acceptor: tokio_rustls::TlsAcceptor,
     timeout: Duration,
 }
@@ -21,14 +22,14 @@ pub struct Negotiated {
     pub client_subject: Option<Arc<str>>,
 }
 
-impl Tls {
+impl TlsAcceptor {
     /// The acceptor for `settings`, or `None` without `--certfile`. A file that went bad since the
     /// arbiter checked it fails the boot (the arbiter then keeps the previous generation).
-    pub fn load(settings: &Settings) -> Result<Option<Arc<Tls>>> {
+    pub fn load(settings: &Settings) -> Result<Option<TlsAcceptor>> {
         let Some(tls) = &settings.tls else { return Ok(None) };
         let built = crate::tls::server_config(tls, settings.protocols(true))?;
         let acceptor = tokio_rustls::TlsAcceptor::from(built.config);
-        Ok(Some(Arc::new(Tls { acceptor, timeout: settings.handshake_timeout })))
+        Ok(Some(TlsAcceptor { acceptor, timeout: settings.handshake_timeout }))
     }
 
     /// Runs the handshake; `None` (the connection is dropped) if it fails or times out.

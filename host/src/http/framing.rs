@@ -3,7 +3,7 @@
 //! hyper lets through: control characters in chunk extensions, malformed chunk-size lines, chunk
 //! data not followed by CRLF, oversized trailers. When it cannot follow the stream (a head hyper
 //! will refuse anyway), it stops judging and lets hyper decide.
-use crate::worker::connection::MAX_HEAD_BYTES;
+use crate::http::limits::MAX_HEAD_BYTES;
 
 /// Bytes of a head line kept for reading Content-Length and Transfer-Encoding.
 const KEPT_HEAD_LINE: usize = 256;
@@ -27,11 +27,13 @@ enum State {
     ChunkData(u64),
     ChunkDataCr,
     ChunkDataLf,
-    /// A trailer line: bytes in it, whether it has its colon yet, trailer bytes so far.
+    /// A trailer line: bytes in it, whether it has its colon yet, trailer bytes so far, and
+    /// whether the last byte was the CR that must come before every LF here.
     Trailer {
         line: usize,
         colon: bool,
         total: usize,
+        cr: bool,
     },
     /// Lost sync (a head hyper refuses): no more judgement.
     Lost,
@@ -54,11 +56,13 @@ struct HeadFraming {
 #[derive(Debug)]
 pub struct FramingCheck {
     state: State,
+    /// Request heads completed so far (for the differential check against hyper).
+    heads: usize,
 }
 
 impl Default for FramingCheck {
     fn default() -> Self {
-        FramingCheck { state: State::fresh_head() }
+        FramingCheck { state: State::fresh_head(), heads: 0 }
     }
 }
 
@@ -89,42 +93,19 @@ impl FramingCheck {
         Ok(())
     }
 
+    /// How many request heads the stream has held so far, or None once the check stopped judging
+    /// (a head hyper refuses anyway).
+    pub fn heads(&self) -> Option<usize> {
+        (self.state != State::Lost).then_some(self.heads)
+    }
+
     /// Consumes some of `bytes` (at least one), returns how many.
     fn step(&mut self, bytes: &[u8]) -> Result<usize, &'static str> {
         let b = bytes[0];
         match &mut self.state {
             State::Lost => Ok(bytes.len()),
             State::Refused(reason) => Err(reason),
-            State::Head { line, lines, bytes: head_bytes, body } => {
-                *head_bytes += 1;
-                if *head_bytes > MAX_HEAD_BYTES {
-                    return Err("request head over 64 KiB");
-                }
-                if b != b'\n' {
-                    // Enough of a line for the names and values that matter; a longer line is
-                    // marked by one extra byte so it is never taken for a short one.
-                    if line.len() <= KEPT_HEAD_LINE {
-                        line.push(b);
-                    }
-                    return Ok(1);
-                }
-                let text: &[u8] = line.strip_suffix(b"\r").unwrap_or(line);
-                if text.is_empty() {
-                    if *lines == 0 {
-                        // Empty lines before a request line are skipped.
-                        *head_bytes = 0;
-                        return Ok(1);
-                    }
-                    self.state = body.next_state();
-                    return Ok(1);
-                }
-                if *lines > 0 {
-                    body.field(text, line.len() > KEPT_HEAD_LINE);
-                }
-                *lines += 1;
-                line.clear();
-                Ok(1)
-            }
+            State::Head { .. } => self.head_byte(b),
             State::Fixed(remaining) => {
                 let take = (*remaining).min(bytes.len() as u64);
                 *remaining -= take;
@@ -142,8 +123,7 @@ impl FramingCheck {
                     return Ok(1);
                 }
                 let size = chunk_size(line)?;
-                self.state =
-                    if size == 0 { State::Trailer { line: 0, colon: false, total: 0 } } else { State::ChunkData(size) };
+                self.state = if size == 0 { State::trailer_start() } else { State::ChunkData(size) };
                 Ok(1)
             }
             State::ChunkData(remaining) => {
@@ -154,46 +134,85 @@ impl FramingCheck {
                 }
                 Ok(take as usize)
             }
-            State::ChunkDataCr => match b {
-                b'\r' => {
-                    self.state = State::ChunkDataLf;
-                    Ok(1)
-                }
-                _ => Err("chunk data not followed by CRLF"),
-            },
-            State::ChunkDataLf => match b {
-                b'\n' => {
-                    self.state = State::ChunkSize(Vec::new());
-                    Ok(1)
-                }
-                _ => Err("chunk data not followed by CRLF"),
-            },
-            State::Trailer { line, colon, total } => {
-                *total += 1;
-                if *total > MAX_HEAD_BYTES {
-                    return Err("trailer section too large");
-                }
-                match b {
-                    b'\n' if *line == 0 => {
-                        self.state = State::fresh_head();
-                    }
-                    b'\n' if !*colon => return Err("trailer field without a colon"),
-                    b'\n' => (*line, *colon) = (0, false),
-                    b'\r' => {}
-                    b' ' | b'\t' if *line == 0 => return Err("obs-fold in the trailer section"),
-                    0..=8 | 0x0a..=0x1f | 0x7f => return Err("control character in a trailer field"),
-                    b':' => (*line, *colon) = (*line + 1, true),
-                    _ => *line += 1,
-                }
+            State::ChunkDataCr if b == b'\r' => {
+                self.state = State::ChunkDataLf;
                 Ok(1)
             }
+            State::ChunkDataLf if b == b'\n' => {
+                self.state = State::ChunkSize(Vec::new());
+                Ok(1)
+            }
+            State::ChunkDataCr | State::ChunkDataLf => Err("chunk data not followed by CRLF"),
+            State::Trailer { .. } => self.trailer_byte(b),
         }
+    }
+
+    /// One byte of a request head.
+    fn head_byte(&mut self, b: u8) -> Result<usize, &'static str> {
+        let State::Head { line, lines, bytes: head_bytes, body } = &mut self.state else { return Ok(1) };
+        *head_bytes += 1;
+        if *head_bytes > MAX_HEAD_BYTES {
+            return Err("request head over 64 KiB");
+        }
+        if b != b'\n' {
+            // Enough of a line for the names and values that matter; a longer line is marked by
+            // one extra byte so it is never taken for a short one.
+            if line.len() <= KEPT_HEAD_LINE {
+                line.push(b);
+            }
+            return Ok(1);
+        }
+        let text: &[u8] = line.strip_suffix(b"\r").unwrap_or(line);
+        if text.is_empty() {
+            if *lines == 0 {
+                // Empty lines before a request line are skipped.
+                *head_bytes = 0;
+                return Ok(1);
+            }
+            self.state = body.next_state();
+            self.heads += 1;
+            return Ok(1);
+        }
+        if *lines > 0 {
+            body.field(text, line.len() > KEPT_HEAD_LINE);
+        }
+        *lines += 1;
+        line.clear();
+        Ok(1)
+    }
+
+    /// One byte of the trailer section. hyper ends trailer lines (and the body) only at CRLF and
+    /// reads a bare LF as part of a line: a bare LF here would end the body for us but not for hyper.
+    fn trailer_byte(&mut self, b: u8) -> Result<usize, &'static str> {
+        let State::Trailer { line, colon, total, cr } = &mut self.state else { return Ok(1) };
+        *total += 1;
+        if *total > MAX_HEAD_BYTES {
+            return Err("trailer section too large");
+        }
+        let after_cr = std::mem::replace(cr, b == b'\r');
+        match b {
+            b'\n' if !after_cr => return Err("bare LF in the trailer section"),
+            _ if after_cr && b != b'\n' => return Err("CR without LF in the trailer section"),
+            b'\n' if *line == 0 => self.state = State::fresh_head(),
+            b'\n' if !*colon => return Err("trailer field without a colon"),
+            b'\n' => (*line, *colon) = (0, false),
+            b'\r' => {}
+            b' ' | b'\t' if *line == 0 => return Err("obs-fold in the trailer section"),
+            0..=8 | 0x0a..=0x1f | 0x7f => return Err("control character in a trailer field"),
+            b':' => (*line, *colon) = (*line + 1, true),
+            _ => *line += 1,
+        }
+        Ok(1)
     }
 }
 
 impl State {
     fn fresh_head() -> State {
         State::Head { line: Vec::new(), lines: 0, bytes: 0, body: HeadFraming::default() }
+    }
+
+    fn trailer_start() -> State {
+        State::Trailer { line: 0, colon: false, total: 0, cr: false }
     }
 }
 
@@ -310,6 +329,24 @@ mod tests {
         assert_eq!(check(stream.as_bytes()), Ok(()));
         let trailer = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\r\n b\r\n\r\n";
         assert_eq!(check(trailer), Err("obs-fold in the trailer section"));
+    }
+
+    /// A bare LF after the last chunk ends the body for a lenient reader but not for hyper, which
+    /// reads on as a trailer line: the bytes after it must not be taken for the next request.
+    #[test]
+    fn the_trailer_section_ends_only_at_crlf() {
+        let head = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let with = |body: &[u8]| [head.as_slice(), body].concat();
+        let smuggled = with(b"0\r\n\nPOST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;\x01\r\nx\r\n");
+        assert_eq!(check(&smuggled), Err("bare LF in the trailer section"));
+        assert_eq!(check(&with(b"0\r\nX: 1\n\r\n")), Err("bare LF in the trailer section"));
+        assert_eq!(check(&with(b"0\r\nX: 1\rY\r\n\r\n")), Err("CR without LF in the trailer section"));
+        assert_eq!(check(&with(b"0\r\nX: 1\r\n\r\n")), Ok(()));
+        let mut byte_by_byte = FramingCheck::default();
+        for b in with(b"0\r\nX: 1\r\n\r\n") {
+            byte_by_byte.feed(&[b]).unwrap();
+        }
+        assert_eq!(byte_by_byte.state, State::fresh_head());
     }
 
     #[test]

@@ -1,23 +1,109 @@
-//! Request validity checks the HTTP parser leaves to us (RFC 9110/9112): message framing, the Host
-//! field, request-target forms, Expect, and the size limits. Pure functions of the request head, run
-//! before the guest is involved and before any body byte is read; every rejection closes the
-//! connection, since after a framing doubt the next byte on it cannot be trusted.
+//! Admission: the request validity checks the HTTP parser leaves to us (RFC 9110/9112: message
+//! framing, the Host field, request-target forms, Expect, the size limits), as pure functions of the
+//! request head run before the guest is involved and before any body byte is read, and the one
+//! refusal response (its status, text, headers and log line) for every request the front refuses.
 use crate::config::settings::RequestLimits;
-use http::{header, Method, Request, StatusCode, Version};
+use crate::guest::body::{host_response, ResponseBody};
+use crate::log::access::AccessRecord;
+use crate::log::escape::escaped;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 
-/// Why a request head is refused, and with which status.
+/// Why a request is refused before its guest runs, and with which status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rejection {
+pub struct Refusal {
     pub status: StatusCode,
     pub reason: &'static str,
 }
 
-const fn reject(status: StatusCode, reason: &'static str) -> Result<(), Rejection> {
-    Err(Rejection { status, reason })
+impl Refusal {
+    /// A request that waited longer than `--max-queue-time` behind a trusted proxy.
+    pub const QUEUE_SHED: Refusal =
+        Refusal { status: StatusCode::SERVICE_UNAVAILABLE, reason: "waited over --max-queue-time" };
+    /// An HTTP/2 stream that found no instance slot within `--timeout`.
+    pub const NO_STREAM_SLOT: Refusal = Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        reason: "waited --timeout for a free instance slot (--instance-slots)",
+    };
+    /// A body that passed `--limit-request-body` as it arrived.
+    pub const BODY_TOO_LARGE: Refusal =
+        Refusal { status: StatusCode::PAYLOAD_TOO_LARGE, reason: "body over --limit-request-body" };
+    /// A body that fell below `--body-min-rate` after `--body-timeout`.
+    pub const BODY_TOO_SLOW: Refusal = Refusal {
+        status: StatusCode::REQUEST_TIMEOUT,
+        reason: "body slower than --body-min-rate after --body-timeout",
+    };
+    /// A body the connection broke off (or whose framing hyper refused) before the guest ran.
+    pub const BODY_BROKEN: Refusal = Refusal::bad_request("the request body ended in an error");
+
+    pub const fn bad_request(reason: &'static str) -> Refusal {
+        Refusal { status: StatusCode::BAD_REQUEST, reason }
+    }
+
+    /// A 503 says "busy, try again": the connection stays usable. Every other refusal closes it,
+    /// since after a framing or validity doubt the next byte on it cannot be trusted.
+    fn closes_connection(&self) -> bool {
+        self.status != StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+const fn reject(status: StatusCode, reason: &'static str) -> Result<(), Refusal> {
+    Err(Refusal { status, reason })
+}
+
+/// A request's method and target for a log line, escaped.
+pub fn request_line<B>(request: &Request<B>) -> String {
+    format!("{} {}", escaped(request.method().as_str()), escaped(&request.uri().to_string()))
+}
+
+/// The response to a refused request, with one error-log line naming the peer, the request line
+/// (see [`request_line`]) and the reason. Busy refusals (503) are logged at debug level: under
+/// overload they come in floods and are counted in the metrics.
+pub fn refuse(
+    refusal: Refusal,
+    peer: &str,
+    request_line: &str,
+    record: Option<AccessRecord>,
+) -> Response<ResponseBody> {
+    let line = format!("{peer}: refused {request_line} with {}: {}", refusal.status.as_u16(), refusal.reason);
+    if refusal.closes_connection() {
+        crate::log_warning!("{line}");
+    } else {
+        crate::log_debug!("{line}");
+    }
+    refusal_response(refusal, record)
+}
+
+/// A refusal's response without a log line (the caller has logged it).
+pub fn refusal_response(refusal: Refusal, record: Option<AccessRecord>) -> Response<ResponseBody> {
+    let text = match refusal.status {
+        StatusCode::PAYLOAD_TOO_LARGE => "Payload Too Large\n",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "Request Header Fields Too Large\n",
+        StatusCode::EXPECTATION_FAILED => "Expectation Failed\n",
+        StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed\n",
+        StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable\n",
+        StatusCode::REQUEST_TIMEOUT => "Request Timeout\n",
+        _ => "Bad Request\n",
+    };
+    let mut response = host_response(refusal.status, text, record);
+    if refusal.closes_connection() {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    } else {
+        // Busy: a moment later a slot is likely free.
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// An HTTP/1.0 request without Host gets the listening address as its authority, so the guest
+/// always sees one (wasi-http needs it).
+pub fn default_host<B>(request: &mut Request<B>, local_authority: &HeaderValue) {
+    if request.uri().authority().is_none() && !request.headers().contains_key(header::HOST) {
+        request.headers_mut().insert(header::HOST, local_authority.clone());
+    }
 }
 
 /// Checks one request head. `body_limit` is `--limit-request-body` (0 = unlimited).
-pub fn check_request<B>(request: &Request<B>, limits: &RequestLimits, body_limit: u64) -> Result<(), Rejection> {
+pub fn check_request<B>(request: &Request<B>, limits: &RequestLimits, body_limit: u64) -> Result<(), Refusal> {
     let headers = request.headers();
     if request.method() == Method::CONNECT {
         return reject(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served (rustcorn is not a proxy)");
@@ -48,7 +134,7 @@ pub fn check_request<B>(request: &Request<B>, limits: &RequestLimits, body_limit
 }
 
 /// The request-target forms we serve: origin-form, absolute-form (http/https), and `*` for OPTIONS.
-fn check_target<B>(request: &Request<B>) -> Result<(), Rejection> {
+fn check_target<B>(request: &Request<B>) -> Result<(), Refusal> {
     let uri = request.uri();
     match (uri.scheme_str(), uri.authority()) {
         (None, None) if uri.path() == "*" => {
@@ -73,7 +159,7 @@ fn check_target<B>(request: &Request<B>) -> Result<(), Rejection> {
 
 /// Gunicorn's limits: the request line (whatever the target form) and each header field.
 /// (The field count is enforced by the parser itself, which answers 431.)
-fn check_sizes<B>(request: &Request<B>, limits: &RequestLimits) -> Result<(), Rejection> {
+fn check_sizes<B>(request: &Request<B>, limits: &RequestLimits) -> Result<(), Refusal> {
     let uri = request.uri();
     if limits.line > 0 {
         let target_len = match uri.scheme() {
@@ -99,7 +185,7 @@ fn check_sizes<B>(request: &Request<B>, limits: &RequestLimits) -> Result<(), Re
 }
 
 /// HTTP/1.1 needs exactly one Host; HTTP/1.0 may omit it. A Host that is there must be valid.
-fn check_host<B>(request: &Request<B>) -> Result<(), Rejection> {
+fn check_host<B>(request: &Request<B>) -> Result<(), Refusal> {
     let mut hosts = request.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (None, _) if request.version() == Version::HTTP_11 => {

@@ -1,11 +1,11 @@
-//! One client connection: HTTP/1.1 via hyper with Gunicorn's request-head limits, keep-alive and
-//! header-read timeouts, a cap on requests per connection (`--keep-alive-max-requests`), and a
-//! graceful close when the worker drains (after the first request of a connection accepted just
-//! before the drain). Requests the HTTP layer refuses are logged.
+//! One HTTP/1.1 connection via hyper: Gunicorn's request-head limits, keep-alive and header-read
+//! timeouts, a cap on requests per connection (`--keep-alive-max-requests`), and a graceful close
+//! when the worker drains (after the first request of a connection accepted just before the
+//! drain). Every request goes through [`Front::respond`]; connection errors are logged.
 use crate::config::settings::Settings;
-use crate::guest::handle::{AppRuntime, ConnectionInfo};
-use crate::worker::guard::{GuardedIo, HeadPhase, PhaseBody};
-use crate::worker::request_cap::{mark_last, RequestCap};
+use crate::http::request_cap::{mark_last, RequestCap, Turn};
+use crate::http::socket_timers::{ConnectionState, ResponseDoneBody, TimedSocket};
+use crate::http::{limits, ConnectionInfo, Front};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,19 +29,6 @@ struct FirstRequest {
     notify: Notify,
 }
 
-/// Most bytes a request head may take (request line and all fields). Each connection's read
-/// buffer grows to this at most, so 1000 connections dribbling heads hold at most 64 MiB.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// hyper's read buffer: enough for the longest allowed head (a request line plus every field at
-/// its size limit) up to [`MAX_HEAD_BYTES`], never less than hyper's minimum.
-fn max_head_bytes(settings: &Settings) -> usize {
-    let limits = settings.limits;
-    let field = if limits.field_size == 0 { MAX_HEAD_BYTES } else { limits.field_size + 2 };
-    let line = if limits.line == 0 { MAX_HEAD_BYTES } else { limits.line + 2 };
-    line.saturating_add(field.saturating_mul(limits.fields)).clamp(8192, MAX_HEAD_BYTES)
-}
-
 /// The HTTP/1 server settings every connection uses (also the fuzz target's).
 pub fn http1_builder(settings: &Settings) -> http1::Builder {
     let keep_alive = settings.keep_alive;
@@ -53,15 +40,15 @@ pub fn http1_builder(settings: &Settings) -> http1::Builder {
         // idle bound. `GuardedIo` times the head itself (--header-timeout).
         .header_read_timeout(if keep_alive.is_zero() { HEAD_READ_TIMEOUT_WITHOUT_KEEP_ALIVE } else { keep_alive })
         .max_headers(settings.limits.fields)
-        .max_buf_size(max_head_bytes(settings));
+        .max_buf_size(limits::h1_read_buffer(&settings.limits));
     builder
 }
 
 /// The socket with `--header-timeout` and the slow-reader deadline (`--timeout` without write
-/// progress), and the phase the service reports into.
-pub fn guard_io<I>(io: I, settings: &Settings) -> (GuardedIo<I>, Arc<HeadPhase>) {
-    let phase = HeadPhase::new();
-    (GuardedIo::new(io, phase.clone(), settings.header_timeout, settings.request_timeout), phase)
+/// progress), and the state the service reports into.
+pub fn timed_socket<I>(io: I, settings: &Settings) -> (TimedSocket<I>, Arc<ConnectionState>) {
+    let state = ConnectionState::new();
+    (TimedSocket::new(io, state.clone(), settings.header_timeout, settings.request_timeout), state)
 }
 
 /// One error-log line for a connection that ended in an error: a request the HTTP layer refused
@@ -86,50 +73,52 @@ pub fn log_connection_error(peer: &str, error: &hyper::Error) {
 
 /// Serves requests on `io` until the client closes, the connection idles out, or the worker
 /// drains (then the in-flight request finishes and the connection closes).
-pub async fn serve<I>(io: I, app: Arc<AppRuntime>, info: ConnectionInfo, mut draining: watch::Receiver<bool>)
+pub async fn serve_connection<I>(io: I, front: Arc<Front>, info: ConnectionInfo, draining: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let builder = http1_builder(&app.settings);
-    let (io, phase) = guard_io(io, &app.settings);
+    let builder = http1_builder(&front.settings);
+    let (io, state) = timed_socket(io, &front.settings);
     let peer = info.remote.clone();
-    let service_app = app.clone();
-    let info = Arc::new(info);
     let first = Arc::new(FirstRequest::default());
+    let cap = Arc::new(RequestCap::new(front.settings.keep_alive_max_requests));
+    let info = Arc::new(info);
     let service_first = first.clone();
-    let cap = Arc::new(RequestCap::new(app.settings.keep_alive_max_requests));
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        let app = service_app.clone();
-        let info = info.clone();
+        let (front, info, state) = (front.clone(), info.clone(), state.clone());
         if !service_first.seen.swap(true, Ordering::Relaxed) {
             service_first.notify.notify_one();
         }
-        phase.head_received();
-        let phase = phase.clone();
+        state.head_received();
         // Every response counts, the guest's and the host's own (413, 503, 504...).
-        let last = cap.count();
+        let turn = cap.count_request();
         let version = request.version();
         async move {
-            let mut response = match phase.framing_error() {
-                Some(reason) => app.refuse(request, &info, reason),
-                None => app.handle(request, &info).await,
-            };
-            if last {
+            let mut response = front.respond(request, &info, state.framing_error()).await;
+            if turn == Turn::Last {
                 mark_last(&mut response, version);
             }
-            Ok::<_, std::convert::Infallible>(response.map(|body| PhaseBody::new(body, phase)))
+            Ok::<_, std::convert::Infallible>(response.map(|body| ResponseDoneBody::new(body, state)))
         }
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
+    run_until_drained(connection, &first, draining, &peer).await
+}
+
+/// Drives `connection` to its end. Once the worker drains, the connection shuts down gracefully
+/// as soon as its first request has arrived, or after [`FIRST_REQUEST_GRACE`] without one.
+async fn run_until_drained<C>(connection: C, first: &FirstRequest, mut draining: watch::Receiver<bool>, peer: &str)
+where
+    C: GracefulConnection,
+{
     tokio::pin!(connection);
-    // Draining: set when the worker drains; the graceful shutdown waits for the first request.
     let mut drain_seen_at = (*draining.borrow()).then(tokio::time::Instant::now);
     let mut shut_down = false;
     loop {
         if let (Some(_), false) = (drain_seen_at, shut_down) {
             if first.seen.load(Ordering::Relaxed) {
                 // Keep-alive off: the in-flight request finishes, then the connection closes.
-                connection.as_mut().graceful_shutdown();
+                connection.as_mut().shut_down_gracefully();
                 shut_down = true;
             }
         }
@@ -137,7 +126,7 @@ where
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
-                    log_connection_error(&peer, &e);
+                    log_connection_error(peer, &e);
                 }
                 return;
             }
@@ -148,9 +137,27 @@ where
             }
             _ = first.notify.notified(), if drain_seen_at.is_some() && !shut_down => {}
             _ = tokio::time::sleep_until(grace_end), if drain_seen_at.is_some() && !shut_down => {
-                connection.as_mut().graceful_shutdown();
+                connection.as_mut().shut_down_gracefully();
                 shut_down = true;
             }
         }
+    }
+}
+
+/// hyper's HTTP/1 connection future, seen as what `run_until_drained` needs of it.
+trait GracefulConnection: std::future::Future<Output = Result<(), hyper::Error>> {
+    fn shut_down_gracefully(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shut_down_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }

@@ -16,11 +16,24 @@ impl RequestCap {
         RequestCap { max, served: AtomicU64::new(0) }
     }
 
-    /// Counts one request; true for the request that reaches the cap (the connection's last on
-    /// HTTP/1; on HTTP/2 the one after which GOAWAY goes out). Never true with no cap.
-    pub fn count(&self) -> bool {
-        self.max != 0 && self.served.fetch_add(1, Ordering::Relaxed) + 1 == self.max
+    /// Counts one request and says whether it is the one that reaches the cap (the connection's
+    /// last on HTTP/1; on HTTP/2 the one after which GOAWAY goes out). Never `Last` with no cap.
+    pub fn count_request(&self) -> Turn {
+        if self.max != 0 && self.served.fetch_add(1, Ordering::Relaxed) + 1 == self.max {
+            Turn::Last
+        } else {
+            Turn::More
+        }
     }
+}
+
+/// Where a request stands against its connection's cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// More requests may follow on the connection.
+    More,
+    /// The request that reaches the cap.
+    Last,
 }
 
 /// Makes `response` the connection's last on HTTP/1: `Connection: close`, which hyper honours by
@@ -40,9 +53,10 @@ mod tests {
     #[test]
     fn only_the_request_reaching_the_cap_is_the_last() {
         let cap = RequestCap::new(3);
-        assert_eq!([cap.count(), cap.count(), cap.count(), cap.count()], [false, false, true, false]);
+        let turns = [cap.count_request(), cap.count_request(), cap.count_request(), cap.count_request()];
+        assert_eq!(turns, [Turn::More, Turn::More, Turn::Last, Turn::More]);
         let unlimited = RequestCap::new(0);
-        assert!((0..10_000).all(|_| !unlimited.count()));
+        assert!((0..10_000).all(|_| unlimited.count_request() == Turn::More));
     }
 
     #[test]

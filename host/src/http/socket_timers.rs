@@ -1,8 +1,9 @@
-//! Deadlines on a connection's socket that hyper does not give us: a request head must arrive
+//! An HTTP/1 connection's socket with what hyper does not give us: a request head must arrive
 //! within `--header-timeout` of its first byte (of the connection, for a first request), apart from
-//! the keep-alive idle time; and a response that makes no write progress for the request timeout
-//! (a client that stopped reading) fails the connection, which frees its `--worker-connections` slot.
-use crate::worker::framing::FramingCheck;
+//! the keep-alive idle time; a response that makes no write progress for the request timeout (a
+//! client that stopped reading) fails the connection, which frees its `--worker-connections` slot;
+//! and the raw bytes pass the framing check (`framing`) before hyper reads them.
+use crate::http::framing::FramingCheck;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,30 +13,31 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Whether the connection is between requests (waiting for, or reading, a request head).
-/// The service clears it when a head has been parsed; the response body sets it again when dropped.
+/// What the socket and the connection's service tell each other: whether the connection is
+/// between requests (waiting for, or reading, a request head; the service clears it when a head has
+/// been parsed, the response body sets it again when dropped), and the framing rule the client broke.
 #[derive(Debug)]
-pub struct HeadPhase {
+pub struct ConnectionState {
     awaiting: AtomicBool,
     /// Heads parsed so far on this connection.
     heads: AtomicU64,
-    /// Set when the bytes after a head broke the framing rules (see `framing`).
-    framing_error: std::sync::Mutex<Option<&'static str>>,
+    /// Set once, when the bytes after a head broke the framing rules (see `framing`).
+    framing_error: std::sync::OnceLock<&'static str>,
 }
 
-impl HeadPhase {
-    pub fn new() -> Arc<HeadPhase> {
-        Arc::new(HeadPhase {
+impl ConnectionState {
+    pub fn new() -> Arc<ConnectionState> {
+        Arc::new(ConnectionState {
             awaiting: AtomicBool::new(true),
             heads: AtomicU64::new(0),
-            framing_error: Default::default(),
+            framing_error: std::sync::OnceLock::new(),
         })
     }
 
     /// Why the body of the request whose head was just parsed is malformed, if it is: the
     /// request is then refused before its guest runs.
     pub fn framing_error(&self) -> Option<&'static str> {
-        *self.framing_error.lock().unwrap_or_else(|e| e.into_inner())
+        self.framing_error.get().copied()
     }
 
     /// A request head was parsed: its body and response are not the header timeout's business.
@@ -60,13 +62,13 @@ fn timed_out(what: String) -> io::Error {
 }
 
 /// A socket with the two deadlines.
-pub struct GuardedIo<I> {
+pub struct TimedSocket<I> {
     inner: I,
-    phase: Arc<HeadPhase>,
+    state: Arc<ConnectionState>,
     header_timeout: Option<Duration>,
     /// Running while a head is being read.
     head_deadline: Option<Pin<Box<Sleep>>>,
-    /// `HeadPhase::heads` when `head_deadline` was armed: a later head needs its own clock.
+    /// `ConnectionState::heads` when `head_deadline` was armed: a later head needs its own clock.
     armed_for: u64,
     write_stall: Option<Duration>,
     /// Running while a write is blocked.
@@ -76,19 +78,19 @@ pub struct GuardedIo<I> {
     broken: Option<&'static str>,
 }
 
-impl<I> GuardedIo<I> {
+impl<I> TimedSocket<I> {
     pub fn new(
         inner: I,
-        phase: Arc<HeadPhase>,
+        state: Arc<ConnectionState>,
         header_timeout: Option<Duration>,
         write_stall: Option<Duration>,
     ) -> Self {
         // The first head is timed from the accept: a connection that never sends a byte is a
         // slowloris too.
         let head_deadline = header_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
-        GuardedIo {
+        TimedSocket {
             inner,
-            phase,
+            state,
             header_timeout,
             head_deadline,
             armed_for: 0,
@@ -135,11 +137,11 @@ impl<I> GuardedIo<I> {
 
 use std::future::Future;
 
-impl<I: AsyncRead + Unpin> AsyncRead for GuardedIo<I> {
+impl<I: AsyncRead + Unpin> AsyncRead for TimedSocket<I> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let awaiting = this.phase.awaiting.load(Ordering::Relaxed);
-        let heads = this.phase.heads.load(Ordering::Relaxed);
+        let awaiting = this.state.awaiting.load(Ordering::Relaxed);
+        let heads = this.state.heads.load(Ordering::Relaxed);
         if !awaiting || heads != this.armed_for {
             this.head_deadline = None;
             this.armed_for = heads;
@@ -156,7 +158,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for GuardedIo<I> {
             if let Err(violation) = this.framing.feed(&buf.filled()[before..]) {
                 buf.set_filled(before + violation.offset);
                 this.broken = Some(violation.reason);
-                *this.phase.framing_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(violation.reason);
+                let _ = this.state.framing_error.set(violation.reason);
                 if !violation.after_head {
                     // An oversized head: nothing for a service to answer; close.
                     this.broken = None;
@@ -187,7 +189,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for GuardedIo<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for GuardedIo<I> {
+impl<I: AsyncWrite + Unpin> AsyncWrite for TimedSocket<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let written = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.after_write(cx, written)
@@ -209,6 +211,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for GuardedIo<I> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.inner).poll_flush(cx) {
             Poll::Pending => self.write_pending(cx).map(Err),
+            Poll::Ready(Ok(())) => {
+                // Everything written reached the socket: the stall clock starts afresh next time.
+                self.stall_deadline = None;
+                Poll::Ready(Ok(()))
+            }
             other => other,
         }
     }
@@ -218,26 +225,26 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for GuardedIo<I> {
     }
 }
 
-/// A response body that marks the end of its request on the connection's [`HeadPhase`] when
-/// hyper is done with it.
-pub struct PhaseBody<B> {
+/// A response body that marks the end of its request on the connection's [`ConnectionState`] when
+/// hyper is done with it (dropped).
+pub struct ResponseDoneBody<B> {
     inner: B,
-    phase: Arc<HeadPhase>,
+    state: Arc<ConnectionState>,
 }
 
-impl<B> PhaseBody<B> {
-    pub fn new(inner: B, phase: Arc<HeadPhase>) -> Self {
-        PhaseBody { inner, phase }
+impl<B> ResponseDoneBody<B> {
+    pub fn new(inner: B, state: Arc<ConnectionState>) -> Self {
+        ResponseDoneBody { inner, state }
     }
 }
 
-impl<B> Drop for PhaseBody<B> {
+impl<B> Drop for ResponseDoneBody<B> {
     fn drop(&mut self) {
-        self.phase.response_done();
+        self.state.response_done();
     }
 }
 
-impl<B: http_body::Body + Unpin> http_body::Body for PhaseBody<B> {
+impl<B: http_body::Body + Unpin> http_body::Body for ResponseDoneBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -265,8 +272,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_dribbled_head_times_out_but_a_request_in_progress_does_not() {
         let (client, server) = tokio::io::duplex(64);
-        let phase = HeadPhase::new();
-        let mut io = GuardedIo::new(server, phase.clone(), Some(Duration::from_secs(5)), None);
+        let state = ConnectionState::new();
+        let mut io = TimedSocket::new(server, state.clone(), Some(Duration::from_secs(5)), None);
         let mut client = client;
         client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         let mut buf = [0u8; 64];
@@ -275,10 +282,10 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
 
         let (mut client, server) = tokio::io::duplex(64);
-        let mut io = GuardedIo::new(server, phase.clone(), Some(Duration::from_secs(5)), None);
+        let mut io = TimedSocket::new(server, state.clone(), Some(Duration::from_secs(5)), None);
         client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
         assert!(io.read(&mut buf).await.unwrap() > 0);
-        phase.head_received();
+        state.head_received();
         // A slow body is the request clock's business, not the header timeout's.
         let slow = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -292,7 +299,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_write_blocked_for_the_stall_time_fails() {
         let (_client, server) = tokio::io::duplex(16);
-        let mut io = GuardedIo::new(server, HeadPhase::new(), None, Some(Duration::from_secs(3)));
+        let mut io = TimedSocket::new(server, ConnectionState::new(), None, Some(Duration::from_secs(3)));
         let err = io.write_all(&[0u8; 1024]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
