@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 /// A pipe whose write end the test passes to rustcorn as an extra descriptor (fd 9, not
-/// close-on-exec), the way a careless launcher leaks one. Returns (read end, pipe inode).
+/// close-on-exec), the way a careless launcher leaks one. Returns both ends and the pipe's inode.
 fn leaked_pipe() -> (OwnedFd, OwnedFd, u64) {
     // Close-on-exec here, so no other test's child gets it; fd 9 in our server's is not.
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
