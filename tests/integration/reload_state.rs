@@ -1,7 +1,8 @@
 //! A failed reload leaves the arbiter's process-wide state as it was (issue 17, item 5): after
 //! each way a HUP can fail, the arbiter's umask (`/proc/PID/status`) and working directory
 //! (`/proc/PID/cwd`) are those of the serving generation, which here sets no `--umask` or
-//! `--chdir`: the inherited umask and the launch directory.
+//! `--chdir`: the inherited umask and the launch directory. A USR2 re-exec starts the new arbiter
+//! from the inherited umask too, not from the old arbiter's `--umask`.
 
 use crate::support::*;
 use std::path::Path;
@@ -105,4 +106,24 @@ fn workers_that_fail_to_boot_restore_umask_and_directory_on_rollback() {
         },
         |s| running(s) && s.ready == 1 && s.target == 1,
     );
+}
+
+#[test]
+fn a_usr2_arbiter_starts_from_the_inherited_umask() {
+    // rustcorn inherits the test process's umask.
+    let inherited = umask_of(std::process::id());
+    let dir = scratch_dir("reload-state-usr2");
+    let with_umask = format!("{}umask = {:?}\n", serving_config(), other_umask(&inherited));
+    std::fs::write(dir.path().join("rustcorn.toml"), with_umask).unwrap();
+    let old = ServerCommand::without_app().current_dir(dir.path()).own_process_group().start();
+    assert_ne!(umask_of(old.pid), inherited, "the serving generation's --umask is applied");
+
+    // The new arbiter reads a config with no umask: it must not keep the old arbiter's.
+    std::fs::write(dir.path().join("rustcorn.toml"), serving_config()).unwrap();
+    old.signal(libc::SIGUSR2);
+    let new_pid =
+        number_after(&old.wait_status("a new arbiter", |s| s.upgrade.starts_with("child:")).upgrade, "child:");
+    let _guard = ProcessGuard(new_pid);
+    old.status.wait(new_pid, "the new arbiter serving", WAIT, |s| s.state == "running" && s.ready == 1);
+    assert_eq!(umask_of(new_pid), inherited, "the new arbiter starts from the umask rustcorn inherited");
 }
