@@ -1,9 +1,10 @@
 //! Descriptor hygiene across fork and exec: a child closes every descriptor except stdio and the
 //! ones it was handed, so it holds nothing of the arbiter's (the previous generation's
 //! listeners, the signal pipe, the compiler's socket, the admin listener, descriptors leaked by
-//! whoever started us). `close_range(2)` (Linux >= 5.9) closes each gap in one call; on older
-//! kernels, where it fails with ENOSYS, the open descriptors are listed from `/proc/self/fd`, and
-//! without `/proc` every number below the soft `RLIMIT_NOFILE` is closed one by one.
+//! whoever started us). `close_range(2)` (Linux >= 5.9) closes each gap in one call; where it
+//! fails (ENOSYS on older kernels, EPERM under an older container seccomp profile) the open
+//! descriptors are listed from `/proc/self/fd` and closed one by one, and without `/proc` every
+//! number below the soft `RLIMIT_NOFILE` (at most 2^20) is.
 use std::os::fd::RawFd;
 
 /// Closes every descriptor of this process except stdin, stdout, stderr and `keep`. Meant for a
@@ -12,10 +13,8 @@ pub fn keep_only(keep: &[RawFd]) -> std::io::Result<()> {
     let mut kept: Vec<u32> = keep.iter().filter_map(|fd| u32::try_from(*fd).ok()).filter(|fd| *fd > 2).collect();
     kept.sort_unstable();
     kept.dedup();
-    match close_gaps(&kept) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => close_listed(&kept),
-        other => other,
-    }
+    // ENOSYS before Linux 5.9; EPERM where an older container seccomp profile refuses it.
+    close_gaps(&kept).or_else(|_| close_listed(&kept))
 }
 
 /// The ranges of descriptor numbers from 3 up that `kept` (sorted, distinct, all > 2) leaves.
