@@ -686,3 +686,108 @@ impl BackgroundLoad {
         (ok, failures)
     }
 }
+
+/// One open descriptor of a process, from `/proc/PID/fd` and `/proc/PID/fdinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenFd {
+    pub fd: i32,
+    /// What the link points to: a path, `socket:[INODE]`, `pipe:[INODE]`, `anon_inode:[...]`.
+    pub target: String,
+    /// The open flags (octal in fdinfo): access mode, O_CLOEXEC (0o2000000), ...
+    pub flags: u32,
+}
+
+impl OpenFd {
+    /// The inode of a `socket:[N]` or `pipe:[N]` link.
+    pub fn inode_of(&self, kind: &str) -> Option<u64> {
+        self.target.strip_prefix(kind)?.strip_prefix(":[")?.strip_suffix(']')?.parse().ok()
+    }
+
+    pub fn close_on_exec(&self) -> bool {
+        self.flags & libc::O_CLOEXEC as u32 != 0
+    }
+
+    pub fn write_only(&self) -> bool {
+        self.flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32
+    }
+}
+
+/// Every open descriptor of `pid`, by number (descriptors closed while reading are skipped).
+pub fn open_fds(pid: u32) -> Vec<OpenFd> {
+    let mut fds: Vec<OpenFd> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("cannot list /proc/{pid}/fd: {e}"))
+        .flatten()
+        .filter_map(|entry| {
+            let fd: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?.to_string_lossy().into_owned();
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?.trim();
+            Some(OpenFd { fd, target, flags: u32::from_str_radix(flags, 8).ok()? })
+        })
+        .collect();
+    fds.sort_by_key(|fd| fd.fd);
+    fds
+}
+
+/// Inodes of the TCP sockets (IPv4 and IPv6) listening on `port` anywhere on this host.
+pub fn listening_tcp_inodes(port: u16) -> std::collections::HashSet<u64> {
+    let port_hex = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    // local_address is IP:PORT in hex; state 0A is LISTEN; field 9 is the inode.
+                    (fields.get(1)?.ends_with(&port_hex) && *fields.get(3)? == "0A")
+                        .then(|| fields.get(9)?.parse().ok())?
+                })
+                .collect::<Vec<u64>>()
+        })
+        .collect()
+}
+
+/// Inodes of every listening TCP socket on this host.
+pub fn all_listening_tcp_inodes() -> std::collections::HashSet<u64> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    (*fields.get(3)? == "0A").then(|| fields.get(9)?.parse().ok())?
+                })
+                .collect::<Vec<u64>>()
+        })
+        .collect()
+}
+
+/// The port of an address from the readiness line (`http://127.0.0.1:PORT` or `HOST:PORT`).
+pub fn port_of(address: &str) -> u16 {
+    address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no port in {address:?}"))
+}
+
+/// A process's umask as `/proc/PID/status` shows it (`0022`).
+pub fn umask_of(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())).expect("a Umask: line")
+}
+
+/// A process's working directory.
+pub fn cwd_of(pid: u32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap()
+}
+
+/// A process's state letter from `/proc/PID/stat` (`S` sleeping, `T` stopped, ...).
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}

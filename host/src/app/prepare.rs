@@ -37,6 +37,11 @@ impl PreparedApp {
         unsafe { load_open_file(engine, &self.file) }
             .with_context(|| format!("cannot load {}", self.compiled.display()))
     }
+
+    /// The open file's descriptor, which a forked worker keeps.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
 }
 
 /// SAFETY: the caller vouches that `file` holds trusted compiled code.
@@ -128,10 +133,12 @@ impl Compiler {
     pub fn start(app: &Path, cache_dir: &Path) -> Result<Compiler> {
         let (child_end, parent_end) = handoff::pair()?;
         // SAFETY: the arbiter is single-threaded here; the child only compiles and calls _exit.
-        match unsafe { nix::unistd::fork() }.context("cannot fork the compiler")? {
-            nix::unistd::ForkResult::Child => {
+        match unsafe { crate::sys::signals::fork() }.context("cannot fork the compiler")? {
+            crate::sys::signals::Forked::Child(blocked) => {
                 drop(parent_end);
-                crate::sys::signals::reset_in_child();
+                blocked.reset();
+                // The compiler needs nothing of the arbiter's (sockets, pipes): its answer socket and the logs.
+                let _ = crate::sys::fds::keep_only(&[vec![child_end.as_raw_fd()], crate::log::held_fds()].concat());
                 let _ = match prepare_in_process(app, cache_dir) {
                     Ok((compiled, file)) => {
                         handoff::send(&child_end, &format!("ok\n{}", compiled.encode()), Some(file.as_raw_fd()))
@@ -141,7 +148,7 @@ impl Compiler {
                 // SAFETY: leave without running the parent's atexit handlers or destructors.
                 unsafe { libc::_exit(0) }
             }
-            nix::unistd::ForkResult::Parent { child } => {
+            crate::sys::signals::Forked::Parent(child) => {
                 drop(child_end);
                 Ok(Compiler { pid: child, socket: parent_end, app: app.to_path_buf() })
             }

@@ -19,10 +19,28 @@ pub struct Bound {
 }
 
 /// `--chdir` and `--umask` as applied to the arbiter (and inherited by the workers it forks).
+/// Without `--chdir` the directory is the launch directory; without `--umask` the umask is the
+/// one the process inherited. (No setting changes an rlimit: `--worker-connections` only reads
+/// RLIMIT_NOFILE.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSettings {
     pub directory: PathBuf,
     pub umask: Option<u32>,
+}
+
+/// The umask this process started with, recorded before anything can change it.
+static INHERITED_UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// The umask this process inherited. Recorded by the first call, which `ProcessSettings::apply`
+/// makes before it sets any umask (at startup, before the first generation's `--umask`).
+pub fn inherited_umask() -> u32 {
+    *INHERITED_UMASK.get_or_init(|| {
+        use nix::sys::stat::{umask, Mode};
+        // umask(2) can only be read by setting it: put the value back at once.
+        let current = umask(Mode::from_bits_truncate(0o077));
+        umask(current);
+        current.bits() as u32
+    })
 }
 
 impl ProcessSettings {
@@ -43,13 +61,16 @@ impl ProcessSettings {
         Ok(ProcessSettings { directory, umask })
     }
 
+    /// Sets the umask (this generation's, else the inherited one), then the directory. The umask
+    /// is set even when the directory cannot be entered, so restoring a generation's settings
+    /// after a failed reload always undoes a rejected `--umask`.
     pub fn apply(&self) -> Result<()> {
+        // Recorded first: the first call must see the umask before any `--umask` replaced it.
+        let inherited = inherited_umask();
+        let bits = self.umask.unwrap_or(inherited);
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(bits as nix::libc::mode_t));
         std::env::set_current_dir(&self.directory)
-            .with_context(|| format!("--chdir {}: cannot change to it", self.directory.display()))?;
-        if let Some(bits) = self.umask {
-            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(bits as nix::libc::mode_t));
-        }
-        Ok(())
+            .with_context(|| format!("--chdir {}: cannot change to it", self.directory.display()))
     }
 }
 
@@ -72,6 +93,12 @@ impl std::fmt::Debug for Payload {
 impl Payload {
     pub fn listeners(&self) -> Vec<&Listener> {
         self.bound.iter().map(|b| b.listener.as_ref()).collect()
+    }
+
+    /// The descriptors a worker of this generation is handed: its listening sockets and the
+    /// compiled app's open file.
+    pub fn worker_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.bound.iter().map(|b| b.listener.raw_fd()).chain([self.app.raw_fd()]).collect()
     }
 
     /// Where clients reach us, as the readiness line shows it: `http://HOST:PORT unix:PATH ...`

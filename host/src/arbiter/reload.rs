@@ -1,7 +1,8 @@
 //! Preparing a reload (HUP, `--reload`) without stopping the arbiter's loop: the settings are
 //! resolved again from the launch directory (config file, `RUSTCORN_CMD_ARGS`, the original
 //! command line), then the app is compiled in a child whose answer the loop polls for. Until the
-//! new generation is committed, the process keeps the serving generation's `--chdir`/`--umask`.
+//! new generation is committed, the process keeps the serving generation's `--chdir`/`--umask`
+//! (or the inherited umask when it set none): every step that changes them restores them.
 use super::generation::{sockets_for_reload, Payload, ProcessSettings};
 use crate::app::prepare::{Compiler, PreparedApp};
 use crate::commands::serve::attribute_to_layer;
@@ -31,9 +32,7 @@ impl PendingReload {
     /// the serving generation, restored before this returns whatever happens.
     pub fn start(origin: &Origin<'_>, serving: &ProcessSettings) -> Result<PendingReload, String> {
         let resolved = resolve(origin);
-        if let Err(e) = serving.apply() {
-            crate::log_error!("reload: cannot restore the serving generation's directory: {e:#}");
-        }
+        restore(serving);
         let (args, mut settings, process) = resolved?;
         // Paths are used from the serving generation's directory until the new one is committed.
         settings.app = process.directory.join(&settings.app);
@@ -56,17 +55,28 @@ impl PendingReload {
         Some(self.compiler.try_answer()?.map_err(|e| format!("{e:#}")))
     }
 
-    /// The new generation's payload, with its sockets derived from `current`'s.
+    /// The new generation's payload, with its sockets derived from `current`'s. New sockets are
+    /// bound as at startup, in the new generation's directory and with its umask; the serving
+    /// generation's are back in force when this returns, whatever happens.
     pub fn finish(self, app: PreparedApp, current: &Payload, rebindable: bool) -> Result<Payload, String> {
         let reuse_port = self.args.ops.reuse_port;
-        let (bound, socket_files) =
-            sockets_for_reload(current, &self.settings, reuse_port, rebindable).map_err(|e| format!("{e:#}"))?;
+        let sockets =
+            self.process.apply().and_then(|()| sockets_for_reload(current, &self.settings, reuse_port, rebindable));
+        restore(&current.process);
+        let (bound, socket_files) = sockets.map_err(|e| format!("{e:#}"))?;
         let payload = Payload { settings: Arc::new(self.settings), app, process: self.process, bound, socket_files };
         let addresses = payload.listening_addresses();
         if addresses != current.listening_addresses() {
             crate::log_info!("reload: now listening at {addresses}");
         }
         Ok(payload)
+    }
+}
+
+/// Puts the serving generation's directory and umask back (after a reload step that changed them).
+fn restore(serving: &ProcessSettings) {
+    if let Err(e) = serving.apply() {
+        crate::log_error!("reload: cannot restore the serving generation's directory: {e:#}");
     }
 }
 

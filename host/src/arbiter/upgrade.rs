@@ -90,13 +90,18 @@ pub fn reexec(start: &StartContext, listeners: &[&Listener]) -> Result<Pid> {
     envp.push(cstring(format!("{PARENT_ENV}={}", std::process::id()).as_bytes())?);
     let cwd = cstring(start.cwd.as_os_str().as_bytes())?;
     let self_exe = cstring(b"/proc/self/exe")?;
+    // The new arbiter starts as this one did: not with the serving generation's --umask.
+    let umask = super::generation::inherited_umask();
 
-    // SAFETY: the arbiter is single-threaded; the child only makes syscalls on memory prepared
-    // above, then execs or _exits.
-    match unsafe { nix::unistd::fork() }.context("USR2: cannot fork the new arbiter")? {
-        nix::unistd::ForkResult::Parent { child } => Ok(child),
-        nix::unistd::ForkResult::Child => {
-            crate::sys::signals::reset_in_child();
+    // SAFETY: the arbiter is single-threaded, so the child may allocate; it then execs or _exits.
+    match unsafe { crate::sys::signals::fork() }.context("USR2: cannot fork the new arbiter")? {
+        crate::sys::signals::Forked::Parent(child) => Ok(child),
+        crate::sys::signals::Forked::Child(blocked) => {
+            blocked.reset();
+            // Only stdio and the listening sockets cross the exec, whatever else is open.
+            let _ = crate::sys::fds::keep_only(&fds);
+            // SAFETY: umask(2) has no failure mode.
+            unsafe { libc::umask(umask as libc::mode_t) };
             for fd in &fds {
                 // SAFETY: clearing FD_CLOEXEC on our own listening sockets so they survive exec.
                 unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) };

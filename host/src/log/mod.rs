@@ -144,6 +144,15 @@ pub fn init(target: &LogTarget, level: Level) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The descriptors the error log holds open (a forked worker keeps them; stdio is kept anyway).
+pub fn held_fds() -> Vec<std::os::fd::RawFd> {
+    use std::os::fd::AsRawFd;
+    match ERROR_LOG.get().map(|log| &log.sink) {
+        Some(LogSink::File(file)) => vec![file.as_raw_fd()],
+        _ => Vec::new(),
+    }
+}
+
 /// USR1: reopens the error log file of this process (a no-op for stderr).
 pub fn reopen_error_log() -> std::io::Result<()> {
     match ERROR_LOG.get() {

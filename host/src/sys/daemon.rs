@@ -2,6 +2,7 @@
 //! and redirect stdio to /dev/null. The process started from the shell stays in the foreground
 //! until the daemon is ready, prints its readiness line and exits 0 (1 if the daemon died first),
 //! so scripts and `Type=forking` units see startup errors and know when it serves.
+use crate::sys::signals::{self, Forked};
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
@@ -21,22 +22,23 @@ pub fn daemonize() -> Result<ReadyPipe> {
     let (read_end, write_end) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("--daemon: cannot create a pipe")?;
     // SAFETY: the arbiter is single-threaded here (no runtime, no workers yet).
-    match unsafe { nix::unistd::fork() }.context("--daemon: cannot fork")? {
-        nix::unistd::ForkResult::Parent { child } => {
+    match unsafe { signals::fork() }.context("--daemon: cannot fork")? {
+        Forked::Parent(child) => {
             drop(write_end);
             let _ = nix::sys::wait::waitpid(child, None);
             std::process::exit(wait_for_daemon(read_end));
         }
-        nix::unistd::ForkResult::Child => {}
+        // The daemon goes on as the arbiter: the signal mask it had, no handler reset.
+        Forked::Child(blocked) => blocked.restore(),
     }
     drop(read_end);
     nix::unistd::setsid().context("--daemon: setsid failed")?;
     // A second fork: the daemon is not a session leader, so it can never acquire a terminal.
     // SAFETY: still single-threaded.
-    match unsafe { nix::unistd::fork() }.context("--daemon: cannot fork")? {
+    match unsafe { signals::fork() }.context("--daemon: cannot fork")? {
         // SAFETY: leave at once without running any destructor of the parent's state.
-        nix::unistd::ForkResult::Parent { .. } => unsafe { libc::_exit(0) },
-        nix::unistd::ForkResult::Child => {}
+        Forked::Parent(_) => unsafe { libc::_exit(0) },
+        Forked::Child(blocked) => blocked.restore(),
     }
     let mut pipe = std::fs::File::from(write_end);
     let _ = pipe.write_all(format!("pid {}\n", std::process::id()).as_bytes());

@@ -1,6 +1,7 @@
 //! Thin wrappers over the operating system, shared by the arbiter and the workers.
 pub mod binds;
 pub mod daemon;
+pub mod fds;
 pub mod heartbeat;
 pub mod pidfile;
 pub mod privileges;
