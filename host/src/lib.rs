@@ -7,6 +7,7 @@
 //! - `worker/`: a worker process (accept loop, connections);
 //! - `guest/`: the request path inside a worker (store, instance, response body, request clock);
 //! - `app/`: compiling and loading the component;
+//! - `net/`: IP networks, public addresses and host syntax (pure, no I/O);
 //! - `sys/`: thin wrappers over the OS (signals, heartbeat pages, sockets, pid file, privileges);
 //! - `log/`: the error log and the access log;
 //! - `metrics/`: Prometheus metrics in shared memory across workers; `admin/`: the arbiter's
@@ -20,6 +21,7 @@ pub mod config;
 mod guest;
 mod log;
 mod metrics;
+mod net;
 mod sys;
 mod tls;
 mod worker;

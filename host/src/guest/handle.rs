@@ -5,11 +5,13 @@ use crate::config::settings::Settings;
 use crate::guest::body::{GuestOutcome, ResponseBody};
 use crate::guest::clock::{Expiry, RequestClock};
 use crate::guest::instances::KeptInstances;
+use crate::guest::outbound::Outbound;
 use crate::guest::store::{new_store, GuestState};
 use crate::guest::upload::UploadBody;
 use crate::log::access::{AccessLog, AccessRecord};
 use crate::log::escape::escaped;
 use crate::metrics::labels::Outcome;
+use crate::metrics::queue_time;
 use crate::metrics::{OutcomeLatch, Recorder, RequestFigures};
 use crate::worker::validate::{check_request, Rejection};
 use crate::{log_error, log_warning};
@@ -36,6 +38,8 @@ pub struct AppRuntime {
     pub quota_reached: tokio::sync::Notify,
     /// This worker's metrics slot (disabled without --admin-bind).
     pub metrics: Recorder,
+    /// This worker's outbound HTTP client (no outbound HTTP until `with_outbound`).
+    pub outbound: Arc<Outbound>,
 }
 
 /// The connection a request arrived on.
@@ -77,7 +81,14 @@ impl AppRuntime {
             max_requests: 0,
             quota_reached: tokio::sync::Notify::new(),
             metrics: Recorder::disabled(),
+            outbound: Outbound::new(crate::config::outbound::OutboundSettings::deny_all()),
         }
+    }
+
+    /// Sends the guests' outbound requests through `outbound` (built by the worker at boot).
+    pub fn with_outbound(mut self, outbound: Arc<Outbound>) -> AppRuntime {
+        self.outbound = outbound;
+        self
     }
 
     /// Records this worker's metrics into `metrics`.
@@ -116,7 +127,8 @@ impl AppRuntime {
     }
 
     async fn serve(self: Arc<Self>, mut request: Request<Incoming>, conn: &ConnectionInfo) -> Response<ResponseBody> {
-        let queue_time = self.settings.queue.queue_time(request.headers(), &conn.remote, std::time::SystemTime::now());
+        let queue_time =
+            queue_time::waited(&self.settings.queue, request.headers(), &conn.remote, std::time::SystemTime::now());
         let figures = Arc::new(RequestFigures::default());
         let mut record = self.access_log.as_ref().map(|log| {
             let mut record = AccessRecord::new(log.clone(), conn.remote.clone(), &request);
@@ -133,7 +145,7 @@ impl AppRuntime {
         }
         if let Some(waited) = queue_time {
             self.metrics.queue_time(waited);
-            if self.settings.queue.sheds(queue_time) {
+            if queue_time::sheds(&self.settings.queue, queue_time) {
                 self.metrics.shed_for_queue_time();
                 crate::log_debug!("shed a request that waited {waited:?} (over --max-queue-time)");
                 let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n", record);
@@ -168,7 +180,14 @@ impl AppRuntime {
                 store.set_epoch_deadline(1);
                 (store, Some(idle.proxy), idle.served)
             }
-            None => match new_store(self.pre.engine(), &self.settings, &request_id, clock.clone(), self.metrics) {
+            None => match new_store(
+                self.pre.engine(),
+                &self.settings,
+                &self.outbound,
+                &request_id,
+                clock.clone(),
+                self.metrics,
+            ) {
                 Ok(store) => (store, None, 0),
                 Err(e) => {
                     log_error!("request {request_id} {summary}: cannot set up the guest: {e:#}");

@@ -32,7 +32,9 @@ async fn refill(app: &Arc<AppRuntime>) {
     while app.kept.wants_spare() {
         let id: Arc<str> = Arc::from("spare");
         let clock = RequestClock::new(app.settings.request_timeout, app.settings.max_request_time);
-        let Ok(mut store) = new_store(app.pre.engine(), &app.settings, &id, clock, app.metrics) else { return };
+        let Ok(mut store) = new_store(app.pre.engine(), &app.settings, &app.outbound, &id, clock, app.metrics) else {
+            return;
+        };
         let started = std::time::Instant::now();
         let Ok(proxy) = app.pre.instantiate_async(&mut store).await else { return };
         // Reported (access log, metrics) by the request that takes the spare, as its own.

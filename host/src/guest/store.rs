@@ -2,7 +2,7 @@
 //! resource table), its memory cap, its request clock and its stdout/stderr.
 use crate::config::settings::Settings;
 use crate::guest::clock::RequestClock;
-use crate::guest::outbound::OutboundHooks;
+use crate::guest::outbound::{Outbound, OutboundHooks};
 use crate::guest::output::GuestOutput;
 use crate::guest::release::{self, Leftover};
 use std::sync::Arc;
@@ -78,7 +78,7 @@ struct MemoryLimiter {
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let total = self.granted_bytes + desired.saturating_sub(current);
+        let total = self.granted_bytes.saturating_add(desired.saturating_sub(current));
         if total > self.max_bytes {
             self.denied = true;
             return Ok(false);
@@ -120,6 +120,7 @@ fn http_ctx() -> WasiHttpCtx {
 pub fn new_store(
     engine: &Engine,
     settings: &Settings,
+    outbound: &Arc<Outbound>,
     request_id: &Arc<str>,
     clock: Arc<RequestClock>,
     metrics: crate::metrics::Recorder,
@@ -134,7 +135,7 @@ pub fn new_store(
     let state = GuestState {
         wasi: wasi.build(),
         http: http_ctx(),
-        outbound: OutboundHooks::new(settings.outbound.clone(), request_id.clone(), clock.clone(), metrics),
+        outbound: OutboundHooks::new(outbound.clone(), request_id.clone(), clock.clone(), metrics),
         table: resource_table(),
         limiter: MemoryLimiter { max_bytes: settings.max_memory, granted_bytes: 0, denied: false, figures: None },
         clock,

@@ -16,6 +16,7 @@ use crate::app::engine::{self, PoolSizing};
 use crate::app::prepare::PreparedApp;
 use crate::config::settings::Settings;
 use crate::guest::handle::AppRuntime;
+use crate::guest::outbound::Outbound;
 use crate::log::access::AccessLog;
 use crate::sys::binds::Listener;
 use crate::sys::heartbeat::{Heartbeat, WorkerReport};
@@ -114,7 +115,8 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<AppRuntime>, Vec<accept::WorkerLis
     crate::guest::clock::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
     let app = AppRuntime::new(pre, settings.clone(), access_log)
         .with_max_requests(spec.max_requests)
-        .with_metrics(spec.metrics);
+        .with_metrics(spec.metrics)
+        .with_outbound(Outbound::new(settings.outbound.clone()));
     Ok((Arc::new(app), listeners, setup))
 }
 

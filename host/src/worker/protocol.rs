@@ -3,8 +3,8 @@
 //! connection's own task, so a slow handshake never holds up the accept loop.
 use super::tls::Tls;
 use super::{connection, http2};
+use crate::config::tls::HttpProtocols;
 use crate::guest::handle::{AppRuntime, ConnectionInfo};
-use crate::tls::HttpProtocols;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;

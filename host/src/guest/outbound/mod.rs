@@ -2,38 +2,21 @@
 //! allows the target, every resolved address checked (no loopback, private, link-local or
 //! metadata addresses unless named literally), the checked address dialled, and every request
 //! bounded in time and in number.
-pub mod address;
 pub mod policy;
 mod send;
 pub mod target;
 
+use crate::config::outbound::OutboundSettings;
 use crate::guest::clock::RequestClock;
 use crate::metrics::labels::OutboundResult;
 use crate::metrics::Recorder;
-use policy::AllowList;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// Outbound settings, validated at startup.
-#[derive(Debug, Clone)]
-pub struct OutboundSettings {
-    /// `--allow-outbound`: empty = no outbound HTTP.
-    pub allow: AllowList,
-    /// `--outbound-max-concurrency`: outbound requests one instance may have in flight.
-    pub max_concurrency: usize,
-    /// `--outbound-max-connections`: open outbound connections per worker process.
-    pub max_connections: usize,
-    /// `--outbound-connect-timeout`: DNS + TCP connect + TLS handshake; guests may ask for less.
-    pub connect_timeout: Duration,
-}
-
-/// What every request of a worker shares: the settings, the worker's count of open outbound
-/// connections and its TLS client configuration (built on first use).
-///
-/// Created once in the arbiter before any worker forks; each worker process then counts in its
-/// own copy (the arbiter itself never sends outbound requests).
+/// A worker's outbound client: what every request of the worker shares, the settings, the
+/// worker's count of open outbound connections and its TLS client configuration (built on
+/// first use). Each worker builds its own at boot (the arbiter never sends outbound requests).
 #[derive(Debug)]
 pub struct Outbound {
     pub settings: OutboundSettings,
@@ -42,6 +25,7 @@ pub struct Outbound {
 }
 
 impl Outbound {
+    /// The outbound client for `settings`, with no connection open yet.
     pub fn new(settings: OutboundSettings) -> Arc<Outbound> {
         let connections = Gauge::new(settings.max_connections);
         Arc::new(Outbound { settings, connections, tls: OnceLock::new() })
@@ -171,22 +155,6 @@ impl Drop for GaugePermit {
     }
 }
 
-/// `text` with control characters, quotes and backslashes escaped, for one log line.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,10 +168,5 @@ mod tests {
         drop(a);
         assert_eq!(gauge.in_use(), 1);
         assert!(gauge.try_acquire().is_some());
-    }
-
-    #[test]
-    fn escape_keeps_one_line() {
-        assert_eq!(escape("a\nb\r\x1b[31m\"\\"), "a\\x0ab\\x0d\\x1b[31m\\\"\\\\");
     }
 }
