@@ -106,7 +106,7 @@ pub const MAX_BODY_LIMIT: usize = 1 << 40;
 
 impl Settings {
     /// Validates CLI arguments against the process environment (variables, directories, the
-    /// open-files limit). The TLS files are read by `crate::tls::validate_tls_files`.
+    /// open-files limit). The TLS files are read by the `tls` module.
     pub fn from_args(args: &ServeArgs) -> Result<Settings, ConfigError> {
         let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
         Self::resolve(args, &env)

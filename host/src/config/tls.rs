@@ -1,5 +1,5 @@
 //! TLS settings as plain data: `--certfile` and friends checked for consistency, and
-//! `--http-protocols`. Reading the files and building rustls is `crate::tls`'s work.
+//! `--http-protocols`. Reading the files and building rustls is the `tls` module's work.
 use super::cli::TlsArgs;
 use super::settings::{bad, ConfigError};
 use std::path::PathBuf;

@@ -127,8 +127,12 @@ impl AppRuntime {
     }
 
     async fn serve(self: Arc<Self>, mut request: Request<Incoming>, conn: &ConnectionInfo) -> Response<ResponseBody> {
-        let queue_time =
-            queue_time::waited(&self.settings.queue, request.headers(), &conn.remote, std::time::SystemTime::now());
+        let queue_time = queue_time::waited(
+            &self.settings.queue.trusted,
+            request.headers(),
+            &conn.remote,
+            std::time::SystemTime::now(),
+        );
         let figures = Arc::new(RequestFigures::default());
         let mut record = self.access_log.as_ref().map(|log| {
             let mut record = AccessRecord::new(log.clone(), conn.remote.clone(), &request);
@@ -145,7 +149,7 @@ impl AppRuntime {
         }
         if let Some(waited) = queue_time {
             self.metrics.queue_time(waited);
-            if queue_time::sheds(&self.settings.queue, queue_time) {
+            if queue_time::sheds(self.settings.queue.max, queue_time) {
                 self.metrics.shed_for_queue_time();
                 crate::log_debug!("shed a request that waited {waited:?} (over --max-queue-time)");
                 let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n", record);

@@ -1,24 +1,20 @@
 //! Queue time: how long a request waited between a trusted proxy stamping `X-Request-Start` and
 //! a worker taking it; `--forwarded-allow-ips` decides whom to trust, `--max-queue-time` sheds
 //! requests that waited too long (their clients have likely given up).
-use crate::config::queue::{QueueSettings, TrustedProxies};
+use crate::net::cidr::AddressSet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 /// Whether a peer may stamp `X-Request-Start`. `-` (a unix socket peer) is trusted, as in
 /// Gunicorn: only local processes can connect there. An IPv4 peer seen on a dual-stack socket
 /// as `::ffff:a.b.c.d` is also matched as its IPv4 address.
-pub fn trusts(trusted: &TrustedProxies, remote: &str) -> bool {
-    match trusted {
-        TrustedProxies::All => true,
-        TrustedProxies::Networks(_) if remote == "-" => true,
-        TrustedProxies::Networks(networks) => match remote.parse::<IpAddr>() {
-            Ok(peer) => {
-                let unmapped = peer.to_canonical();
-                networks.iter().any(|network| network.contains(peer) || network.contains(unmapped))
-            }
-            Err(_) => false,
-        },
+pub fn trusts(trusted: &AddressSet, remote: &str) -> bool {
+    if remote == "-" {
+        return true;
+    }
+    match remote.parse::<IpAddr>() {
+        Ok(peer) => trusted.contains(peer) || trusted.contains(peer.to_canonical()),
+        Err(_) => matches!(trusted, AddressSet::All),
     }
 }
 
@@ -46,20 +42,21 @@ pub fn parse_request_start(value: &str) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(since_epoch)
 }
 
-/// How long the request waited, if a trusted peer stamped it. A stamp from the future (clock
-/// skew between hosts) counts as no wait.
-pub fn waited(policy: &QueueSettings, headers: &http::HeaderMap, remote: &str, now: SystemTime) -> Option<Duration> {
+/// How long the request waited, if a peer in `trusted` (`--forwarded-allow-ips`) stamped it. A
+/// stamp from the future (clock skew between hosts) counts as no wait.
+pub fn waited(trusted: &AddressSet, headers: &http::HeaderMap, remote: &str, now: SystemTime) -> Option<Duration> {
     let value = headers.get("x-request-start")?;
-    if !trusts(&policy.trusted, remote) {
+    if !trusts(trusted, remote) {
         return None;
     }
     let started = parse_request_start(value.to_str().ok()?)?;
     Some(now.duration_since(started).unwrap_or(Duration::ZERO))
 }
 
-/// Whether a request that waited `waited` is to be answered 503 without running the guest.
-pub fn sheds(policy: &QueueSettings, waited: Option<Duration>) -> bool {
-    matches!((policy.max, waited), (Some(max), Some(waited)) if waited > max)
+/// Whether a request that waited `waited` is to be answered 503 without running the guest
+/// (`max` is `--max-queue-time`).
+pub fn sheds(max: Option<Duration>, waited: Option<Duration>) -> bool {
+    matches!((max, waited), (Some(max), Some(waited)) if waited > max)
 }
 
 #[cfg(test)]
@@ -93,7 +90,7 @@ mod tests {
 
     #[test]
     fn trust_follows_the_allow_list() {
-        let list = TrustedProxies::parse("127.0.0.1, 10.0.0.0/8,::1").unwrap();
+        let list = AddressSet::parse("127.0.0.1, 10.0.0.0/8,::1").unwrap();
         assert!(trusts(&list, "127.0.0.1"));
         assert!(trusts(&list, "10.20.30.40"));
         assert!(trusts(&list, "::ffff:10.1.2.3"));
@@ -102,25 +99,23 @@ mod tests {
         assert!(!trusts(&list, "127.0.0.2"));
         assert!(!trusts(&list, "192.168.1.1"));
         assert!(!trusts(&list, "not an address"));
-        assert!(trusts(&TrustedProxies::parse("*").unwrap(), "203.0.113.9"));
-        assert!(!trusts(&TrustedProxies::parse("").unwrap(), "127.0.0.1"));
-        assert!(trusts(&TrustedProxies::parse("::ffff:0:0/96").unwrap(), "::ffff:10.1.2.3"));
+        assert!(trusts(&AddressSet::parse("*").unwrap(), "203.0.113.9"));
+        assert!(!trusts(&AddressSet::parse("").unwrap(), "127.0.0.1"));
+        assert!(trusts(&AddressSet::parse("::ffff:0:0/96").unwrap(), "::ffff:10.1.2.3"));
     }
 
     #[test]
     fn untrusted_stamps_are_ignored_and_old_ones_shed() {
-        let policy = QueueSettings {
-            trusted: TrustedProxies::parse(crate::config::queue::DEFAULT_FORWARDED_ALLOW_IPS).unwrap(),
-            max: Some(Duration::from_secs(1)),
-        };
+        let trusted = AddressSet::parse("127.0.0.1,::1").unwrap();
+        let max = Some(Duration::from_secs(1));
         let now = at(1_700_000_010, 0);
         let mut headers = http::HeaderMap::new();
         headers.insert("x-request-start", "t=1700000005000000".parse().unwrap());
-        assert_eq!(waited(&policy, &headers, "127.0.0.1", now), Some(Duration::from_secs(5)));
-        assert!(sheds(&policy, waited(&policy, &headers, "127.0.0.1", now)));
-        assert_eq!(waited(&policy, &headers, "192.0.2.1", now), None);
-        assert!(!sheds(&policy, None));
+        assert_eq!(waited(&trusted, &headers, "127.0.0.1", now), Some(Duration::from_secs(5)));
+        assert!(sheds(max, waited(&trusted, &headers, "127.0.0.1", now)));
+        assert_eq!(waited(&trusted, &headers, "192.0.2.1", now), None);
+        assert!(!sheds(max, None));
         headers.insert("x-request-start", "t=1700000020000000".parse().unwrap());
-        assert_eq!(waited(&policy, &headers, "127.0.0.1", now), Some(Duration::ZERO));
+        assert_eq!(waited(&trusted, &headers, "127.0.0.1", now), Some(Duration::ZERO));
     }
 }

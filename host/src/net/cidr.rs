@@ -113,6 +113,36 @@ impl Cidr {
     }
 }
 
+/// A set of addresses written as `*` (all of them) or a comma list of addresses and networks
+/// (`127.0.0.1,10.0.0.0/8,::1`), as `--forwarded-allow-ips` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressSet {
+    All,
+    Networks(Vec<Cidr>),
+}
+
+impl AddressSet {
+    /// Parses the list; empty items are skipped, a `*` anywhere means every address.
+    pub fn parse(text: &str) -> Result<AddressSet, String> {
+        let mut networks = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+            if item == "*" {
+                return Ok(AddressSet::All);
+            }
+            networks.push(Cidr::parse(item).map_err(|why| format!("{item:?}: {why}"))?);
+        }
+        Ok(AddressSet::Networks(networks))
+    }
+
+    /// True when `ip` is in the set (families never mix, as in [`Cidr::contains`]).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match self {
+            AddressSet::All => true,
+            AddressSet::Networks(networks) => networks.iter().any(|network| network.contains(ip)),
+        }
+    }
+}
+
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.network, self.prefix)
@@ -162,6 +192,18 @@ mod tests {
         assert!(cidr("::/64").covers(&cidr("::ffff:0:0/96")));
         assert!(!cidr("::ffff:0:0/97").covers(&cidr("::ffff:0:0/96")));
         assert!(!cidr("10.0.0.0/8").covers(&cidr("0.0.0.0/0")));
+    }
+
+    #[test]
+    fn address_sets_parse_addresses_networks_and_star() {
+        let set = AddressSet::parse("127.0.0.1, 10.0.0.0/8,::1").unwrap();
+        assert_eq!(set, AddressSet::Networks(vec![cidr("127.0.0.1"), cidr("10.0.0.0/8"), cidr("::1")]));
+        assert!(set.contains(ip("10.1.2.3")) && set.contains(ip("::1")) && !set.contains(ip("127.0.0.2")));
+        assert_eq!(AddressSet::parse("10.0.0.1, *"), Ok(AddressSet::All));
+        assert!(AddressSet::All.contains(ip("203.0.113.9")));
+        assert_eq!(AddressSet::parse(""), Ok(AddressSet::Networks(vec![])));
+        assert!(AddressSet::parse("10.0.0.0/33").unwrap_err().starts_with("\"10.0.0.0/33\": CIDR prefix"));
+        assert!(AddressSet::parse("example.com").is_err());
     }
 
     #[test]

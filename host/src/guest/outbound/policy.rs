@@ -112,5 +112,9 @@ mod tests {
         assert!(!names_address(&list, &target("http://localhost:9001/"), ip("127.0.0.1")));
         assert!(names_address(&list, &target("https://internal:8443/"), ip("10.2.3.4")));
         assert!(!names_address(&list, &target("http://metadata/"), ip("169.254.169.254")));
+        // Why `::/0` is warned about at startup: it names IPv4 loopback through IPv4-mapped addresses.
+        let every_v6 = AllowList::parse(&["http://[::]/0:*"]).unwrap();
+        assert!(names_address(&every_v6, &target("http://[::ffff:127.0.0.1]:81/"), ip("::ffff:127.0.0.1")));
+        assert!(permits(&every_v6, &target("http://[::ffff:169.254.169.254]/")));
     }
 }
