@@ -20,14 +20,14 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 #[derive(Debug)]
 pub struct Outbound {
     pub settings: OutboundSettings,
-    connections: Arc<Gauge>,
+    connections: Arc<TrySemaphore>,
     tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
 impl Outbound {
     /// The outbound client for `settings`, with no connection open yet.
     pub fn new(settings: OutboundSettings) -> Arc<Outbound> {
-        let connections = Gauge::new(settings.max_connections);
+        let connections = TrySemaphore::new(settings.max_connections);
         Arc::new(Outbound { settings, connections, tls: OnceLock::new() })
     }
 
@@ -56,7 +56,7 @@ pub struct OutboundHooks {
     request_id: Arc<str>,
     clock: Arc<RequestClock>,
     /// Outbound requests this instance has in flight.
-    in_flight: Arc<Gauge>,
+    in_flight: Arc<TrySemaphore>,
     /// `rustcorn_outbound_requests_total`.
     metrics: Recorder,
 }
@@ -68,7 +68,7 @@ impl OutboundHooks {
         clock: Arc<RequestClock>,
         metrics: Recorder,
     ) -> OutboundHooks {
-        let in_flight = Gauge::new(outbound.settings.max_concurrency);
+        let in_flight = TrySemaphore::new(outbound.settings.max_concurrency);
         OutboundHooks { outbound, request_id, clock, in_flight, metrics }
     }
 
@@ -120,23 +120,24 @@ fn result_label(error: Option<&Error>) -> OutboundResult {
     }
 }
 
-/// A bounded count of things in use; `try_acquire` fails instead of waiting.
+/// A semaphore that is only ever tried: a bounded count of things in use whose `try_acquire`
+/// fails at once instead of waiting (an outbound request over a limit is refused, not queued).
 #[derive(Debug)]
-pub struct Gauge {
+pub struct TrySemaphore {
     used: AtomicUsize,
     max: usize,
 }
 
-impl Gauge {
-    pub fn new(max: usize) -> Arc<Gauge> {
-        Arc::new(Gauge { used: AtomicUsize::new(0), max })
+impl TrySemaphore {
+    pub fn new(max: usize) -> Arc<TrySemaphore> {
+        Arc::new(TrySemaphore { used: AtomicUsize::new(0), max })
     }
 
-    pub fn try_acquire(self: &Arc<Self>) -> Option<GaugePermit> {
+    pub fn try_acquire(self: &Arc<Self>) -> Option<TryPermit> {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| (used < self.max).then_some(used + 1))
             .ok()
-            .map(|_| GaugePermit(self.clone()))
+            .map(|_| TryPermit(self.clone()))
     }
 
     #[cfg(test)]
@@ -145,11 +146,11 @@ impl Gauge {
     }
 }
 
-/// One unit of a `Gauge`, given back when dropped.
+/// One unit of a `TrySemaphore`, given back when dropped.
 #[derive(Debug)]
-pub struct GaugePermit(Arc<Gauge>);
+pub struct TryPermit(Arc<TrySemaphore>);
 
-impl Drop for GaugePermit {
+impl Drop for TryPermit {
     fn drop(&mut self) {
         self.0.used.fetch_sub(1, Ordering::AcqRel);
     }
@@ -160,13 +161,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gauge_refuses_beyond_its_max_and_frees_on_drop() {
-        let gauge = Gauge::new(2);
-        let a = gauge.try_acquire().unwrap();
-        let _b = gauge.try_acquire().unwrap();
-        assert!(gauge.try_acquire().is_none());
+    fn try_semaphore_refuses_beyond_its_max_and_frees_on_drop() {
+        let semaphore = TrySemaphore::new(2);
+        let a = semaphore.try_acquire().unwrap();
+        let _b = semaphore.try_acquire().unwrap();
+        assert!(semaphore.try_acquire().is_none());
         drop(a);
-        assert_eq!(gauge.in_use(), 1);
-        assert!(gauge.try_acquire().is_some());
+        assert_eq!(semaphore.in_use(), 1);
+        assert!(semaphore.try_acquire().is_some());
     }
 }

@@ -3,7 +3,7 @@
 //! timeouts capped by the inbound request's clock.
 use super::policy::{names_address, permits};
 use super::target::{BadTarget, Scheme, Target};
-use super::{GaugePermit, IoFuture, Outbound};
+use super::{IoFuture, Outbound, TryPermit};
 use crate::guest::clock::RequestClock;
 use crate::log::escape::escaped;
 use crate::log_warning;
@@ -49,7 +49,7 @@ pub struct Attempt {
     pub outbound: Arc<Outbound>,
     pub request_id: Arc<str>,
     pub clock: Arc<RequestClock>,
-    pub in_flight: Arc<super::Gauge>,
+    pub in_flight: Arc<super::TrySemaphore>,
 }
 
 impl Attempt {
@@ -59,7 +59,7 @@ impl Attempt {
     }
 
     /// One permit from the instance's and one from the worker's outbound budget.
-    fn acquire(&self, target: &Target) -> Result<[GaugePermit; 2], Error> {
+    fn acquire(&self, target: &Target) -> Result<[TryPermit; 2], Error> {
         let settings = &self.outbound.settings;
         let Some(request) = self.in_flight.try_acquire() else {
             log_warning!(
@@ -85,7 +85,7 @@ impl Attempt {
 
 /// The checks made as soon as the guest hands a request over, before any task runs: a target
 /// no pattern allows, or one over the limits, is refused here.
-pub fn admit(attempt: &Attempt, request: &Request<WasiBody>) -> Result<(Target, [GaugePermit; 2]), Error> {
+pub fn admit(attempt: &Attempt, request: &Request<WasiBody>) -> Result<(Target, [TryPermit; 2]), Error> {
     let target = match Target::from_uri(request.uri()) {
         Ok(target) => target,
         Err(BadTarget::Unusable) => return Err(Error::HttpRequestUriInvalid),
@@ -118,7 +118,7 @@ pub fn admit(attempt: &Attempt, request: &Request<WasiBody>) -> Result<(Target, 
 pub async fn send(
     attempt: Attempt,
     target: Target,
-    permits: [GaugePermit; 2],
+    permits: [TryPermit; 2],
     mut request: Request<WasiBody>,
     options: RequestOptions,
 ) -> Result<(Response<WasiBody>, IoFuture), Error> {
