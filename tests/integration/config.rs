@@ -231,3 +231,22 @@ fn sizes_and_counts_past_their_upper_bound_stop_startup_with_one_line() {
     );
     assert!(line.starts_with("rustcorn: error: RUSTCORN_CMD_ARGS: --limit-request-field_size must be"), "{line}");
 }
+
+#[test]
+fn a_reload_with_a_value_past_its_bound_keeps_the_serving_generation() {
+    let dir = scratch_dir("hup-bounds");
+    let config = dir.path().join("rustcorn.toml");
+    std::fs::write(&config, format!("{}workers = 1\nbind = [\"127.0.0.1:0\"]\n", toml_app("hello"))).unwrap();
+    let server = ServerCommand::without_app().current_dir(dir.path()).start();
+    let workers = server.worker_pids();
+    assert_eq!(workers.len(), 1);
+
+    let too_large = format!("{}workers = 100000\nbind = [\"127.0.0.1:0\"]\n", toml_app("hello"));
+    std::fs::write(&config, too_large).unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_status("a failed reload", |s| s.failed_reloads == 1);
+    let line = server.log.wait_for(&["reload failed"], WAIT);
+    assert!(line.contains("rustcorn.toml") && line.contains("--workers must be between 1 and 1024"), "{line}");
+    assert_eq!(server.get("/").status, 200);
+    assert_eq!(server.worker_pids(), workers, "no worker was forked or replaced");
+}
