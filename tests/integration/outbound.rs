@@ -331,6 +331,15 @@ fn a_grant_of_every_address_is_warned_about_at_startup() {
         server.log.wait_for(&["WARNING", "--allow-outbound \"http://0.0.0.0/0:*\" grants every IPv4 address"], WAIT);
     assert!(line.contains("loopback") && line.contains("169.254.169.254"), "{line}");
     assert_eq!(server.log.count(&["--allow-outbound", "grants every"]), 1, "`*` names no address: no warning for it");
+
+    let (status, _, stderr) = ServerCommand::new(&guest("outbound"))
+        .args(["--allow-outbound", "http://[::]/0", "--check-config"])
+        .run_to_exit();
+    assert_eq!(status.code(), Some(0), "a warning does not fail --check-config: {stderr}");
+    assert!(
+        stderr.contains("rustcorn: warning: --allow-outbound \"http://[::]/0\" grants every IPv6 address"),
+        "{stderr}"
+    );
 }
 
 #[test]

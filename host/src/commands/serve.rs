@@ -32,6 +32,9 @@ pub fn run(resolved: Resolved, launch_dir: PathBuf) -> i32 {
         }
     };
     if args.check_config {
+        for warning in tls_warnings.iter().chain(&settings.warnings()) {
+            eprintln!("rustcorn: warning: {warning}");
+        }
         return check_config(&settings);
     }
     if let Err(e) = crate::log::init(&settings.error_log, settings.log_level) {
