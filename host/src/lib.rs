@@ -9,6 +9,7 @@
 //!   version negotiation, h1 and h2 connections, socket timers, framing, admission, refusals);
 //! - `guest/`: an admitted request inside a worker (store, instance, response body, request clock);
 //! - `app/`: compiling and loading the component;
+//! - `net/`: IP networks, public addresses and host syntax (pure, no I/O);
 //! - `sys/`: thin wrappers over the OS (signals, heartbeat pages, sockets, pid file, privileges);
 //! - `log/`: the error log and the access log;
 //! - `metrics/`: Prometheus metrics in shared memory across workers; `admin/`: the arbiter's
@@ -23,6 +24,7 @@ mod guest;
 mod http;
 mod log;
 mod metrics;
+mod net;
 mod sys;
 mod tls;
 mod worker;

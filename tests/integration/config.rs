@@ -55,7 +55,11 @@ fn bad_config_files_name_the_file_and_the_key() {
     for (text, expected) in [
         ("wokers = 3\n", vec!["unknown key `wokers`", "did you mean `workers`"]),
         ("workers = \"many\"\n", vec!["key `workers`", "invalid value 'many'"]),
-        ("workers = 0\n", vec!["key `workers`", "at least 1"]),
+        ("workers = 0\n", vec!["key `workers`", "between 1 and"]),
+        (
+            "limit-request-field_size = 99999999999\n",
+            vec!["key `limit-request-field_size`", "between 0 (unlimited) and 65536"],
+        ),
         ("reuse_port = \"yes\"\n", vec!["key `reuse_port`", "expected true or false"]),
         ("timeout = [1, 2]\n", vec!["key `timeout`", "one value"]),
         ("workers = \n", vec!["not valid TOML"]),
@@ -187,4 +191,62 @@ fn hup_rebinds_changed_binds() {
     assert_eq!(raw_unix(&second, request).unwrap().status, 200, "the new bind serves");
     assert!(!first.exists(), "the dropped unix bind's socket file is removed");
     assert_eq!(server.get("/").status, 200, "the TCP bind that stayed keeps serving on the same port");
+}
+
+/// The one `rustcorn: error:` line of a start that must fail before any worker forks.
+fn refused_before_fork(command: ServerCommand) -> String {
+    let (status, stdout, stderr) = command.run_to_exit();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stdout.is_empty() && !stderr.contains("Booting worker"), "no worker may start: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    errors[0].to_string()
+}
+
+#[test]
+fn sizes_and_counts_past_their_upper_bound_stop_startup_with_one_line() {
+    for (flag, value, message) in [
+        (
+            "--limit-request-field_size",
+            "99999999999999",
+            "--limit-request-field_size must be between 0 (unlimited) and 65536",
+        ),
+        ("-w", "100000", "--workers must be between 1 and 1024 (got 100000)"),
+        ("--threads", "5000", "--threads must be between 1 and 1024"),
+        ("--worker-connections", "99999999", "--worker-connections must be between 1 and 1048576"),
+        ("--backlog", "1000000", "--backlog must be between 1 and 65535"),
+        ("--instance-slots", "1000000", "--instance-slots must be between 1 and 10000"),
+        ("--instance-reuse", "4000000000", "--instance-reuse must be between 1 and 1000000"),
+        ("--limit-request-body", "2T", "--limit-request-body must be between 0 (unlimited) and 1T"),
+        ("--handshake-timeout", "99999999", "--handshake-timeout must be between 1 and 3600 seconds"),
+        ("--outbound-max-concurrency", "100000", "--outbound-max-concurrency must be between 1 and 4096"),
+    ] {
+        let line = refused_before_fork(ServerCommand::new(&guest("hello")).args([flag, value]));
+        assert!(line.starts_with(&format!("rustcorn: error: {message}")), "{flag} {value}: {line}");
+    }
+    let line = refused_before_fork(ServerCommand::new(&guest("hello")).env("WEB_CONCURRENCY", "100000"));
+    assert!(line.starts_with("rustcorn: error: $WEB_CONCURRENCY: --workers must be between 1 and 1024"), "{line}");
+    let line = refused_before_fork(
+        ServerCommand::new(&guest("hello")).env("RUSTCORN_CMD_ARGS", "--limit-request-field_size 70000"),
+    );
+    assert!(line.starts_with("rustcorn: error: RUSTCORN_CMD_ARGS: --limit-request-field_size must be"), "{line}");
+}
+
+#[test]
+fn a_reload_with_a_value_past_its_bound_keeps_the_serving_generation() {
+    let dir = scratch_dir("hup-bounds");
+    let config = dir.path().join("rustcorn.toml");
+    std::fs::write(&config, format!("{}workers = 1\nbind = [\"127.0.0.1:0\"]\n", toml_app("hello"))).unwrap();
+    let server = ServerCommand::without_app().current_dir(dir.path()).start();
+    let workers = server.worker_pids();
+    assert_eq!(workers.len(), 1);
+
+    let too_large = format!("{}workers = 100000\nbind = [\"127.0.0.1:0\"]\n", toml_app("hello"));
+    std::fs::write(&config, too_large).unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_status("a failed reload", |s| s.failed_reloads == 1);
+    let line = server.log.wait_for(&["reload failed"], WAIT);
+    assert!(line.contains("rustcorn.toml") && line.contains("--workers must be between 1 and 1024"), "{line}");
+    assert_eq!(server.get("/").status, 200);
+    assert_eq!(server.worker_pids(), workers, "no worker was forked or replaced");
 }

@@ -320,3 +320,38 @@ fn outbound_results_are_counted_in_the_metrics() {
     assert_eq!(value("denied").as_deref(), Some("2"), "{metrics}");
     assert_eq!(value("error").as_deref(), Some("0"), "{metrics}");
 }
+
+#[test]
+fn a_grant_of_every_address_is_warned_about_at_startup() {
+    let server = Server::start(
+        &guest("outbound"),
+        &["-w", "1", "--allow-outbound", "http://0.0.0.0/0:*", "--allow-outbound", "https://*:*"],
+    );
+    let line =
+        server.log.wait_for(&["WARNING", "--allow-outbound \"http://0.0.0.0/0:*\" grants every IPv4 address"], WAIT);
+    assert!(line.contains("loopback") && line.contains("169.254.169.254"), "{line}");
+    assert_eq!(server.log.count(&["--allow-outbound", "grants every"]), 1, "`*` names no address: no warning for it");
+
+    let (status, _, stderr) = ServerCommand::new(&guest("outbound"))
+        .args(["--allow-outbound", "http://[::]/0", "--check-config"])
+        .run_to_exit();
+    assert_eq!(status.code(), Some(0), "a warning does not fail --check-config: {stderr}");
+    assert!(
+        stderr.contains("rustcorn: warning: --allow-outbound \"http://[::]/0\" grants every IPv6 address"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn credentials_in_an_outbound_authority_are_refused_and_never_sent() {
+    let target = TargetServer::start(Behaviour::Answer);
+    let pattern = format!("http://{}", target.authority());
+    let server = Server::start(&guest("outbound"), &["-w", "1", "--allow-outbound", &pattern]);
+    let with_credentials = format!("user:s3cret@{}", target.authority());
+    assert_eq!(fetch(&server, &with_credentials), "error ErrorCode::HttpRequestDenied\n");
+    let line = server.log.wait_for(&["WARNING", "outbound request to", "credentials"], WAIT);
+    assert!(line.contains(&target.authority()), "the warning names the host: {line}");
+    assert!(!server.log.text().contains("s3cret"), "the password is never logged");
+    assert_eq!(target.accepted(), 0, "the target never saw a connection");
+    assert_eq!(fetch(&server, &target.authority()), "status 200\ntarget", "the same target without credentials");
+}

@@ -27,7 +27,7 @@ pub fn open(settings: &Settings, upgraded: bool) -> Result<(Option<Arena>, Optio
         Err(e) => return Err(e),
     };
     // Room for two generations side by side during a reload, plus TTIN headroom.
-    let arena = Arena::create((settings.workers * 4).max(64))?;
+    let arena = Arena::create(settings.workers.saturating_mul(4).max(64))?;
     log_info!("Admin endpoint at: {} (/metrics, /livez, /readyz)", admin.address());
     Ok((Some(arena), Some(admin)))
 }

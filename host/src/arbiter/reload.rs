@@ -5,8 +5,8 @@
 //! (or the inherited umask when it set none): every step that changes them restores them.
 use super::generation::{sockets_for_reload, Payload, ProcessSettings};
 use crate::app::prepare::{Compiler, PreparedApp};
-use crate::commands::serve::attribute_to_layer;
 use crate::config::cli::ServeArgs;
+use crate::config::layers::attribute_to_layer;
 use crate::config::settings::Settings;
 use anyhow::Result;
 use std::ffi::OsString;
@@ -90,5 +90,9 @@ fn resolve(origin: &Origin<'_>) -> Result<(ServeArgs, Settings, ProcessSettings)
     let process = ProcessSettings::from_args(&resolved.args, origin.launch_dir).map_err(|e| format!("{e:#}"))?;
     process.apply().map_err(|e| format!("{e:#}"))?;
     let settings = Settings::from_args(&resolved.args).map_err(|e| attribute_to_layer(&resolved, &e.to_string()))?;
+    if let Some(tls) = &settings.tls {
+        crate::tls::validate_tls_files(tls, settings.protocols(true))
+            .map_err(|e| attribute_to_layer(&resolved, &format!("{e:#}")))?;
+    }
     Ok((resolved.args, settings, process))
 }

@@ -250,7 +250,7 @@ pub struct ServeArgs {
 
     /// Proxies trusted to stamp X-Request-Start: comma-separated IPs or CIDR networks, or `*`.
     /// Peers on unix sockets are trusted.
-    #[arg(long = "forwarded-allow-ips", value_name = "IPS", default_value = crate::metrics::queue_time::DEFAULT_FORWARDED_ALLOW_IPS)]
+    #[arg(long = "forwarded-allow-ips", value_name = "IPS", default_value = crate::config::queue::DEFAULT_FORWARDED_ALLOW_IPS)]
     pub forwarded_allow_ips: String,
 
     #[command(flatten)]

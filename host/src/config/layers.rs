@@ -325,6 +325,20 @@ pub fn print_config(resolved: &Resolved) -> String {
     out
 }
 
+/// Prefixes a settings error with the config file and key when the flag it names came from a
+/// file, or with `RUSTCORN_CMD_ARGS` when it came from there.
+pub fn attribute_to_layer(resolved: &Resolved, message: &str) -> String {
+    let flag = message
+        .split(|c: char| c.is_whitespace() || c == ':')
+        .find_map(|word| word.strip_prefix("--"))
+        .map(|flag| flag.trim_end_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-'));
+    match flag.and_then(|flag| resolved.source_of_flag(flag).map(|source| (flag, source))) {
+        Some((flag, Source::File(path))) => format!("config file {}: key `{flag}`: {message}", path.display()),
+        Some((_, Source::EnvCmdArgs)) => format!("{CMD_ARGS_ENV}: {message}"),
+        _ => message.to_string(),
+    }
+}
+
 fn show_values(arg: &clap::Arg, values: &[OsString]) -> String {
     if takes_no_value(arg) {
         return values.iter().all(|v| v != "false").to_string();

@@ -1,15 +1,16 @@
 //! Resolved settings: turns CLI arguments (and the environment) into validated `Settings`, failing
-//! with one line that names the setting and the fix.
+//! with one line that names the setting and the fix. Settings are plain data: each process
+//! builds its own runtime objects (outbound client, TLS acceptor, engine) from them.
+use crate::config::bounds;
 use crate::config::cli::ServeArgs;
-use crate::guest::outbound::policy::AllowList;
-use crate::guest::outbound::{Outbound, OutboundSettings};
+use crate::config::outbound::{outbound_settings, OutboundSettings};
+use crate::config::queue::{queue_settings, QueueSettings};
+use crate::config::tls::{http_protocols, tls_settings, HttpProtocols, TlsSettings};
 use crate::log::access::AccessLogFormat;
 use crate::log::{Level, LogTarget};
 use crate::sys::binds::BindSpec;
-use crate::tls::{ClientAuth, HttpProtocols, TlsSettings};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A bad setting: printed as one line, before any worker forks.
@@ -23,12 +24,12 @@ impl fmt::Display for ConfigError {
 }
 impl std::error::Error for ConfigError {}
 
-fn bad(msg: impl Into<String>) -> ConfigError {
+pub(crate) fn bad(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
 }
 
 /// HTTP request-head limits, with Gunicorn's names and defaults.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestLimits {
     /// Longest request line in bytes; 0 = unlimited.
     pub line: usize,
@@ -39,7 +40,7 @@ pub struct RequestLimits {
 }
 
 /// Everything the arbiter and workers need, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub app: PathBuf,
     pub binds: Vec<BindSpec>,
@@ -73,9 +74,9 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     pub guest_env: Vec<(String, String)>,
     pub guest_dirs: Vec<(PathBuf, String)>,
-    /// Outbound HTTP policy and limits (`--allow-outbound` and friends), with each worker's
-    /// count of open outbound connections.
-    pub outbound: Arc<Outbound>,
+    /// Outbound HTTP policy and limits (`--allow-outbound` and friends); each worker builds its
+    /// outbound client from them.
+    pub outbound: OutboundSettings,
     pub worker_tmp_dir: PathBuf,
     pub max_memory: usize,
     pub instance_slots: u32,
@@ -93,34 +94,24 @@ pub struct Settings {
     /// `--admin-bind`: where the arbiter serves /metrics, /livez and /readyz.
     pub admin_bind: Option<BindSpec>,
     /// `--max-queue-time` and `--forwarded-allow-ips`.
-    pub queue: crate::metrics::queue_time::QueuePolicy,
+    pub queue: QueueSettings,
 }
-
-/// How a request body is read before and while the app runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyPace {
-    /// Bytes read before the app is instantiated; 0 = none.
-    pub buffer: usize,
-    /// Time a body gets before it must keep up `min_rate`; None = no bound.
-    pub grace: Option<Duration>,
-    /// Bytes per second a body must average after `grace`.
-    pub min_rate: u64,
-}
-
-/// Largest `--body-buffer-size`.
-pub const MAX_BODY_BUFFER: usize = 64 << 20;
 
 /// Watchdog timeout used when `--timeout 0` disables the request deadline.
 pub const DEFAULT_WATCHDOG_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Smallest and largest `--max-memory`.
+const MIN_MAX_MEMORY: usize = 64 * 1024;
+const MAX_MAX_MEMORY: usize = 4 << 30;
+/// Largest `--limit-request-body` (0 = unlimited): a terabyte, so byte counts never overflow.
+pub const MAX_BODY_LIMIT: usize = 1 << 40;
+
 impl Settings {
-    /// Validates CLI arguments against the process environment, and reads and checks the TLS
-    /// files (so a bad certificate stops a start or a HUP before anything changes).
+    /// Validates CLI arguments against the process environment (variables, directories, the
+    /// open-files limit). The TLS files are read by the `tls` module.
     pub fn from_args(args: &ServeArgs) -> Result<Settings, ConfigError> {
         let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
-        let settings = Self::resolve(args, &env)?;
-        crate::tls::validate_tls_files(&settings).map_err(|e| bad(format!("{e:#}")))?;
-        Ok(settings)
+        Self::resolve(args, &env)
     }
 
     /// The HTTP versions served on a TLS (or plain) connection: `--http-protocols`, else h1+h2
@@ -129,185 +120,20 @@ impl Settings {
         self.http_protocols.unwrap_or(HttpProtocols { h1: true, h2: tls })
     }
 
+    /// What is valid but worth a warning at startup: grants that cover every address.
+    pub fn warnings(&self) -> Vec<String> {
+        self.outbound.allow.warnings()
+    }
+
     fn resolve(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
-        let binds = if args.bind.is_empty() {
-            let default = match env("PORT") {
-                Some(port) => format!("0.0.0.0:{port}"),
-                None => "127.0.0.1:8000".to_string(),
-            };
-            vec![BindSpec::parse(&default).map_err(|e| bad(format!("$PORT: {e}")))?]
-        } else {
-            args.bind
-                .iter()
-                .map(|b| BindSpec::parse(b).map_err(|e| bad(format!("--bind {b}: {e}"))))
-                .collect::<Result<_, _>>()?
-        };
-
-        let workers = match args.workers {
-            Some(n) => n,
-            None => match env("WEB_CONCURRENCY") {
-                Some(v) => v.trim().parse::<usize>().map_err(|_| {
-                    bad(format!("$WEB_CONCURRENCY={v:?} is not a whole number; set it to the worker count or unset it"))
-                })?,
-                None => available_cpus(),
-            },
-        };
-        if workers == 0 {
-            return Err(bad("--workers must be at least 1 (got 0)"));
-        }
-        positive("--threads", args.threads)?;
-        positive("--worker-connections", args.worker_connections)?;
-        if args.backlog < 1 {
-            return Err(bad(format!("--backlog must be at least 1 (got {})", args.backlog)));
-        }
-        if args.limit_request_line > 8190 {
-            return Err(bad(format!(
-                "--limit-request-line must be between 0 (unlimited) and 8190 (got {})",
-                args.limit_request_line
-            )));
-        }
-        if args.limit_request_fields == 0 || args.limit_request_fields > 32768 {
-            return Err(bad(format!(
-                "--limit-request-fields must be between 1 and 32768 (got {})",
-                args.limit_request_fields
-            )));
-        }
-        if args.instance_slots == 0 {
-            return Err(bad("--instance-slots must be at least 1 (got 0)"));
-        }
-        if args.instance_reuse == 0 {
-            return Err(bad("--instance-reuse must be at least 1 (1 = a fresh instance per request; got 0)"));
-        }
-
-        for (flag, secs) in [
-            ("--timeout", args.timeout),
-            ("--max-request-time", args.max_request_time),
-            ("--graceful-timeout", args.graceful_timeout),
-            ("--keep-alive", args.keep_alive),
-        ] {
-            if secs > MAX_SECONDS {
-                return Err(bad(format!("{flag} must be between 0 and {MAX_SECONDS} seconds (7 days; got {secs})")));
-            }
-        }
-        for (flag, count) in [
-            ("--max-requests", args.max_requests),
-            ("--max-requests-jitter", args.max_requests_jitter),
-            ("--keep-alive-max-requests", args.keep_alive_max_requests),
-        ] {
-            if count > MAX_REQUEST_COUNT {
-                return Err(bad(format!("{flag} must be between 0 and {MAX_REQUEST_COUNT} (got {count})")));
-            }
-        }
-        let seconds = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+        bounds::check_ranges(args)?;
+        let binds = binds(args, env)?;
+        let admin_bind = admin_bind(args, &binds)?;
+        let logs = LogSettings::resolve(args)?;
         let request_timeout = seconds(args.timeout);
-        let max_memory = parse_bytes(&args.max_memory).ok_or_else(|| {
-            bad(format!("--max-memory {:?}: expected a size such as 512M, 1G or 65536", args.max_memory))
-        })?;
-        if !(64 * 1024..=4 << 30).contains(&max_memory) {
-            return Err(bad(format!("--max-memory must be between 64K and 4G (got {})", args.max_memory)));
-        }
-
-        let body_limit = parse_bytes(&args.limit_request_body).ok_or_else(|| {
-            bad(format!(
-                "--limit-request-body {:?}: expected a size such as 100M, 1G or 65536 (0 = unlimited)",
-                args.limit_request_body
-            ))
-        })? as u64;
-        let body_pace = body_pace(args)?;
-        if args.header_timeout > 3600 {
-            return Err(bad(format!(
-                "--header-timeout must be between 0 and 3600 seconds (got {})",
-                args.header_timeout
-            )));
-        }
-
-        let access_log_format =
-            AccessLogFormat::parse(args.access_logformat.as_deref().unwrap_or(crate::log::access::DEFAULT_FORMAT))
-                .map_err(|e| bad(format!("--access-logformat: {e}")))?;
-        let log_level = Level::parse(&args.log_level).ok_or_else(|| {
-            bad(format!("--log-level {:?}: expected one of debug, info, warning, error, critical", args.log_level))
-        })?;
-
-        let guest_env = args
-            .env
-            .iter()
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-                _ => Err(bad(format!("--env {kv:?}: expected KEY=VALUE"))),
-            })
-            .collect::<Result<_, _>>()?;
-        let guest_dirs = args
-            .dir
-            .iter()
-            .map(|spec| {
-                let (host, guest) = match spec.split_once("::") {
-                    Some((h, g)) => (h, g),
-                    None => (spec.as_str(), spec.as_str()),
-                };
-                let host = PathBuf::from(host);
-                if !host.is_dir() {
-                    return Err(bad(format!("--dir {spec:?}: {} is not a directory", host.display())));
-                }
-                Ok((host, guest.to_string()))
-            })
-            .collect::<Result<_, _>>()?;
-
-        let outbound = Outbound::new(outbound_settings(args)?);
-
-        let worker_tmp_dir = match &args.worker_tmp_dir {
-            Some(dir) => {
-                if !dir.is_dir() {
-                    return Err(bad(format!("--worker-tmp-dir {}: not a directory", dir.display())));
-                }
-                dir.clone()
-            }
-            None => {
-                let shm = PathBuf::from("/dev/shm");
-                if shm.is_dir() {
-                    shm
-                } else {
-                    std::env::temp_dir()
-                }
-            }
-        };
-        let tls = tls_settings(&args.tls)?;
-        let http_protocols = match &args.tls.http_protocols {
-            Some(text) => Some(HttpProtocols::parse(text).map_err(|e| bad(format!("--http-protocols {text:?}: {e}")))?),
-            None => None,
-        };
-        if args.tls.handshake_timeout == 0 {
-            return Err(bad("--handshake-timeout must be at least 1 second (got 0)"));
-        }
-        let cache_dir = match &args.cache_dir {
-            Some(dir) => dir.clone(),
-            None => default_cache_dir(env, nix::unistd::geteuid().is_root())?,
-        };
-
-        let admin_bind = args
-            .admin_bind
-            .as_deref()
-            .map(|b| BindSpec::parse(b).map_err(|e| bad(format!("--admin-bind {b}: {e}"))))
-            .transpose()?;
-        let ephemeral = |spec: &BindSpec| matches!(spec, BindSpec::Tcp(text) if text.ends_with(":0"));
-        if admin_bind.as_ref().is_some_and(|a| !ephemeral(a) && binds.contains(a)) {
-            return Err(bad("--admin-bind must differ from every --bind (the admin endpoint is not the app's port)"));
-        }
-        let max_queue_time = match args.max_queue_time {
-            None => None,
-            Some(secs) if secs.is_finite() && secs > 0.0 && secs < 86_400.0 => Some(Duration::from_secs_f64(secs)),
-            Some(secs) => {
-                return Err(bad(format!(
-                    "--max-queue-time must be a number of seconds above 0 (got {secs}); omit it to turn shedding off"
-                )))
-            }
-        };
-        let trusted = crate::metrics::queue_time::TrustedProxies::parse(&args.forwarded_allow_ips)
-            .map_err(|e| bad(format!("--forwarded-allow-ips: {e}")))?;
-
         Ok(Settings {
             app: args.app.clone(),
-            binds,
-            workers,
+            workers: worker_count(args, env)?,
             threads: args.threads,
             worker_connections: args.worker_connections,
             backlog: args.backlog,
@@ -325,106 +151,191 @@ impl Settings {
                 field_size: args.limit_request_field_size,
             },
             header_timeout: seconds(args.header_timeout),
-            body_limit,
-            body_pace,
-            access_log: args.access_logfile.as_deref().map(LogTarget::parse_stdout_default),
-            access_log_format,
-            error_log: LogTarget::parse_stderr_default(&args.error_logfile),
-            log_level,
+            body_limit: body_limit(args)?,
+            body_pace: body_pace(args)?,
+            access_log: logs.access_log,
+            access_log_format: logs.access_log_format,
+            error_log: logs.error_log,
+            log_level: logs.log_level,
             pid_file: args.pid.clone(),
-            guest_env,
-            guest_dirs,
-            outbound,
-            worker_tmp_dir,
-            max_memory,
+            guest_env: guest_env(args)?,
+            guest_dirs: guest_dirs(args)?,
+            outbound: outbound_settings(args)?,
+            worker_tmp_dir: worker_tmp_dir(args)?,
+            max_memory: max_memory(args)?,
             instance_slots: args.instance_slots,
             instance_reuse: args.instance_reuse,
-            cache_dir,
-            tls,
-            http_protocols,
+            cache_dir: match &args.cache_dir {
+                Some(dir) => dir.clone(),
+                None => default_cache_dir(env, nix::unistd::geteuid().is_root())?,
+            },
+            name: process_name(args),
+            tls: tls_settings(&args.tls)?,
+            http_protocols: http_protocols(&args.tls)?,
             handshake_timeout: Duration::from_secs(args.tls.handshake_timeout),
-            name: args.name.clone().unwrap_or_else(|| {
-                args.app.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into())
-            }),
+            binds,
             admin_bind,
-            queue: crate::metrics::queue_time::QueuePolicy { trusted, max: max_queue_time },
+            queue: queue_settings(args)?,
         })
     }
 }
 
-/// Most outbound connections a worker may open by default.
-const DEFAULT_OUTBOUND_CONNECTIONS: usize = 256;
+/// `secs` as a duration; 0 = off.
+fn seconds(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
 
-fn outbound_settings(args: &ServeArgs) -> Result<OutboundSettings, ConfigError> {
-    let allow = AllowList::parse(&args.allow_outbound).map_err(|e| bad(format!("--allow-outbound {e}")))?;
-    positive("--outbound-max-concurrency", args.outbound_max_concurrency)?;
-    let fd_limit = open_files_limit();
-    let max_connections = match args.outbound_max_connections {
-        None => DEFAULT_OUTBOUND_CONNECTIONS.min(fd_limit / 4).max(1),
-        Some(n) if n >= 1 && n <= fd_limit / 2 => n,
-        Some(n) => {
-            return Err(bad(format!(
-                "--outbound-max-connections must be between 1 and half the open-files limit ({}; got {n}): raise `ulimit -n` or lower it",
-                fd_limit / 2
-            )))
-        }
-    };
-    if !(1..=600).contains(&args.outbound_connect_timeout) {
-        return Err(bad(format!(
-            "--outbound-connect-timeout must be between 1 and 600 seconds (got {})",
-            args.outbound_connect_timeout
-        )));
+/// `--bind`, else `0.0.0.0:$PORT`, else 127.0.0.1:8000.
+fn binds(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<BindSpec>, ConfigError> {
+    if !args.bind.is_empty() {
+        return args.bind.iter().map(|b| BindSpec::parse(b).map_err(|e| bad(format!("--bind {b}: {e}")))).collect();
     }
-    Ok(OutboundSettings {
-        allow,
-        max_concurrency: args.outbound_max_concurrency,
-        max_connections,
-        connect_timeout: Duration::from_secs(args.outbound_connect_timeout),
+    let default = match env("PORT") {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => "127.0.0.1:8000".to_string(),
+    };
+    Ok(vec![BindSpec::parse(&default).map_err(|e| bad(format!("$PORT: {e}")))?])
+}
+
+/// `--admin-bind`, which must not be one of the app's binds.
+fn admin_bind(args: &ServeArgs, binds: &[BindSpec]) -> Result<Option<BindSpec>, ConfigError> {
+    let admin_bind = args
+        .admin_bind
+        .as_deref()
+        .map(|b| BindSpec::parse(b).map_err(|e| bad(format!("--admin-bind {b}: {e}"))))
+        .transpose()?;
+    let ephemeral = |spec: &BindSpec| matches!(spec, BindSpec::Tcp(text) if text.ends_with(":0"));
+    if admin_bind.as_ref().is_some_and(|a| !ephemeral(a) && binds.contains(a)) {
+        return Err(bad("--admin-bind must differ from every --bind (the admin endpoint is not the app's port)"));
+    }
+    Ok(admin_bind)
+}
+
+/// `--workers`, else `$WEB_CONCURRENCY`, else the CPUs this process may use.
+fn worker_count(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<usize, ConfigError> {
+    let workers = match (args.workers, env("WEB_CONCURRENCY")) {
+        (Some(n), _) => n,
+        (None, Some(v)) => {
+            let n = v.trim().parse::<usize>().map_err(|_| {
+                bad(format!("$WEB_CONCURRENCY={v:?} is not a whole number; set it to the worker count or unset it"))
+            })?;
+            bounds::WORKERS.check(n).map_err(|e| bad(format!("$WEB_CONCURRENCY: {e}")))?
+        }
+        (None, None) => available_cpus().min(bounds::WORKERS.max as usize),
+    };
+    bounds::WORKERS.check(workers)
+}
+
+/// The error log, the access log and its format, the log level.
+struct LogSettings {
+    access_log: Option<LogTarget>,
+    access_log_format: AccessLogFormat,
+    error_log: LogTarget,
+    log_level: Level,
+}
+
+impl LogSettings {
+    fn resolve(args: &ServeArgs) -> Result<LogSettings, ConfigError> {
+        let format = args.access_logformat.as_deref().unwrap_or(crate::log::access::DEFAULT_FORMAT);
+        let access_log_format = AccessLogFormat::parse(format).map_err(|e| bad(format!("--access-logformat: {e}")))?;
+        let log_level = Level::parse(&args.log_level).ok_or_else(|| {
+            bad(format!("--log-level {:?}: expected one of debug, info, warning, error, critical", args.log_level))
+        })?;
+        Ok(LogSettings {
+            access_log: args.access_logfile.as_deref().map(LogTarget::parse_stdout_default),
+            access_log_format,
+            error_log: LogTarget::parse_stderr_default(&args.error_logfile),
+            log_level,
+        })
+    }
+}
+
+/// `--max-memory`: a size from 64K to 4G.
+fn max_memory(args: &ServeArgs) -> Result<usize, ConfigError> {
+    let max_memory = parse_bytes(&args.max_memory)
+        .ok_or_else(|| bad(format!("--max-memory {:?}: expected a size such as 512M, 1G or 65536", args.max_memory)))?;
+    if !(MIN_MAX_MEMORY..=MAX_MAX_MEMORY).contains(&max_memory) {
+        return Err(bad(format!("--max-memory must be between 64K and 4G (got {})", args.max_memory)));
+    }
+    Ok(max_memory)
+}
+
+/// `--limit-request-body`: a size up to a terabyte; 0 = unlimited.
+fn body_limit(args: &ServeArgs) -> Result<u64, ConfigError> {
+    let text = &args.limit_request_body;
+    let limit = parse_bytes(text).ok_or_else(|| {
+        bad(format!("--limit-request-body {text:?}: expected a size such as 100M, 1G or 65536 (0 = unlimited)"))
+    })?;
+    if limit > MAX_BODY_LIMIT {
+        return Err(bad(format!("--limit-request-body must be between 0 (unlimited) and 1T (got {text})")));
+    }
+    Ok(limit as u64)
+}
+
+/// How a request body is read before and while the app runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPace {
+    /// Bytes read before the app is instantiated; 0 = none.
+    pub buffer: usize,
+    /// Time a body gets before it must keep up `min_rate`; None = no bound.
+    pub grace: Option<Duration>,
+    /// Bytes per second a body must average after `grace`.
+    pub min_rate: u64,
+}
+
+/// `--body-buffer-size` (up to 64M), `--body-timeout` and `--body-min-rate` (ranges checked in
+/// `bounds`).
+fn body_pace(args: &ServeArgs) -> Result<BodyPace, ConfigError> {
+    let text = &args.body_buffer_size;
+    let buffer = parse_bytes(text).filter(|&bytes| bytes as u64 <= bounds::MAX_BODY_BUFFER).ok_or_else(|| {
+        bad(format!("--body-buffer-size {text:?}: expected a size from 0 to 64M such as 1M or 65536"))
+    })?;
+    Ok(BodyPace { buffer, grace: seconds(args.body_timeout), min_rate: args.body_min_rate })
+}
+
+/// `--env KEY=VALUE`: the guest's whole environment.
+fn guest_env(args: &ServeArgs) -> Result<Vec<(String, String)>, ConfigError> {
+    args.env
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(bad(format!("--env {kv:?}: expected KEY=VALUE"))),
+        })
+        .collect()
+}
+
+/// `--dir HOST[::GUEST]`: each host side must be a directory.
+fn guest_dirs(args: &ServeArgs) -> Result<Vec<(PathBuf, String)>, ConfigError> {
+    args.dir
+        .iter()
+        .map(|spec| {
+            let (host, guest) = spec.split_once("::").unwrap_or((spec.as_str(), spec.as_str()));
+            let host = PathBuf::from(host);
+            if !host.is_dir() {
+                return Err(bad(format!("--dir {spec:?}: {} is not a directory", host.display())));
+            }
+            Ok((host, guest.to_string()))
+        })
+        .collect()
+}
+
+/// `--worker-tmp-dir`, else /dev/shm if it exists, else the temp dir.
+fn worker_tmp_dir(args: &ServeArgs) -> Result<PathBuf, ConfigError> {
+    match &args.worker_tmp_dir {
+        Some(dir) if !dir.is_dir() => Err(bad(format!("--worker-tmp-dir {}: not a directory", dir.display()))),
+        Some(dir) => Ok(dir.clone()),
+        None => {
+            let shm = PathBuf::from("/dev/shm");
+            Ok(if shm.is_dir() { shm } else { std::env::temp_dir() })
+        }
+    }
+}
+
+/// `--name`, else the app file's stem.
+fn process_name(args: &ServeArgs) -> String {
+    args.name.clone().unwrap_or_else(|| {
+        args.app.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into())
     })
-}
-
-/// The soft RLIMIT_NOFILE of this process (workers inherit it).
-fn open_files_limit() -> usize {
-    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
-        Ok((soft, _)) => usize::try_from(soft).unwrap_or(usize::MAX),
-        Err(_) => 1024,
-    }
-}
-
-/// `--certfile`, `--keyfile`, `--ca-certs`, `--cert-reqs`, `--ciphers`: consistent or an error.
-fn tls_settings(args: &crate::config::cli::TlsArgs) -> Result<Option<TlsSettings>, ConfigError> {
-    let client_auth = match args.cert_reqs {
-        0 => ClientAuth::None,
-        1 => ClientAuth::Optional,
-        2 => ClientAuth::Required,
-        n => return Err(bad(format!("--cert-reqs must be 0 (none), 1 (optional) or 2 (required) (got {n})"))),
-    };
-    let Some(certfile) = args.certfile.clone() else {
-        if client_auth != ClientAuth::None {
-            return Err(bad("--cert-reqs needs TLS: add --certfile (and --keyfile)"));
-        }
-        return Ok(None);
-    };
-    if client_auth != ClientAuth::None && args.ca_certs.is_none() {
-        return Err(bad(format!(
-            "--cert-reqs {}: client certificates need --ca-certs FILE to check them against",
-            args.cert_reqs
-        )));
-    }
-    Ok(Some(TlsSettings {
-        certfile,
-        keyfile: args.keyfile.clone(),
-        ca_certs: args.ca_certs.clone(),
-        client_auth,
-        ciphers: args.ciphers.clone(),
-    }))
-}
-
-fn positive(name: &str, value: usize) -> Result<(), ConfigError> {
-    if value == 0 {
-        return Err(bad(format!("{name} must be at least 1 (got 0)")));
-    }
-    Ok(())
 }
 
 /// CPUs this process may run on: honours CPU affinity and the cgroup CPU quota.
@@ -454,34 +365,7 @@ fn default_cache_dir(env: &dyn Fn(&str) -> Option<String>, is_root: bool) -> Res
 /// The compile cache of a root process with no HOME (e.g. a systemd unit without `User=`).
 pub const ROOT_CACHE_DIR: &str = "/var/cache/rustcorn";
 
-/// Upper bound for the seconds-valued settings: far beyond any real use, and small enough that
-/// `Instant + Duration` and millisecond conversions can never overflow.
-pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
-/// Upper bound for `--max-requests` and its jitter: their sum (and jitter's `max + 1`) cannot overflow.
-pub const MAX_REQUEST_COUNT: u64 = 1 << 40;
-
-/// Parses `65536`, `64K`, `64KiB`, `512M`, `1G` (binary multiples).
-/// `--body-buffer-size`, `--body-timeout` and `--body-min-rate`, bounded.
-fn body_pace(args: &ServeArgs) -> Result<BodyPace, ConfigError> {
-    let buffer = parse_bytes(&args.body_buffer_size).filter(|&b| b <= MAX_BODY_BUFFER).ok_or_else(|| {
-        bad(format!(
-            "--body-buffer-size {:?}: expected a size from 0 to 64M such as 1M or 65536",
-            args.body_buffer_size
-        ))
-    })?;
-    if args.body_timeout > 3600 {
-        return Err(bad(format!("--body-timeout must be at most 3600 seconds (got {})", args.body_timeout)));
-    }
-    if args.body_min_rate == 0 || args.body_min_rate > 1 << 30 {
-        return Err(bad(format!(
-            "--body-min-rate must be between 1 and 1G bytes per second (got {})",
-            args.body_min_rate
-        )));
-    }
-    let grace = (args.body_timeout > 0).then(|| Duration::from_secs(args.body_timeout));
-    Ok(BodyPace { buffer, grace, min_rate: args.body_min_rate })
-}
-
+/// Parses `65536`, `64K`, `64KiB`, `512M`, `1G`, `1T` (binary multiples); None on overflow.
 pub fn parse_bytes(text: &str) -> Option<usize> {
     let text = text.trim();
     let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -492,6 +376,7 @@ pub fn parse_bytes(text: &str) -> Option<usize> {
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
         _ => return None,
     };
     number.checked_mul(1usize << shift)
@@ -500,6 +385,7 @@ pub fn parse_bytes(text: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tls::ClientAuth;
 
     fn resolve_args(extra: &[&str]) -> Result<Settings, ConfigError> {
         use clap::Parser;
@@ -569,12 +455,95 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_counts_beyond_their_bounds_are_refused_with_one_line() {
+        let err = |extra: &[&str]| resolve_args(extra).map(|_| ()).map_err(|e| e.0);
+        let huge = u64::MAX.to_string();
+        for (flag, value, message) in [
+            (
+                "--limit-request-field_size",
+                huge.as_str(),
+                "--limit-request-field_size must be between 0 (unlimited) and 65536",
+            ),
+            (
+                "--limit-request-field_size",
+                "65537",
+                "--limit-request-field_size must be between 0 (unlimited) and 65536",
+            ),
+            ("-w", "1025", "--workers must be between 1 and 1024"),
+            ("--threads", "1025", "--threads must be between 1 and 1024"),
+            ("--worker-connections", "1048577", "--worker-connections must be between 1 and 1048576"),
+            ("--backlog", "65536", "--backlog must be between 1 and 65535"),
+            ("--instance-slots", "10001", "--instance-slots must be between 1 and 10000"),
+            ("--instance-reuse", "4294967295", "--instance-reuse must be between 1 and 1000000"),
+            ("--limit-request-line", "8191", "--limit-request-line must be between 0 (unlimited) and 8190"),
+            ("--limit-request-fields", "32769", "--limit-request-fields must be between 1 and 32768"),
+            ("--handshake-timeout", "3601", "--handshake-timeout must be between 1 and 3600 seconds"),
+            ("--header-timeout", "3601", "--header-timeout must be between 0 and 3600 seconds"),
+            ("--max-memory", "5G", "--max-memory must be between 64K and 4G"),
+            ("--limit-request-body", "2T", "--limit-request-body must be between 0 (unlimited) and 1T"),
+            (
+                "--limit-request-body",
+                "99999999999999999999",
+                "--limit-request-body \"99999999999999999999\": expected a size",
+            ),
+            ("--outbound-max-concurrency", "4097", "--outbound-max-concurrency must be between 1 and 4096"),
+            ("--max-queue-time", "1e300", "--max-queue-time must be a number of seconds above 0 and below"),
+        ] {
+            let e = err(&[flag, value]).unwrap_err();
+            assert!(e.starts_with(message), "{flag} {value}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        for (flag, value) in [
+            ("--limit-request-field_size", "65536"),
+            ("-w", "1024"),
+            ("--instance-slots", "10000"),
+            ("--limit-request-body", "1T"),
+            ("--backlog", "65535"),
+        ] {
+            assert_eq!(err(&[flag, value]), Ok(()), "{flag} {value}");
+        }
+    }
+
+    #[test]
+    fn web_concurrency_is_bounded_like_workers() {
+        let settings = |vars| {
+            let cli =
+                <crate::config::cli::Cli as clap::Parser>::try_parse_from(["rustcorn", "serve", "app.wasm"]).unwrap();
+            let crate::config::cli::Command::Serve(args) = cli.command else { unreachable!("a serve command line") };
+            Settings::resolve(&args, &env_of(vars)).map_err(|e| e.0)
+        };
+        assert_eq!(settings(&[("WEB_CONCURRENCY", "3"), ("HOME", "/h")]).map(|s| s.workers), Ok(3));
+        let e = settings(&[("WEB_CONCURRENCY", "100000"), ("HOME", "/h")]).unwrap_err();
+        assert!(e.starts_with("$WEB_CONCURRENCY: --workers must be between 1 and 1024"), "{e}");
+    }
+
+    #[test]
+    fn settings_are_comparable_plain_data() {
+        let a = resolve_args(&["--allow-outbound", "https://example.com", "--max-queue-time", "2"]).unwrap();
+        let b = resolve_args(&["--allow-outbound", "https://example.com", "--max-queue-time", "2"]).unwrap();
+        assert_eq!(a, b);
+        let c = resolve_args(&["--allow-outbound", "https://example.org", "--max-queue-time", "2"]).unwrap();
+        assert_ne!(a, c);
+        assert!(format!("{a:?}").contains("example.com"), "printable");
+    }
+
+    #[test]
+    fn grants_of_every_address_are_warned_about() {
+        assert!(resolve_args(&["--allow-outbound", "http://*:*"]).unwrap().warnings().is_empty());
+        let warnings = resolve_args(&["--allow-outbound", "http://0.0.0.0/0:*"]).unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("--allow-outbound \"http://0.0.0.0/0:*\" grants every IPv4 address"));
+    }
+
+    #[test]
     fn byte_sizes_parse_with_binary_suffixes() {
         assert_eq!(parse_bytes("65536"), Some(65536));
         assert_eq!(parse_bytes("64K"), Some(64 * 1024));
         assert_eq!(parse_bytes("512M"), Some(512 << 20));
         assert_eq!(parse_bytes("1GiB"), Some(1 << 30));
+        assert_eq!(parse_bytes("1T"), Some(1 << 40));
         assert_eq!(parse_bytes("12X"), None);
+        assert_eq!(parse_bytes("99999999999T"), None, "overflow is no size");
         assert_eq!(parse_bytes(""), None);
     }
 }

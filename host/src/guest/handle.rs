@@ -6,6 +6,7 @@ use crate::config::settings::Settings;
 use crate::guest::body::{host_response, GuestOutcome, ResponseBody};
 use crate::guest::clock::{Expiry, RequestClock};
 use crate::guest::instances::KeptInstances;
+use crate::guest::outbound::Outbound;
 use crate::guest::store::{new_store, GuestState};
 use crate::guest::upload::{BodyCut, BodyVerdict, UploadBody};
 use crate::log::access::AccessRecord;
@@ -37,6 +38,8 @@ pub struct AppRuntime {
     pub quota_reached: tokio::sync::Notify,
     /// This worker's metrics slot (disabled without --admin-bind).
     pub metrics: Recorder,
+    /// This worker's outbound HTTP client (no outbound HTTP until `with_outbound`).
+    pub outbound: Arc<Outbound>,
 }
 
 /// A request the HTTP front has admitted: valid, within the limits, with a Host; its body is
@@ -101,7 +104,14 @@ impl AppRuntime {
             max_requests: 0,
             quota_reached: tokio::sync::Notify::new(),
             metrics: Recorder::disabled(),
+            outbound: Outbound::new(crate::config::outbound::OutboundSettings::deny_all()),
         }
+    }
+
+    /// Sends the guests' outbound requests through `outbound` (built by the worker at boot).
+    pub fn with_outbound(mut self, outbound: Arc<Outbound>) -> AppRuntime {
+        self.outbound = outbound;
+        self
     }
 
     /// Records this worker's metrics into `metrics`.
@@ -199,8 +209,9 @@ impl AppRuntime {
         let Some(slot) = self.kept.slot_for_request() else {
             return Err(GuestFailure::NoInstanceSlot(wasmtime::Error::msg("every instance slot is in use")));
         };
-        let store = new_store(self.pre.engine(), &self.settings, request_id, clock.clone(), self.metrics, slot)
-            .map_err(|e| GuestFailure::Instantiate(wasmtime::Error::msg(format!("{e:#}"))))?;
+        let store =
+            new_store(self.pre.engine(), &self.settings, &self.outbound, request_id, clock.clone(), self.metrics, slot)
+                .map_err(|e| GuestFailure::Instantiate(wasmtime::Error::msg(format!("{e:#}"))))?;
         Ok(Instance { store, kept: None, served: 0 })
     }
 

@@ -2,7 +2,7 @@
 //! resource table), its memory cap, its request clock and its stdout/stderr.
 use crate::config::settings::Settings;
 use crate::guest::clock::RequestClock;
-use crate::guest::outbound::OutboundHooks;
+use crate::guest::outbound::{Outbound, OutboundHooks};
 use crate::guest::output::GuestOutput;
 use crate::guest::release::{self, Leftover};
 use std::sync::Arc;
@@ -80,7 +80,7 @@ struct MemoryLimiter {
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let total = self.granted_bytes + desired.saturating_sub(current);
+        let total = self.granted_bytes.saturating_add(desired.saturating_sub(current));
         if total > self.max_bytes {
             self.denied = true;
             return Ok(false);
@@ -102,8 +102,8 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 pub const MAX_GUEST_RESOURCES: usize = 10_000;
 
 /// Largest header field list (name + value bytes) a guest may build in one `fields` resource:
-/// 64 KiB, as much as the largest request head the HTTP front accepts.
-pub const MAX_GUEST_FIELD_BYTES: usize = 64 * 1024;
+/// as much as the largest request head the server accepts.
+pub const MAX_GUEST_FIELD_BYTES: usize = crate::config::bounds::MAX_HEAD_BYTES as usize;
 
 fn resource_table() -> ResourceTable {
     let mut table = ResourceTable::new();
@@ -122,6 +122,7 @@ fn http_ctx() -> WasiHttpCtx {
 pub fn new_store(
     engine: &Engine,
     settings: &Settings,
+    outbound: &Arc<Outbound>,
     request_id: &Arc<str>,
     clock: Arc<RequestClock>,
     metrics: crate::metrics::Recorder,
@@ -137,7 +138,7 @@ pub fn new_store(
     let state = GuestState {
         wasi: wasi.build(),
         http: http_ctx(),
-        outbound: OutboundHooks::new(settings.outbound.clone(), request_id.clone(), clock.clone(), metrics),
+        outbound: OutboundHooks::new(outbound.clone(), request_id.clone(), clock.clone(), metrics),
         table: resource_table(),
         limiter: MemoryLimiter { max_bytes: settings.max_memory, granted_bytes: 0, denied: false, figures: None },
         clock,

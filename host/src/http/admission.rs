@@ -6,6 +6,7 @@ use crate::config::settings::RequestLimits;
 use crate::guest::body::{host_response, ResponseBody};
 use crate::log::access::AccessRecord;
 use crate::log::escape::escaped;
+use crate::net::host::valid_host_port;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 
 /// Why a request is refused before its guest runs, and with which status.
@@ -149,7 +150,7 @@ fn check_target<B>(request: &Request<B>) -> Result<(), Refusal> {
             return reject(StatusCode::BAD_REQUEST, "absolute-form target with a scheme other than http(s)");
         }
         (Some(_), _) => {
-            if uri.authority().is_none_or(|a| a.as_str().contains('@') || !valid_host(a.as_str().as_bytes())) {
+            if uri.authority().is_none_or(|a| a.as_str().contains('@') || !valid_host_port(a.as_str().as_bytes())) {
                 return reject(StatusCode::BAD_REQUEST, "absolute-form target without a valid host");
             }
         }
@@ -193,62 +194,11 @@ fn check_host<B>(request: &Request<B>) -> Result<(), Refusal> {
         }
         (None, _) => Ok(()),
         (Some(_), Some(_)) => reject(StatusCode::BAD_REQUEST, "more than one Host"),
-        (Some(host), None) if !valid_host(host.as_bytes()) => {
+        (Some(host), None) if !valid_host_port(host.as_bytes()) => {
             reject(StatusCode::BAD_REQUEST, "Host is not a valid host[:port]")
         }
         (Some(_), None) => Ok(()),
     }
-}
-
-/// `host[:port]` per RFC 3986: a reg-name (unreserved, sub-delims, %XX), an IPv4 address, or an
-/// `[IPv6]` literal; the port 1 to 5 digits, at most 65535.
-pub fn valid_host(value: &[u8]) -> bool {
-    let (host, port) = if value.first() == Some(&b'[') {
-        let Some(end) = value.iter().position(|&b| b == b']') else { return false };
-        let Ok(inner) = std::str::from_utf8(&value[1..end]) else { return false };
-        if inner.parse::<std::net::Ipv6Addr>().is_err() {
-            return false;
-        }
-        match &value[end + 1..] {
-            [] => (&value[..0], None),
-            [b':', port @ ..] => (&value[..0], Some(port)),
-            _ => return false,
-        }
-    } else {
-        match value.iter().rposition(|&b| b == b':') {
-            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
-            None => (value, None),
-        }
-    };
-    if let Some(port) = port {
-        let digits = port.len() <= 5 && !port.is_empty() && port.iter().all(u8::is_ascii_digit);
-        if !digits || std::str::from_utf8(port).ok().and_then(|p| p.parse::<u32>().ok()).is_none_or(|p| p > 65535) {
-            return false;
-        }
-    }
-    reg_name(host)
-}
-
-fn reg_name(host: &[u8]) -> bool {
-    let mut i = 0;
-    while i < host.len() {
-        match host[i] {
-            b'%' => {
-                if !(host.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                    && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-                {
-                    return false;
-                }
-                i += 3;
-                continue;
-            }
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {}
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
-            _ => return false,
-        }
-        i += 1;
-    }
-    true
 }
 
 #[cfg(test)]

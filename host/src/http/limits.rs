@@ -3,10 +3,11 @@
 //! each with its framing overhead, never more than [`MAX_HEAD_BYTES`].
 use crate::config::settings::RequestLimits;
 
-/// Most bytes a request head may take (request line and all fields). An HTTP/1 connection's read
-/// buffer and an HTTP/2 stream's decoded header list grow to this at most, so 1,000 connections
-/// dribbling heads hold at most 64 MiB, and an HTTP/2 connection's 100 streams at most 6.4 MiB.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most bytes a request head may take (request line and all fields; `config::bounds`). An HTTP/1
+/// connection's read buffer and an HTTP/2 stream's decoded header list grow to this at most, so
+/// 1,000 connections dribbling heads hold at most 64 MiB, and an HTTP/2 connection's 100 streams
+/// at most 6.4 MiB.
+pub const MAX_HEAD_BYTES: usize = crate::config::bounds::MAX_HEAD_BYTES as usize;
 
 /// hyper's smallest HTTP/1 read buffer.
 const MIN_H1_BUFFER: usize = 8192;

@@ -16,12 +16,12 @@ pub mod socket_timers;
 pub mod tls;
 
 use crate::config::settings::Settings;
+use crate::config::tls::HttpProtocols;
 use crate::guest::body::ResponseBody;
 use crate::guest::handle::{AdmittedRequest, AppRuntime, Handled};
 use crate::guest::upload::BodyCut;
 use crate::log::access::{AccessLog, AccessRecord};
-use crate::metrics::{Recorder, RequestFigures};
-use crate::tls::HttpProtocols;
+use crate::metrics::{queue_time, Recorder, RequestFigures};
 use admission::Refusal;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -132,7 +132,8 @@ impl Front {
     ) -> Result<AdmittedRequest<RequestBody>, Response<ResponseBody>> {
         let settings = &self.settings;
         let mut record = self.access_record(&request, conn);
-        let queued = settings.queue.queue_time(request.headers(), &conn.remote, std::time::SystemTime::now());
+        let now = std::time::SystemTime::now();
+        let queued = queue_time::waited(&settings.queue.trusted, request.headers(), &conn.remote, now);
         if let Some(record) = record.as_mut() {
             record.queue_time = queued;
         }
@@ -145,7 +146,7 @@ impl Front {
         }
         if let Some(waited) = queued {
             self.metrics.queue_time(waited);
-            if settings.queue.sheds(queued) {
+            if queue_time::sheds(settings.queue.max, queued) {
                 self.metrics.shed_for_queue_time();
                 let line = admission::request_line(&request);
                 return Err(admission::refuse(Refusal::QUEUE_SHED, &conn.remote, &line, record));

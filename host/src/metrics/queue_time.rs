@@ -1,81 +1,21 @@
 //! Queue time: how long a request waited between a trusted proxy stamping `X-Request-Start` and
 //! a worker taking it; `--forwarded-allow-ips` decides whom to trust, `--max-queue-time` sheds
 //! requests that waited too long (their clients have likely given up).
+use crate::net::cidr::AddressSet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-/// Gunicorn's default `--forwarded-allow-ips`.
-pub const DEFAULT_FORWARDED_ALLOW_IPS: &str = "127.0.0.1,::1";
-
-/// `--forwarded-allow-ips`: `*`, or a comma list of addresses and CIDR networks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TrustedProxies {
-    All,
-    Networks(Vec<(IpAddr, u8)>),
-}
-
-impl TrustedProxies {
-    pub fn parse(text: &str) -> Result<TrustedProxies, String> {
-        let mut networks = Vec::new();
-        for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
-            if item == "*" {
-                return Ok(TrustedProxies::All);
-            }
-            let (address, prefix) = match item.split_once('/') {
-                Some((address, prefix)) => (address, Some(prefix)),
-                None => (item, None),
-            };
-            let address: IpAddr = address
-                .parse()
-                .map_err(|_| format!("{item:?} is not an IP address or CIDR network (e.g. 10.0.0.0/8)"))?;
-            let max = if address.is_ipv4() { 32 } else { 128 };
-            let prefix = match prefix {
-                None => max,
-                Some(p) => p
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= max)
-                    .ok_or_else(|| format!("{item:?}: the prefix length must be 0-{max}"))?,
-            };
-            networks.push((address, prefix));
-        }
-        Ok(TrustedProxies::Networks(networks))
+/// Whether a peer may stamp `X-Request-Start`. `-` (a unix socket peer) is trusted, as in
+/// Gunicorn: only local processes can connect there. An IPv4 peer seen on a dual-stack socket
+/// as `::ffff:a.b.c.d` is also matched as its IPv4 address.
+pub fn trusts(trusted: &AddressSet, remote: &str) -> bool {
+    if remote == "-" {
+        return true;
     }
-
-    /// Whether a peer may stamp `X-Request-Start`. `-` (a unix socket peer) is trusted, as in
-    /// Gunicorn: only local processes can connect there.
-    pub fn trusts(&self, remote: &str) -> bool {
-        match self {
-            TrustedProxies::All => true,
-            TrustedProxies::Networks(_) if remote == "-" => true,
-            TrustedProxies::Networks(networks) => match remote.parse::<IpAddr>() {
-                Ok(peer) => networks.iter().any(|&(network, prefix)| in_network(peer, network, prefix)),
-                Err(_) => false,
-            },
-        }
+    match remote.parse::<IpAddr>() {
+        Ok(peer) => trusted.contains(peer) || trusted.contains(peer.to_canonical()),
+        Err(_) => matches!(trusted, AddressSet::All),
     }
-}
-
-fn in_network(peer: IpAddr, network: IpAddr, prefix: u8) -> bool {
-    let peer = match (peer, network) {
-        // An IPv4 peer seen on a dual-stack socket as ::ffff:a.b.c.d.
-        (IpAddr::V6(v6), IpAddr::V4(_)) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-        _ => peer,
-    };
-    match (peer, network) {
-        (IpAddr::V4(p), IpAddr::V4(n)) => {
-            masked(u32::from(p).into(), 32, prefix) == masked(u32::from(n).into(), 32, prefix)
-        }
-        (IpAddr::V6(p), IpAddr::V6(n)) => masked(u128::from(p), 128, prefix) == masked(u128::from(n), 128, prefix),
-        _ => false,
-    }
-}
-
-fn masked(bits: u128, width: u8, prefix: u8) -> u128 {
-    if prefix == 0 {
-        return 0;
-    }
-    bits >> (width - prefix)
 }
 
 /// The instant `X-Request-Start` names: `t=<microseconds>` (Heroku, New Relic), `t=<seconds.fraction>`
@@ -102,29 +42,21 @@ pub fn parse_request_start(value: &str) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(since_epoch)
 }
 
-/// The queue-time policy of a worker.
-#[derive(Debug, Clone)]
-pub struct QueuePolicy {
-    pub trusted: TrustedProxies,
-    pub max: Option<Duration>,
+/// How long the request waited, if a peer in `trusted` (`--forwarded-allow-ips`) stamped it. A
+/// stamp from the future (clock skew between hosts) counts as no wait.
+pub fn waited(trusted: &AddressSet, headers: &http::HeaderMap, remote: &str, now: SystemTime) -> Option<Duration> {
+    let value = headers.get("x-request-start")?;
+    if !trusts(trusted, remote) {
+        return None;
+    }
+    let started = parse_request_start(value.to_str().ok()?)?;
+    Some(now.duration_since(started).unwrap_or(Duration::ZERO))
 }
 
-impl QueuePolicy {
-    /// How long the request waited, if a trusted peer stamped it. A stamp from the future (clock
-    /// skew between hosts) counts as no wait.
-    pub fn queue_time(&self, headers: &http::HeaderMap, remote: &str, now: SystemTime) -> Option<Duration> {
-        let value = headers.get("x-request-start")?;
-        if !self.trusted.trusts(remote) {
-            return None;
-        }
-        let started = parse_request_start(value.to_str().ok()?)?;
-        Some(now.duration_since(started).unwrap_or(Duration::ZERO))
-    }
-
-    /// Whether a request that waited `waited` is to be answered 503 without running the guest.
-    pub fn sheds(&self, waited: Option<Duration>) -> bool {
-        matches!((self.max, waited), (Some(max), Some(waited)) if waited > max)
-    }
+/// Whether a request that waited `waited` is to be answered 503 without running the guest
+/// (`max` is `--max-queue-time`).
+pub fn sheds(max: Option<Duration>, waited: Option<Duration>) -> bool {
+    matches!((max, waited), (Some(max), Some(waited)) if waited > max)
 }
 
 #[cfg(test)]
@@ -158,34 +90,32 @@ mod tests {
 
     #[test]
     fn trust_follows_the_allow_list() {
-        let list = TrustedProxies::parse("127.0.0.1, 10.0.0.0/8,::1").unwrap();
-        assert!(list.trusts("127.0.0.1"));
-        assert!(list.trusts("10.20.30.40"));
-        assert!(list.trusts("::ffff:10.1.2.3"));
-        assert!(list.trusts("::1"));
-        assert!(list.trusts("-"), "unix socket peers are local");
-        assert!(!list.trusts("127.0.0.2"));
-        assert!(!list.trusts("192.168.1.1"));
-        assert!(TrustedProxies::parse("*").unwrap().trusts("203.0.113.9"));
-        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
-        assert!(TrustedProxies::parse("example.com").is_err());
-        assert!(!TrustedProxies::parse("").unwrap().trusts("127.0.0.1"));
+        let list = AddressSet::parse("127.0.0.1, 10.0.0.0/8,::1").unwrap();
+        assert!(trusts(&list, "127.0.0.1"));
+        assert!(trusts(&list, "10.20.30.40"));
+        assert!(trusts(&list, "::ffff:10.1.2.3"));
+        assert!(trusts(&list, "::1"));
+        assert!(trusts(&list, "-"), "unix socket peers are local");
+        assert!(!trusts(&list, "127.0.0.2"));
+        assert!(!trusts(&list, "192.168.1.1"));
+        assert!(!trusts(&list, "not an address"));
+        assert!(trusts(&AddressSet::parse("*").unwrap(), "203.0.113.9"));
+        assert!(!trusts(&AddressSet::parse("").unwrap(), "127.0.0.1"));
+        assert!(trusts(&AddressSet::parse("::ffff:0:0/96").unwrap(), "::ffff:10.1.2.3"));
     }
 
     #[test]
     fn untrusted_stamps_are_ignored_and_old_ones_shed() {
-        let policy = QueuePolicy {
-            trusted: TrustedProxies::parse(DEFAULT_FORWARDED_ALLOW_IPS).unwrap(),
-            max: Some(Duration::from_secs(1)),
-        };
+        let trusted = AddressSet::parse("127.0.0.1,::1").unwrap();
+        let max = Some(Duration::from_secs(1));
         let now = at(1_700_000_010, 0);
         let mut headers = http::HeaderMap::new();
         headers.insert("x-request-start", "t=1700000005000000".parse().unwrap());
-        assert_eq!(policy.queue_time(&headers, "127.0.0.1", now), Some(Duration::from_secs(5)));
-        assert!(policy.sheds(policy.queue_time(&headers, "127.0.0.1", now)));
-        assert_eq!(policy.queue_time(&headers, "192.0.2.1", now), None);
-        assert!(!policy.sheds(None));
+        assert_eq!(waited(&trusted, &headers, "127.0.0.1", now), Some(Duration::from_secs(5)));
+        assert!(sheds(max, waited(&trusted, &headers, "127.0.0.1", now)));
+        assert_eq!(waited(&trusted, &headers, "192.0.2.1", now), None);
+        assert!(!sheds(max, None));
         headers.insert("x-request-start", "t=1700000020000000".parse().unwrap());
-        assert_eq!(policy.queue_time(&headers, "127.0.0.1", now), Some(Duration::ZERO));
+        assert_eq!(waited(&trusted, &headers, "127.0.0.1", now), Some(Duration::ZERO));
     }
 }

@@ -1,59 +1,18 @@
-//! TLS settings and the rustls server configuration (ring provider, TLS 1.2 and 1.3, ALPN),
-//! built from the certificate files. Building it reads files and starts no thread, so the
+//! The rustls server configuration (ring provider, TLS 1.2 and 1.3, ALPN), built from the
+//! certificate files that `config::tls::TlsSettings` names. Building it reads files and starts no thread, so the
 //! arbiter validates the files with it before any fork (and again on HUP), and each worker
 //! builds its own at boot.
 pub mod x509;
 
-use crate::config::settings::Settings;
+use crate::config::tls::{ClientAuth, HttpProtocols, TlsSettings};
 use anyhow::{anyhow, bail, Context, Result};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-
-/// `--cert-reqs`: whether clients must present a certificate (Gunicorn's 0, 1, 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    None,
-    Optional,
-    Required,
-}
-
-/// The HTTP versions a connection may speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpProtocols {
-    pub h1: bool,
-    pub h2: bool,
-}
-
-impl HttpProtocols {
-    /// `--http-protocols h1,h2`: a comma-separated list of `h1` and `h2`.
-    pub fn parse(text: &str) -> Result<HttpProtocols, String> {
-        let mut protocols = HttpProtocols { h1: false, h2: false };
-        for name in text.split(',').map(str::trim) {
-            match name.to_ascii_lowercase().as_str() {
-                "h1" | "http/1.1" => protocols.h1 = true,
-                "h2" => protocols.h2 = true,
-                other => return Err(format!("unknown protocol {other:?}; expected h1, h2 or h1,h2")),
-            }
-        }
-        Ok(protocols)
-    }
-}
-
-/// `--certfile` and friends, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TlsSettings {
-    pub certfile: PathBuf,
-    /// The private key; `None` = in the certfile.
-    pub keyfile: Option<PathBuf>,
-    pub ca_certs: Option<PathBuf>,
-    pub client_auth: ClientAuth,
-    pub ciphers: Option<String>,
-}
 
 /// A built server configuration and the warnings worth logging once.
 pub struct Built {
@@ -61,15 +20,12 @@ pub struct Built {
     pub warnings: Vec<String>,
 }
 
-/// Reads and checks the certificate, key and CA files of `settings` (no-op without TLS): one
-/// error naming the setting and the problem (unreadable, no certificate, expired, key mismatch).
-/// Pure apart from reading the files: starts no thread, changes nothing; call it before a fork
-/// and when preparing a reload.
-pub fn validate_tls_files(settings: &Settings) -> Result<Vec<String>> {
-    match &settings.tls {
-        Some(tls) => Ok(server_config(tls, settings.protocols(true))?.warnings),
-        None => Ok(Vec::new()),
-    }
+/// Reads and checks the certificate, key and CA files `tls` names: one error naming the setting
+/// and the problem (unreadable, no certificate, expired, key mismatch), else the warnings worth
+/// logging once. Pure apart from reading the files: starts no thread, changes nothing; call it
+/// before a fork and when preparing a reload.
+pub fn validate_tls_files(tls: &TlsSettings, protocols: HttpProtocols) -> Result<Vec<String>> {
+    Ok(server_config(tls, protocols)?.warnings)
 }
 
 /// Builds the rustls configuration for `tls` offering `protocols` by ALPN.
@@ -205,13 +161,6 @@ fn suite_names(suite: &rustls::SupportedCipherSuite) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn protocols_parse_h1_and_h2() {
-        assert_eq!(HttpProtocols::parse("h1,h2"), Ok(HttpProtocols { h1: true, h2: true }));
-        assert_eq!(HttpProtocols::parse("h2"), Ok(HttpProtocols { h1: false, h2: true }));
-        assert!(HttpProtocols::parse("h3").is_err());
-    }
 
     #[test]
     fn cipher_names_map_to_rustls_suites_or_are_reported() {

@@ -7,6 +7,7 @@ use crate::app::engine::{self, PoolSizing};
 use crate::app::prepare::PreparedApp;
 use crate::config::settings::Settings;
 use crate::guest::handle::AppRuntime;
+use crate::guest::outbound::Outbound;
 use crate::http::tls::TlsAcceptor;
 use crate::http::Front;
 use crate::log::access::AccessLog;
@@ -102,7 +103,10 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
         crate::sys::privileges::drop_to(credentials).with_context(|| format!("cannot switch to {credentials}"))?;
     }
     crate::guest::clock::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
-    let app = AppRuntime::new(pre, settings.clone()).with_max_requests(spec.max_requests).with_metrics(spec.metrics);
+    let app = AppRuntime::new(pre, settings.clone())
+        .with_max_requests(spec.max_requests)
+        .with_metrics(spec.metrics)
+        .with_outbound(Outbound::new(settings.outbound.clone()));
     let front = Front::new(Arc::new(app), access_log, spec.metrics, tls);
     Ok((Arc::new(front), listeners))
 }

@@ -2,48 +2,32 @@
 //! allows the target, every resolved address checked (no loopback, private, link-local or
 //! metadata addresses unless named literally), the checked address dialled, and every request
 //! bounded in time and in number.
-pub mod address;
 pub mod policy;
 mod send;
 pub mod target;
 
+use crate::config::outbound::OutboundSettings;
 use crate::guest::clock::RequestClock;
 use crate::metrics::labels::OutboundResult;
 use crate::metrics::Recorder;
-use policy::AllowList;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// Outbound settings, validated at startup.
-#[derive(Debug, Clone)]
-pub struct OutboundSettings {
-    /// `--allow-outbound`: empty = no outbound HTTP.
-    pub allow: AllowList,
-    /// `--outbound-max-concurrency`: outbound requests one instance may have in flight.
-    pub max_concurrency: usize,
-    /// `--outbound-max-connections`: open outbound connections per worker process.
-    pub max_connections: usize,
-    /// `--outbound-connect-timeout`: DNS + TCP connect + TLS handshake; guests may ask for less.
-    pub connect_timeout: Duration,
-}
-
-/// What every request of a worker shares: the settings, the worker's count of open outbound
-/// connections and its TLS client configuration (built on first use).
-///
-/// Created once in the arbiter before any worker forks; each worker process then counts in its
-/// own copy (the arbiter itself never sends outbound requests).
+/// A worker's outbound client: what every request of the worker shares, the settings, the
+/// worker's count of open outbound connections and its TLS client configuration (built on
+/// first use). Each worker builds its own at boot (the arbiter never sends outbound requests).
 #[derive(Debug)]
 pub struct Outbound {
     pub settings: OutboundSettings,
-    connections: Arc<Gauge>,
+    connections: Arc<TrySemaphore>,
     tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
 impl Outbound {
+    /// The outbound client for `settings`, with no connection open yet.
     pub fn new(settings: OutboundSettings) -> Arc<Outbound> {
-        let connections = Gauge::new(settings.max_connections);
+        let connections = TrySemaphore::new(settings.max_connections);
         Arc::new(Outbound { settings, connections, tls: OnceLock::new() })
     }
 
@@ -72,7 +56,7 @@ pub struct OutboundHooks {
     request_id: Arc<str>,
     clock: Arc<RequestClock>,
     /// Outbound requests this instance has in flight.
-    in_flight: Arc<Gauge>,
+    in_flight: Arc<TrySemaphore>,
     /// `rustcorn_outbound_requests_total`.
     metrics: Recorder,
 }
@@ -84,7 +68,7 @@ impl OutboundHooks {
         clock: Arc<RequestClock>,
         metrics: Recorder,
     ) -> OutboundHooks {
-        let in_flight = Gauge::new(outbound.settings.max_concurrency);
+        let in_flight = TrySemaphore::new(outbound.settings.max_concurrency);
         OutboundHooks { outbound, request_id, clock, in_flight, metrics }
     }
 
@@ -136,23 +120,24 @@ fn result_label(error: Option<&Error>) -> OutboundResult {
     }
 }
 
-/// A bounded count of things in use; `try_acquire` fails instead of waiting.
+/// A semaphore that is only ever tried: a bounded count of things in use whose `try_acquire`
+/// fails at once instead of waiting (an outbound request over a limit is refused, not queued).
 #[derive(Debug)]
-pub struct Gauge {
+pub struct TrySemaphore {
     used: AtomicUsize,
     max: usize,
 }
 
-impl Gauge {
-    pub fn new(max: usize) -> Arc<Gauge> {
-        Arc::new(Gauge { used: AtomicUsize::new(0), max })
+impl TrySemaphore {
+    pub fn new(max: usize) -> Arc<TrySemaphore> {
+        Arc::new(TrySemaphore { used: AtomicUsize::new(0), max })
     }
 
-    pub fn try_acquire(self: &Arc<Self>) -> Option<GaugePermit> {
+    pub fn try_acquire(self: &Arc<Self>) -> Option<TryPermit> {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| (used < self.max).then_some(used + 1))
             .ok()
-            .map(|_| GaugePermit(self.clone()))
+            .map(|_| TryPermit(self.clone()))
     }
 
     #[cfg(test)]
@@ -161,30 +146,14 @@ impl Gauge {
     }
 }
 
-/// One unit of a `Gauge`, given back when dropped.
+/// One unit of a `TrySemaphore`, given back when dropped.
 #[derive(Debug)]
-pub struct GaugePermit(Arc<Gauge>);
+pub struct TryPermit(Arc<TrySemaphore>);
 
-impl Drop for GaugePermit {
+impl Drop for TryPermit {
     fn drop(&mut self) {
         self.0.used.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// `text` with control characters, quotes and backslashes escaped, for one log line.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -192,18 +161,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gauge_refuses_beyond_its_max_and_frees_on_drop() {
-        let gauge = Gauge::new(2);
-        let a = gauge.try_acquire().unwrap();
-        let _b = gauge.try_acquire().unwrap();
-        assert!(gauge.try_acquire().is_none());
+    fn try_semaphore_refuses_beyond_its_max_and_frees_on_drop() {
+        let semaphore = TrySemaphore::new(2);
+        let a = semaphore.try_acquire().unwrap();
+        let _b = semaphore.try_acquire().unwrap();
+        assert!(semaphore.try_acquire().is_none());
         drop(a);
-        assert_eq!(gauge.in_use(), 1);
-        assert!(gauge.try_acquire().is_some());
-    }
-
-    #[test]
-    fn escape_keeps_one_line() {
-        assert_eq!(escape("a\nb\r\x1b[31m\"\\"), "a\\x0ab\\x0d\\x1b[31m\\\"\\\\");
+        assert_eq!(semaphore.in_use(), 1);
+        assert!(semaphore.try_acquire().is_some());
     }
 }

@@ -1,11 +1,14 @@
 //! One outbound request: allow-list check, limits, our own DNS resolution and address check,
 //! a connection to exactly the checked address (TLS with SNI = the host name), HTTP/1.1, and
 //! timeouts capped by the inbound request's clock.
-use super::address::is_global;
-use super::target::{Host, Scheme, Target};
-use super::{escape, GaugePermit, IoFuture, Outbound};
+use super::policy::{names_address, permits};
+use super::target::{BadTarget, Scheme, Target};
+use super::{IoFuture, Outbound, TryPermit};
 use crate::guest::clock::RequestClock;
+use crate::log::escape::escaped;
 use crate::log_warning;
+use crate::net::address::is_global;
+use crate::net::host::Host;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -46,7 +49,7 @@ pub struct Attempt {
     pub outbound: Arc<Outbound>,
     pub request_id: Arc<str>,
     pub clock: Arc<RequestClock>,
-    pub in_flight: Arc<super::Gauge>,
+    pub in_flight: Arc<super::TrySemaphore>,
 }
 
 impl Attempt {
@@ -56,13 +59,13 @@ impl Attempt {
     }
 
     /// One permit from the instance's and one from the worker's outbound budget.
-    fn acquire(&self, target: &Target) -> Result<[GaugePermit; 2], Error> {
+    fn acquire(&self, target: &Target) -> Result<[TryPermit; 2], Error> {
         let settings = &self.outbound.settings;
         let Some(request) = self.in_flight.try_acquire() else {
             log_warning!(
                 "request {}: outbound request to {} refused: {} already in flight (--outbound-max-concurrency)",
                 self.request_id,
-                escape(&target.to_string()),
+                escaped(&target.to_string()),
                 settings.max_concurrency
             );
             return Err(Error::ConnectionLimitReached);
@@ -71,7 +74,7 @@ impl Attempt {
             log_warning!(
                 "request {}: outbound request to {} refused: the worker has {} outbound connections open (--outbound-max-connections)",
                 self.request_id,
-                escape(&target.to_string()),
+                escaped(&target.to_string()),
                 settings.max_connections
             );
             return Err(Error::ConnectionLimitReached);
@@ -82,15 +85,27 @@ impl Attempt {
 
 /// The checks made as soon as the guest hands a request over, before any task runs: a target
 /// no pattern allows, or one over the limits, is refused here.
-pub fn admit(attempt: &Attempt, request: &Request<WasiBody>) -> Result<(Target, [GaugePermit; 2]), Error> {
-    let Some(target) = Target::from_uri(request.uri()) else {
-        return Err(Error::HttpRequestUriInvalid);
+pub fn admit(attempt: &Attempt, request: &Request<WasiBody>) -> Result<(Target, [TryPermit; 2]), Error> {
+    let target = match Target::from_uri(request.uri()) {
+        Ok(target) => target,
+        Err(BadTarget::Unusable) => return Err(Error::HttpRequestUriInvalid),
+        Err(BadTarget::Userinfo) => {
+            // The credentials themselves are never logged.
+            let authority = request.uri().authority().map_or("", |a| a.as_str());
+            let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+            log_warning!(
+                "request {}: outbound request to {} denied: the URI carries credentials (userinfo@), which are never forwarded; send an Authorization header instead",
+                attempt.request_id,
+                escaped(host)
+            );
+            return Err(Error::HttpRequestDenied);
+        }
     };
-    if !attempt.outbound.settings.allow.permits(&target) {
+    if !permits(&attempt.outbound.settings.allow, &target) {
         log_warning!(
             "request {}: outbound request to {} denied: no --allow-outbound pattern allows it",
             attempt.request_id,
-            escape(&target.to_string())
+            escaped(&target.to_string())
         );
         return Err(Error::HttpRequestDenied);
     }
@@ -103,7 +118,7 @@ pub fn admit(attempt: &Attempt, request: &Request<WasiBody>) -> Result<(Target, 
 pub async fn send(
     attempt: Attempt,
     target: Target,
-    permits: [GaugePermit; 2],
+    permits: [TryPermit; 2],
     mut request: Request<WasiBody>,
     options: RequestOptions,
 ) -> Result<(Response<WasiBody>, IoFuture), Error> {
@@ -194,7 +209,7 @@ async fn resolve(target: &Target, deadline: tokio::time::Instant) -> Result<Vec<
 fn checked_addresses(attempt: &Attempt, target: &Target, addresses: &[SocketAddr]) -> Result<Vec<SocketAddr>, Error> {
     let allow = &attempt.outbound.settings.allow;
     let allowed: Vec<SocketAddr> =
-        addresses.iter().copied().filter(|a| is_global(a.ip()) || allow.names_address(target, a.ip())).collect();
+        addresses.iter().copied().filter(|a| is_global(a.ip()) || names_address(allow, target, a.ip())).collect();
     if addresses.is_empty() {
         return Err(Error::DestinationNotFound);
     }
@@ -203,7 +218,7 @@ fn checked_addresses(attempt: &Attempt, target: &Target, addresses: &[SocketAddr
         log_warning!(
             "request {}: outbound request to {} refused: destination address {} is not public; name it literally in --allow-outbound to allow it",
             attempt.request_id,
-            escape(&target.to_string()),
+            escaped(&target.to_string()),
             refused.join(",")
         );
         return Err(Error::DestinationIpProhibited);

@@ -1,37 +1,10 @@
 //! Where an outbound request goes: its scheme, host (a name or an IP literal) and port, read
-//! from the request URI the guest built.
+//! from the request URI the guest built, with the same `host[:port]` parser that admits
+//! inbound requests.
+pub use crate::config::outbound::Scheme;
+use crate::net::host::{parse_host_port, Host};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-/// The scheme of an outbound request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Http,
-    Https,
-}
-
-impl Scheme {
-    pub fn default_port(self) -> u16 {
-        match self {
-            Scheme::Http => 80,
-            Scheme::Https => 443,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        }
-    }
-}
-
-/// A request's host: a DNS name (lower case, no trailing dot) or an IP literal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Host {
-    Name(String),
-    Ip(IpAddr),
-}
+use std::net::IpAddr;
 
 /// Where an outbound request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,18 +14,30 @@ pub struct Target {
     pub port: u16,
 }
 
+/// Why a request URI names no target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadTarget {
+    /// No http(s) scheme, no host, or a host that is not `host[:port]`.
+    Unusable,
+    /// `user:password@` before the host: refused, never forwarded (it would end up in `Host`).
+    Userinfo,
+}
+
 impl Target {
-    /// The target of a request URI; None when it has no usable scheme or host.
-    pub fn from_uri(uri: &http::Uri) -> Option<Target> {
-        let scheme = match uri.scheme_str()? {
-            s if s.eq_ignore_ascii_case("http") => Scheme::Http,
-            s if s.eq_ignore_ascii_case("https") => Scheme::Https,
-            _ => return None,
+    /// The target of a request URI.
+    pub fn from_uri(uri: &http::Uri) -> Result<Target, BadTarget> {
+        let scheme = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
+            Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
+            _ => return Err(BadTarget::Unusable),
         };
-        let authority = uri.authority()?;
-        let host = parse_host(authority.host())?;
-        let port = authority.port_u16().unwrap_or(scheme.default_port());
-        Some(Target { scheme, host, port })
+        let authority = uri.authority().ok_or(BadTarget::Unusable)?.as_str();
+        if authority.contains('@') {
+            return Err(BadTarget::Userinfo);
+        }
+        let parsed = parse_host_port(authority.as_bytes()).ok_or(BadTarget::Unusable)?;
+        let host = Host::of(parsed.host).ok_or(BadTarget::Unusable)?;
+        Ok(Target { scheme, host, port: parsed.port.unwrap_or(scheme.default_port()) })
     }
 }
 
@@ -66,33 +51,31 @@ impl fmt::Display for Target {
     }
 }
 
-fn parse_host(host: &str) -> Option<Host> {
-    if let Some(inner) = host.strip_prefix('[') {
-        return inner.strip_suffix(']')?.parse::<Ipv6Addr>().ok().map(|ip| Host::Ip(IpAddr::V6(ip)));
-    }
-    if let Ok(ip) = host.parse::<Ipv4Addr>() {
-        return Some(Host::Ip(IpAddr::V4(ip)));
-    }
-    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-    (!name.is_empty()).then_some(Host::Name(name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn target(uri: &str) -> Target {
-        Target::from_uri(&uri.parse().unwrap()).unwrap()
+    fn target(uri: &str) -> Result<Target, BadTarget> {
+        Target::from_uri(&uri.parse().unwrap())
     }
 
     #[test]
     fn targets_come_from_request_uris() {
         assert_eq!(
             target("https://Example.COM/x"),
-            Target { scheme: Scheme::Https, host: Host::Name("example.com".into()), port: 443 }
+            Ok(Target { scheme: Scheme::Https, host: Host::Name("example.com".into()), port: 443 })
         );
-        assert_eq!(target("http://[::1]:81/").host, Host::Ip("::1".parse().unwrap()));
-        assert_eq!(target("http://[::1]:81/").to_string(), "http://[::1]:81");
-        assert_eq!(Target::from_uri(&"/relative".parse().unwrap()), None);
+        assert_eq!(target("http://[::1]:81/").unwrap().host, Host::Ip("::1".parse().unwrap()));
+        assert_eq!(target("http://[::1]:81/").unwrap().to_string(), "http://[::1]:81");
+        assert_eq!(target("http://127.0.0.1:8080/").unwrap().host, Host::Ip("127.0.0.1".parse().unwrap()));
+        assert_eq!(target("/relative"), Err(BadTarget::Unusable));
+        assert_eq!(target("ftp://example.com/"), Err(BadTarget::Unusable));
+    }
+
+    #[test]
+    fn userinfo_is_refused_not_dropped() {
+        assert_eq!(target("http://user:pw@127.0.0.1:9000/"), Err(BadTarget::Userinfo));
+        assert_eq!(target("https://user@example.com/"), Err(BadTarget::Userinfo));
+        assert_eq!(target("http://@example.com/"), Err(BadTarget::Userinfo));
     }
 }
