@@ -22,6 +22,7 @@ impl Arbiter {
         match unsafe { nix::unistd::fork() }.context("fork failed")? {
             nix::unistd::ForkResult::Child => {
                 crate::sys::signals::reset_in_child();
+                crate::log::forget_inherited_drops();
                 // Only the arbiter may tell the foreground process it is ready.
                 drop(self.ready_pipe.take());
                 // Nor serve the admin endpoint: close its sockets in the worker.

@@ -167,6 +167,7 @@ async fn serve(
         tokio::select! {
             _ = beat.tick() => {
                 spec.heartbeat.beat();
+                account_log_drops(&spec.metrics, &app);
                 if nix::unistd::getppid() != spec.arbiter_pid {
                     break "its arbiter died";
                 }
@@ -192,7 +193,10 @@ async fn serve(
         loop {
             tokio::select! {
                 _ = connections.wait() => return true,
-                _ = beat.tick() => spec.heartbeat.beat(),
+                _ = beat.tick() => {
+                    spec.heartbeat.beat();
+                    account_log_drops(&spec.metrics, &app);
+                }
                 _ = usr1.recv() => reopen_logs(&app),
                 _ = int.recv() => return false,
                 _ = quit.recv() => return false,
@@ -219,6 +223,13 @@ fn reopen_logs(app: &AppRuntime) {
         }
     }
     log_info!("worker reopened its log files");
+}
+
+/// After a beat: the dropped-lines notes of the logs that take lines again, and the counts into
+/// this worker's metrics slot.
+fn account_log_drops(metrics: &crate::metrics::Recorder, app: &AppRuntime) {
+    crate::log::report_drops(app.access_log.as_deref().map(|log| &log.sink));
+    metrics.log_lines_dropped(crate::log::dropped_counts());
 }
 
 fn exit_now(signal: &str) -> i32 {
