@@ -51,6 +51,43 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// Where [`skip`] records the tests that could not run (`.ci/run` prints and counts them).
+pub fn skips_file() -> PathBuf {
+    tmp_root().join("integration-skips.txt")
+}
+
+/// A test that cannot run here: says why on stderr and appends `test: reason` to
+/// [`skips_file`], so the run reports it as skipped, never as passed. libtest cannot mark a test
+/// ignored once it runs, so the caller returns right after: `return skip(test, "why")`.
+pub fn skip(test: &str, reason: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // libtest names each test's thread after the test's full path (`module::name`).
+    let current = std::thread::current();
+    let test = current.name().filter(|name| name.ends_with(test)).unwrap_or(test);
+    eprintln!("SKIPPED {test}: {reason}");
+    std::fs::create_dir_all(tmp_root()).unwrap();
+    let line = format!("{test}: {}\n", reason.replace('\n', " "));
+    // One O_APPEND write per line: tests running in parallel never tear each other's lines.
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(skips_file())
+        .expect("open the skips file");
+    file.write_all(line.as_bytes()).expect("record the skip");
+}
+
+/// For a test that needs root (switching users, chown to another owner): true as root;
+/// otherwise records the skip and returns false.
+pub fn running_as_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        skip(test, "needs root (run as root, as CI does)");
+    }
+    root
+}
+
 /// A fresh scratch directory for one test.
 pub fn scratch_dir(name: &str) -> tempfile::TempDir {
     std::fs::create_dir_all(tmp_root()).unwrap();
