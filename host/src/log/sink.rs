@@ -175,9 +175,11 @@ impl LogSink {
             match self.syscall(way, bytes) {
                 Ok(n) => return Ok(n),
                 Err(libc::EINTR) => continue,
-                Err(libc::EOPNOTSUPP) if way == Way::NoWait => {
-                    // A kernel without RWF_NOWAIT for this pipe: poll first from now on.
-                    self.way.store(Way::PollFirst as u8, Relaxed);
+                Err(libc::EOPNOTSUPP | libc::ENOTSOCK) if matches!(way, Way::NoWait | Way::Socket) => {
+                    // The descriptor is not what it was (`--daemon` put /dev/null on stdio), or
+                    // the kernel refuses RWF_NOWAIT for this pipe: look again, else poll first.
+                    let now = Way::of(self.fd, self.file.is_some());
+                    self.way.store(if now == way { Way::PollFirst } else { now } as u8, Relaxed);
                 }
                 Err(errno) => return Err(errno),
             }
@@ -308,6 +310,40 @@ mod tests {
         assert_eq!(inherited(&writer).write_line(b"x\n"), Err(libc::EPIPE));
         let full = LogSink::open_file(Path::new("/dev/full")).unwrap();
         assert_eq!(full.write_line(b"x\n"), Err(libc::ENOSPC));
+    }
+
+    #[test]
+    fn a_descriptor_refusing_rwf_nowait_falls_back_to_poll_then_write() {
+        // Linux 6.18 refuses RWF_NOWAIT on a FIFO opened by path (EOPNOTSUPP); inherited, it is
+        // written after a poll instead.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a path in our own temporary directory.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut reader = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+        let writer = OpenOptions::new().write(true).open(&fifo).unwrap();
+        let sink = inherited(&writer);
+        assert_eq!(sink.write_line(b"first\n"), Ok(()));
+        let mut out = [0u8; 6];
+        std::io::Read::read_exact(&mut reader, &mut out).unwrap();
+        assert_eq!(&out, b"first\n");
+        assert!(blocking(&writer), "the description is left blocking");
+    }
+
+    #[test]
+    fn a_socket_replaced_by_dev_null_is_looked_at_again() {
+        // What `--daemon` does to stdio after the logs were opened: dup2 of /dev/null over them.
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let ours = File::from(std::os::fd::OwnedFd::from(ours));
+        let sink = inherited(&ours);
+        assert_eq!(Way::from_u8(sink.way.load(Relaxed)), Way::Socket);
+        let null = File::options().write(true).open("/dev/null").unwrap();
+        // SAFETY: dup2 onto a descriptor this test owns.
+        assert!(unsafe { libc::dup2(null.as_raw_fd(), ours.as_raw_fd()) } >= 0);
+        assert_eq!(sink.write_line(b"into /dev/null\n"), Ok(()), "written, not dropped");
+        assert_eq!(Way::from_u8(sink.way.load(Relaxed)), Way::File);
     }
 
     #[test]
