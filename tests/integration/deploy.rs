@@ -29,10 +29,7 @@ pub fn has_admin_bind() -> bool {
     String::from_utf8_lossy(&output.stdout).contains("--admin-bind")
 }
 
-/// Prints why a test is skipped (shown with `--nocapture`, and in the test's output on failure).
-pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
-}
+pub use crate::support::skip;
 
 /// `rustcorn compile APP -o OUT [--target T]`; returns (success, stdout + stderr).
 pub fn compile(app: &std::path::Path, out: &std::path::Path, target: Option<&str>) -> (bool, String) {

@@ -32,10 +32,12 @@ fn guest_blocked_in_a_host_call_gets_504() {
 
 #[test]
 fn a_stream_that_keeps_sending_outlives_the_timeout() {
-    let server = Server::start(&guest("stream"), &["-w", "1", "-t", "1"]);
+    // Gaps of a quarter of --timeout: progress always restarts the clock in time, even on a
+    // loaded machine (400 ms gaps against 1 s were a race).
+    let server = Server::start(&guest("stream"), &["-w", "1", "-t", "2"]);
     let started = Instant::now();
-    let reply = server.get("/?chunks=8&interval_ms=400");
-    assert!(started.elapsed() > Duration::from_secs(2), "the stream really took longer than --timeout");
+    let reply = server.get("/?chunks=8&interval_ms=500");
+    assert!(started.elapsed() > Duration::from_secs(3), "the stream really took longer than --timeout");
     assert_eq!(reply.status, 200);
     assert!(reply.complete, "the body ended cleanly");
     let expected: String = (0..8).map(|n| format!("chunk {n}\n")).collect();

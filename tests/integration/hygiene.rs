@@ -59,6 +59,9 @@ fn a_world_writable_cache_dir_is_refused() {
 
 #[test]
 fn a_cache_dir_owned_by_another_user_is_refused() {
+    if !running_as_root("a_cache_dir_owned_by_another_user_is_refused") {
+        return;
+    }
     let dir = scratch_dir("cache-other");
     let cache = dir.path().join("cache");
     std::fs::create_dir(&cache).unwrap();
@@ -110,6 +113,9 @@ fn a_symlinked_cache_entry_is_refused() {
 #[test]
 fn without_home_a_non_root_user_must_name_a_cache_dir() {
     use std::os::unix::process::CommandExt;
+    if !running_as_root("without_home_a_non_root_user_must_name_a_cache_dir") {
+        return;
+    }
     let output = Command::new(rustcorn_bin())
         .args(["serve", "/nonexistent/app.wasm", "--check-config"])
         .env_remove("HOME")
@@ -176,6 +182,9 @@ const UNNAMED_UID: &str = "54321";
 
 #[test]
 fn a_numeric_user_without_passwd_entry_needs_a_group() {
+    if !running_as_root("a_numeric_user_without_passwd_entry_needs_a_group") {
+        return;
+    }
     let line = fails_with_one_line(ServerCommand::new(&guest("hello")).args(["-u", UNNAMED_UID]));
     assert!(line.contains(&format!("--user {UNNAMED_UID}")) && line.contains("pass --group"), "{line}");
 
@@ -192,6 +201,9 @@ fn a_numeric_user_without_passwd_entry_needs_a_group() {
 
 #[test]
 fn unix_sockets_are_chowned_to_the_worker_user() {
+    if !running_as_root("unix_sockets_are_chowned_to_the_worker_user") {
+        return;
+    }
     let dir = scratch_dir("unix-chown");
     let path = dir.path().join("app.sock");
     let bind = format!("unix:{}", path.display());

@@ -194,8 +194,7 @@ fn daemon_detaches_after_startup_and_stops_on_term() {
 
 #[test]
 fn workers_drop_to_user_and_group_while_the_arbiter_keeps_root() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: switching users needs root");
+    if !running_as_root("workers_drop_to_user_and_group_while_the_arbiter_keeps_root") {
         return;
     }
     let status_of = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -104,10 +104,12 @@ fn a_reload_compiling_in_the_background_does_not_stop_supervision() {
     let python = recompiled_copy("python-app", dir.path());
     config(dir.path(), &format!("{}workers = 1\nbind = [\"127.0.0.1:0\"]\n", app_line(&python)));
     server.signal(libc::SIGHUP);
-    // Three deliveries of the same signal, each handled: none is lost in a bit set.
-    for _ in 0..3 {
+    // Three deliveries of the same signal, each handled while the compile runs: the next is sent
+    // once the arbiter has published the previous one's effect (two TTINs pending at once would be
+    // one signal to the kernel, whatever the arbiter does).
+    for added in 1..=3 {
         send_signal(server.pid, libc::SIGTTIN);
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        server.wait_status("the TTIN handled", |s| s.target == 1 + added && s.generation == 1);
     }
     send_signal(worker, libc::SIGKILL);
     let during = server

@@ -51,6 +51,43 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// Where [`skip`] records the tests that could not run (`.ci/run` prints and counts them).
+pub fn skips_file() -> PathBuf {
+    tmp_root().join("integration-skips.txt")
+}
+
+/// A test that cannot run here: says why on stderr and appends `test: reason` to
+/// [`skips_file`], so the run reports it as skipped, never as passed. libtest cannot mark a test
+/// ignored once it runs, so the caller returns right after: `return skip(test, "why")`.
+pub fn skip(test: &str, reason: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // libtest names each test's thread after the test's full path (`module::name`).
+    let current = std::thread::current();
+    let test = current.name().filter(|name| name.ends_with(test)).unwrap_or(test);
+    eprintln!("SKIPPED {test}: {reason}");
+    std::fs::create_dir_all(tmp_root()).unwrap();
+    let line = format!("{test}: {}\n", reason.replace('\n', " "));
+    // One O_APPEND write per line: tests running in parallel never tear each other's lines.
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(skips_file())
+        .expect("open the skips file");
+    file.write_all(line.as_bytes()).expect("record the skip");
+}
+
+/// For a test that needs root (switching users, chown to another owner): true as root;
+/// otherwise records the skip and returns false.
+pub fn running_as_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        skip(test, "needs root (run as root, as CI does)");
+    }
+    root
+}
+
 /// A fresh scratch directory for one test.
 pub fn scratch_dir(name: &str) -> tempfile::TempDir {
     std::fs::create_dir_all(tmp_root()).unwrap();
@@ -65,7 +102,7 @@ pub struct LogCapture {
 }
 
 impl LogCapture {
-    fn follow(stream: impl Read + Send + 'static) -> Arc<LogCapture> {
+    pub fn follow(stream: impl Read + Send + 'static) -> Arc<LogCapture> {
         let capture = Arc::new(LogCapture::default());
         capture.follow_also(stream);
         capture
@@ -307,22 +344,41 @@ impl ServerCommand {
             std::thread::sleep(Duration::from_millis(100));
             panic!("rustcorn did not become ready; its log:\n{}", log.text());
         };
-        let addresses: Vec<String> = line
-            .trim_start_matches("rustcorn: listening on ")
-            .split(" (pid")
-            .next()
-            .unwrap()
-            .split(' ')
-            .map(str::to_string)
-            .collect();
-        let addr = addresses
-            .iter()
-            .find_map(|a| a.strip_prefix("http://").or_else(|| a.strip_prefix("https://")))
-            .map(str::to_string)
-            .unwrap_or_default();
+        let addresses = readiness_addresses(&line);
+        let addr = first_http_address(&addresses);
         assert!(line.contains(&format!("(pid {pid},")), "readiness line names the arbiter pid: {line}");
         // Everything after the readiness line on stdout (the access log with `-`) joins the log.
         log.follow_also(stdout);
+        Server { child, pid, addr, addresses, log, status }
+    }
+
+    /// Starts the server with stdout and stderr both writing into `pipe` (its write end), reads
+    /// `reader` (the read end) only up to the readiness line and returns the server with the
+    /// lines read so far in its log. Nothing reads `reader` afterwards unless the test does.
+    pub fn start_on_pipe(mut self, pipe: std::os::fd::OwnedFd, reader: &mut std::fs::File) -> Server {
+        let status = StatusLog::listen();
+        self = self.env("NOTIFY_SOCKET", status.socket_path.to_str().unwrap());
+        let stderr = pipe.try_clone().expect("dup the pipe");
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(pipe))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn rustcorn");
+        let log = Arc::new(LogCapture::default());
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let line = loop {
+            let line = read_raw_line(reader, deadline)
+                .unwrap_or_else(|| panic!("rustcorn did not become ready; its output:\n{}", log.text()));
+            if line.starts_with("rustcorn: listening on ") {
+                break line;
+            }
+            log.lines.lock().unwrap().push(line);
+        };
+        let addresses = readiness_addresses(&line);
+        let addr = first_http_address(&addresses);
+        let pid = child.id();
         Server { child, pid, addr, addresses, log, status }
     }
 
@@ -338,6 +394,44 @@ impl ServerCommand {
         child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
         child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
         (status, stdout, stderr)
+    }
+}
+
+/// The addresses a readiness line names.
+fn readiness_addresses(line: &str) -> Vec<String> {
+    line.trim_start_matches("rustcorn: listening on ")
+        .split(" (pid")
+        .next()
+        .unwrap()
+        .split(' ')
+        .map(str::to_string)
+        .collect()
+}
+
+/// `host:port` of the first TCP address, or empty.
+fn first_http_address(addresses: &[String]) -> String {
+    addresses
+        .iter()
+        .find_map(|a| a.strip_prefix("http://").or_else(|| a.strip_prefix("https://")))
+        .map(str::to_string)
+        .unwrap_or_default()
+}
+
+/// Reads one line from `reader` a byte at a time (nothing past the newline is consumed), giving
+/// up at `deadline`.
+fn read_raw_line(reader: &mut std::fs::File, deadline: Instant) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let mut line = Vec::new();
+    loop {
+        if !poll_readable(reader.as_raw_fd(), deadline) {
+            return None;
+        }
+        let mut byte = [0u8; 1];
+        match reader.read(&mut byte) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) if byte[0] == b'\n' => return Some(String::from_utf8_lossy(&line).into_owned()),
+            Ok(_) => line.push(byte[0]),
+        }
     }
 }
 

@@ -68,6 +68,7 @@ pub fn scrape(view: &ArbiterView, arena: Option<&Arena>, listeners: &[&Listener]
         listen_queues: kernel::listen_queues(listeners),
         rss_bytes,
         pss_bytes,
+        log_lines_dropped: crate::log::dropped_counts(),
     };
     let snapshot = match arena {
         Some(arena) => Snapshot::take(arena, figures),

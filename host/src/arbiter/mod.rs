@@ -91,6 +91,7 @@ impl Arbiter {
             }
             // After the signals: a TERM that arrived before an admin request is seen by it.
             self.serve_admin();
+            crate::log::report_drops(None);
         }
         self.cleanup();
         log_info!("Shutting down: Master");

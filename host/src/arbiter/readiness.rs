@@ -83,7 +83,7 @@ pub fn announce(addresses: &str, workers: usize, ready_pipe: Option<daemon::Read
     match ready_pipe {
         // --daemon: the foreground process prints it and exits.
         Some(pipe) => pipe.send_ready(&line),
-        None => println!("{line}"),
+        None => crate::log::stdout_line(&line),
     }
     sd_notify::ready(&format!("serving with {workers} workers"));
 }

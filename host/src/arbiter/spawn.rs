@@ -49,6 +49,7 @@ impl Arbiter {
     /// In the forked child: from here on this process is a worker of the current generation.
     fn become_worker(&mut self, blocked: BlockedInChild, setup: ChildSetup) -> ! {
         blocked.reset();
+        crate::log::forget_inherited_drops();
         // Only the arbiter may tell the foreground process it is ready, or serve the admin endpoint.
         drop(self.ready_pipe.take());
         drop(self.admin.take());

@@ -1,7 +1,8 @@
 //! Guest stdout/stderr: line-buffered into the error log, each line tagged with the worker pid,
 //! the request id and the stream, so output from concurrent requests stays attributable. Lines are
 //! escaped and capped in length, a request's output is capped in bytes, and a line the error log
-//! cannot take at once is dropped and counted (a slow log reader never blocks the worker).
+//! cannot take at once is dropped and counted as `guest` by the log's one non-blocking path
+//! (`crate::log::log_guest`): a slow log reader never blocks the worker.
 use bytes::Bytes;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// A line longer than this is cut: its first `MAX_LINE` bytes are logged with a marker, the rest
-/// of that line is dropped. Small enough that an escaped log line stays one atomic pipe write.
+/// of that line is dropped. (Escaping can make it up to four times longer; the log sink cuts a
+/// line to PIPE_BUF itself where that is what keeps the write atomic.)
 pub const MAX_LINE: usize = 1024;
 
 /// Output a request may write per stream; past it, one marker line and nothing more.
@@ -25,8 +27,6 @@ struct Pending {
     written: usize,
     /// The request passed `MAX_OUTPUT_PER_REQUEST`.
     capped: bool,
-    /// Lines the error log could not take without blocking the worker.
-    dropped: u64,
 }
 
 struct LineBuffer {
@@ -57,7 +57,7 @@ impl LineBuffer {
                 pending.line.extend_from_slice(&segment[..take]);
                 if take < segment.len() {
                     let line = std::mem::take(&mut pending.line);
-                    self.emit(&mut pending, &line, " [line cut at 1024 bytes]");
+                    self.emit(&line, " [line cut at 1024 bytes]");
                     pending.cutting = true;
                 }
             }
@@ -65,7 +65,7 @@ impl LineBuffer {
                 Some(end) => {
                     if !pending.cutting {
                         let line = std::mem::take(&mut pending.line);
-                        self.emit(&mut pending, &line, "");
+                        self.emit(&line, "");
                     }
                     pending.cutting = false;
                     rest = &rest[end + 1..];
@@ -77,9 +77,9 @@ impl LineBuffer {
             pending.capped = true;
             let line = std::mem::take(&mut pending.line);
             if !line.is_empty() && !pending.cutting {
-                self.emit(&mut pending, &line, "");
+                self.emit(&line, "");
             }
-            self.emit(&mut pending, b"", "[more than 1 MiB of output in this request; the rest is dropped]");
+            self.emit(b"", "[more than 1 MiB of output in this request; the rest is dropped]");
         }
     }
 
@@ -87,34 +87,23 @@ impl LineBuffer {
     fn finish_request(&self, pending: &mut Pending) {
         let line = std::mem::take(&mut pending.line);
         if !line.is_empty() && !pending.cutting {
-            self.emit(pending, &line, "");
-        }
-        if pending.dropped > 0 {
-            let note = format!("[{} lines dropped: the error log was not writable]", pending.dropped);
-            pending.dropped = 0;
-            self.emit(pending, b"", &note);
+            self.emit(&line, "");
         }
         pending.cutting = false;
         pending.written = 0;
         pending.capped = false;
     }
 
-    /// One escaped error-log line, or a dropped-line count when the log would block the worker.
-    fn emit(&self, pending: &mut Pending, line: &[u8], marker: &str) {
+    /// One escaped error-log line (dropped and counted if the log cannot take it now).
+    fn emit(&self, line: &[u8], marker: &str) {
         let request_id = self.request_id.lock().map(|id| id.clone()).unwrap_or_else(|e| e.into_inner().clone());
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let written = crate::log::log_nonblocking(
-            crate::log::Level::Info,
-            format_args!(
-                "[worker {} request {request_id}] guest {}: {}{marker}",
-                crate::log::pid(),
-                self.stream,
-                crate::log::escape::escaped_bytes(line)
-            ),
-        );
-        if !written {
-            pending.dropped += 1;
-        }
+        crate::log::log_guest(format_args!(
+            "[worker {} request {request_id}] guest {}: {}{marker}",
+            crate::log::pid(),
+            self.stream,
+            crate::log::escape::escaped_bytes(line)
+        ));
     }
 }
 

@@ -37,7 +37,7 @@ impl GuestState {
     }
 
     /// Reports this request's linear memory (as it grows) into `figures`.
-    pub fn track_memory(&mut self, figures: Arc<crate::metrics::RequestFigures>) {
+    pub fn track_memory(&mut self, figures: Arc<crate::log::request_figures::RequestFigures>) {
         figures.set_memory(self.limiter.granted_bytes);
         self.limiter.figures = Some(figures);
     }
@@ -75,7 +75,7 @@ struct MemoryLimiter {
     granted_bytes: usize,
     denied: bool,
     /// The current request's figures (peak linear memory for the access log).
-    figures: Option<Arc<crate::metrics::RequestFigures>>,
+    figures: Option<Arc<crate::log::request_figures::RequestFigures>>,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {

@@ -1,7 +1,8 @@
 //! The access log: Gunicorn's `%(atom)s` format language, parsed once at startup and rendered
 //! once per request when its response has been sent (or abandoned). `--access-logformat json`
 //! writes one JSON object per line instead, keyed by atom name.
-use crate::log::LogSink;
+use super::request_figures::RequestFigures;
+use super::{LogKind, LogSink};
 use http::HeaderMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -180,7 +181,7 @@ pub struct AccessRecord {
     /// Time since a trusted proxy's X-Request-Start stamp.
     pub queue_time: Option<Duration>,
     /// Instantiation time and peak guest memory, filled in by the guest task.
-    pub figures: Option<Arc<crate::metrics::RequestFigures>>,
+    pub figures: Option<Arc<RequestFigures>>,
 }
 
 impl AccessRecord {
@@ -314,7 +315,7 @@ impl AccessRecord {
 impl Drop for AccessRecord {
     fn drop(&mut self) {
         let line = self.render(self.started.elapsed());
-        self.log.sink.write_line(line.as_bytes());
+        super::deliver(LogKind::Access, &self.log.sink, line.as_bytes());
     }
 }
 
@@ -387,7 +388,7 @@ mod tests {
 
     fn record(headers: &[(&str, &str)], uri: &str) -> AccessRecord {
         let format = AccessLogFormat::parse(DEFAULT_FORMAT).unwrap();
-        let log = Arc::new(AccessLog { format, sink: LogSink::Stderr });
+        let log = Arc::new(AccessLog { format, sink: LogSink::stderr() });
         let mut request = http::Request::builder().uri(uri);
         for (name, value) in headers {
             request = request.header(*name, *value);

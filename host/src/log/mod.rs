@@ -1,12 +1,18 @@
 //! The error log: levels, targets (stderr or a file opened O_APPEND) and Gunicorn's line format
-//! `[2026-11-22 10:00:00 +0000] [pid] [INFO] message`. Each line is written with one write(2),
-//! so lines from several workers appending to the same file never interleave. Log files are
+//! `[2026-11-22 10:00:00 +0000] [pid] [INFO] message`. Every line of every log (error log, access
+//! log, guest output) goes out through [`deliver`]: one write of a whole line to a [`LogSink`]
+//! that never waits on a reader, or dropped and counted by [`drops`] when the sink cannot take it,
+//! so a stalled log reader or a full disk never stops serving or the heartbeat. Log files are
 //! reopened in place on USR1 (for logrotate).
 pub mod access;
+pub mod drops;
 pub mod escape;
+pub mod request_figures;
+pub mod sink;
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+pub use drops::{dropped_counts, forget_inherited_drops, LogKind};
+pub use sink::LogSink;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -72,60 +78,20 @@ impl LogTarget {
     /// Opens the target for appending whole lines.
     pub fn open(&self) -> std::io::Result<LogSink> {
         Ok(match self {
-            LogTarget::Stdout => LogSink::Stdout,
-            LogTarget::Stderr => LogSink::Stderr,
-            LogTarget::File(path) => LogSink::File(OpenOptions::new().create(true).append(true).open(path)?),
+            LogTarget::Stdout => LogSink::stdout(),
+            LogTarget::Stderr => LogSink::stderr(),
+            LogTarget::File(path) => LogSink::open_file(path)?,
         })
     }
 }
 
-/// An open log destination. Writes whole lines in one call.
-#[derive(Debug)]
-pub enum LogSink {
-    Stdout,
-    Stderr,
-    File(File),
-}
-
 impl LogSink {
-    /// Reopens a file sink at its path (after logrotate renamed it): the new file takes over the
-    /// same descriptor number with dup3(2), so every holder of this sink writes there from now on
-    /// and a line is never written to a closed descriptor. Standard streams are left alone.
+    /// Reopens a file sink at its target's path (after logrotate); standard streams stay.
     pub fn reopen(&self, target: &LogTarget) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let (LogSink::File(current), LogTarget::File(path)) = (self, target) else {
-            return Ok(());
-        };
-        let fresh = OpenOptions::new().create(true).append(true).open(path)?;
-        // SAFETY: dup3 onto a descriptor this sink owns; O_CLOEXEC as std opened it.
-        if unsafe { libc::dup3(fresh.as_raw_fd(), current.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
-            return Err(std::io::Error::last_os_error());
+        match target {
+            LogTarget::File(path) => self.reopen_path(path),
+            LogTarget::Stdout | LogTarget::Stderr => Ok(()),
         }
-        Ok(())
-    }
-
-    /// Whether a line of up to PIPE_BUF bytes can be written without blocking: always for a
-    /// regular file; for a pipe (stderr, or a FIFO given as the log file) when it has room.
-    fn writable_now(&self) -> bool {
-        use std::os::fd::{AsFd, BorrowedFd};
-        let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
-        let fd: BorrowedFd<'_> = match self {
-            LogSink::File(file) => file.as_fd(),
-            LogSink::Stdout => stdout.as_fd(),
-            LogSink::Stderr => stderr.as_fd(),
-        };
-        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLOUT)];
-        matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(1))
-            && fds[0].revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLOUT))
-    }
-
-    pub fn write_line(&self, line: &[u8]) {
-        // One write per line: stdout/stderr locks are per process, O_APPEND keeps processes apart.
-        let _ = match self {
-            LogSink::Stdout => std::io::stdout().lock().write_all(line),
-            LogSink::Stderr => std::io::stderr().lock().write_all(line),
-            LogSink::File(file) => (&*file).write_all(line),
-        };
     }
 }
 
@@ -136,6 +102,8 @@ struct ErrorLog {
 }
 
 static ERROR_LOG: OnceLock<ErrorLog> = OnceLock::new();
+/// Stderr, for lines logged before [`init`].
+static STDERR: OnceLock<LogSink> = OnceLock::new();
 
 /// Opens the error log once per process (the arbiter before forking; workers inherit it).
 pub fn init(target: &LogTarget, level: Level) -> std::io::Result<()> {
@@ -146,11 +114,7 @@ pub fn init(target: &LogTarget, level: Level) -> std::io::Result<()> {
 
 /// The descriptors the error log holds open (a forked worker keeps them; stdio is kept anyway).
 pub fn held_fds() -> Vec<std::os::fd::RawFd> {
-    use std::os::fd::AsRawFd;
-    match ERROR_LOG.get().map(|log| &log.sink) {
-        Some(LogSink::File(file)) => vec![file.as_raw_fd()],
-        _ => Vec::new(),
-    }
+    ERROR_LOG.get().and_then(|log| log.sink.owned_fd()).into_iter().collect()
 }
 
 /// USR1: reopens the error log file of this process (a no-op for stderr).
@@ -161,36 +125,71 @@ pub fn reopen_error_log() -> std::io::Result<()> {
     }
 }
 
+fn error_sink() -> &'static LogSink {
+    match ERROR_LOG.get() {
+        Some(log) => &log.sink,
+        None => STDERR.get_or_init(LogSink::stderr),
+    }
+}
+
 pub fn enabled(level: Level) -> bool {
     ERROR_LOG.get().map_or(level >= Level::Info, |log| level >= log.level)
 }
 
-/// Writes one error-log line if `level` is enabled.
+/// Writes one error-log line if `level` is enabled (dropped and counted if the log cannot take
+/// it now).
 pub fn log(level: Level, message: std::fmt::Arguments<'_>) {
-    if !enabled(level) {
-        return;
-    }
-    let line = format!("[{}] [{}] [{}] {}\n", local_time("%Y-%m-%d %H:%M:%S %z"), pid(), level.label(), message);
-    match ERROR_LOG.get() {
-        Some(log) => log.sink.write_line(line.as_bytes()),
-        None => LogSink::Stderr.write_line(line.as_bytes()),
+    if enabled(level) {
+        deliver(LogKind::Error, error_sink(), error_line(level, message).as_bytes());
     }
 }
 
-/// Like [`log`] for text nobody waits on (guest output): when the log is a pipe or terminal that
-/// cannot take the line right now, the line is dropped and false returned, instead of blocking
-/// the worker's event loop (and with it its heartbeat) on a slow reader.
-pub fn log_nonblocking(level: Level, message: std::fmt::Arguments<'_>) -> bool {
-    if !enabled(level) {
-        return true;
+/// A line of guest output, into the error log at INFO (counted apart when dropped).
+pub fn log_guest(message: std::fmt::Arguments<'_>) {
+    if enabled(Level::Info) {
+        deliver(LogKind::Guest, error_sink(), error_line(Level::Info, message).as_bytes());
     }
-    let line = format!("[{}] [{}] [{}] {}\n", local_time("%Y-%m-%d %H:%M:%S %z"), pid(), level.label(), message);
-    let sink = ERROR_LOG.get().map_or(&LogSink::Stderr, |log| &log.sink);
-    if !sink.writable_now() {
-        return false;
+}
+
+/// A line for stdout that is no log's (the arbiter's readiness line): written the same way, never
+/// waited on; counted with the error log if stdout cannot take it.
+pub fn stdout_line(text: &str) {
+    static STDOUT: OnceLock<LogSink> = OnceLock::new();
+    deliver(LogKind::Error, STDOUT.get_or_init(LogSink::stdout), format!("{text}\n").as_bytes());
+}
+
+/// Writes the dropped-lines notes of the logs that take lines again: the error log's and guest
+/// output's if the error log takes the note; the access log's (into the error log too, so access
+/// log parsers see only access lines) if `access_log` shows room. The worker calls it after each
+/// heartbeat, the arbiter every loop turn; it costs one load per log when nothing was dropped.
+pub fn report_drops(access_log: Option<&LogSink>) {
+    if !drops::any_unreported() {
+        return;
     }
-    sink.write_line(line.as_bytes());
-    true
+    drops::report(LogKind::Error.sharing_its_sink(), write_note);
+    if access_log.is_some_and(LogSink::has_room) {
+        drops::report(LogKind::Access.sharing_its_sink(), write_note);
+    }
+}
+
+/// Every log line goes through here: written whole or dropped and counted, never waited on.
+/// After a line the sink took, the notes of drops that sink had refused follow.
+fn deliver(kind: LogKind, sink: &LogSink, line: &[u8]) {
+    match sink.write_line(line) {
+        Ok(()) if drops::any_unreported() => drops::report(kind.sharing_its_sink(), write_note),
+        Ok(()) => {}
+        Err(refusal) => drops::count(kind, refusal),
+    }
+}
+
+/// A dropped-lines note, at WARNING whatever the level; false if the error log refused it.
+fn write_note(message: std::fmt::Arguments<'_>) -> bool {
+    error_sink().write_line(error_line(Level::Warning, message).as_bytes()).is_ok()
+}
+
+/// `[2026-11-22 10:00:00 +0000] [pid] [LEVEL] message\n`
+fn error_line(level: Level, message: std::fmt::Arguments<'_>) -> String {
+    format!("[{}] [{}] [{}] {}\n", local_time("%Y-%m-%d %H:%M:%S %z"), pid(), level.label(), message)
 }
 
 #[macro_export]

@@ -82,6 +82,9 @@ pub struct Slot {
     /// Requests answered 503 at once because they waited longer than --max-queue-time.
     pub shed_queue_time: AtomicU64,
     pub outbound: [AtomicU64; super::labels::OUTBOUND_RESULTS.len()],
+    /// Log lines the worker dropped, per [`crate::log::LogKind`]: the worker stores its own
+    /// process's counts here after each heartbeat.
+    pub log_lines_dropped: [AtomicU64; crate::log::LogKind::ALL.len()],
 }
 
 impl Slot {
@@ -128,6 +131,9 @@ impl Slot {
         self.queue_time.fold_into(&into.queue_time);
         into.shed_queue_time.fetch_add(self.shed_queue_time.swap(0, Relaxed), Relaxed);
         for (from, to) in self.outbound.iter().zip(&into.outbound) {
+            to.fetch_add(from.swap(0, Relaxed), Relaxed);
+        }
+        for (from, to) in self.log_lines_dropped.iter().zip(&into.log_lines_dropped) {
             to.fetch_add(from.swap(0, Relaxed), Relaxed);
         }
     }

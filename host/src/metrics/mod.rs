@@ -10,4 +10,4 @@ pub mod render;
 #[cfg(test)]
 mod tests;
 
-pub use recorder::{OutcomeLatch, Recorder, RequestFigures, RequestTimer};
+pub use recorder::{OutcomeLatch, Recorder, RequestTimer};

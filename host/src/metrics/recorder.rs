@@ -2,7 +2,7 @@
 //! adds (no lock, no syscall); a worker without a slot (metrics off) records nothing.
 use super::arena::{Slot, INSTANTIATION_BUCKETS, REQUEST_BUCKETS};
 use super::labels::{method_code, request_key, OutboundResult, Outcome};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,16 @@ impl Recorder {
     pub fn outbound(&self, result: OutboundResult) {
         if let Some(slot) = self.0 {
             slot.outbound[result as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Copies this process's dropped-log-line counts (see `crate::log::dropped_counts`) into the
+    /// slot, where the arbiter's scrape sums them.
+    pub fn log_lines_dropped(&self, counts: [u64; crate::log::LogKind::ALL.len()]) {
+        if let Some(slot) = self.0 {
+            for (cell, count) in slot.log_lines_dropped.iter().zip(counts) {
+                cell.store(count, Ordering::Relaxed);
+            }
         }
     }
 
@@ -124,48 +134,6 @@ impl OutcomeLatch {
     pub fn head_arrived(&self, recorder: &Recorder) {
         if self.0.fetch_or(HEAD, Ordering::AcqRel) & RETURNED != 0 {
             recorder.outcome(Outcome::Ok);
-        }
-    }
-}
-
-/// Per-request figures the guest task fills in for the access log: instantiation time and the
-/// guest's linear memory at its peak (the memory limiter updates it as memory grows).
-#[derive(Debug)]
-pub struct RequestFigures {
-    instantiation_ns: AtomicU64,
-    peak_memory: AtomicU64,
-}
-
-const UNKNOWN: u64 = u64::MAX;
-
-impl Default for RequestFigures {
-    fn default() -> Self {
-        RequestFigures { instantiation_ns: AtomicU64::new(UNKNOWN), peak_memory: AtomicU64::new(0) }
-    }
-}
-
-impl RequestFigures {
-    pub fn set_instantiation(&self, took: Duration) {
-        self.instantiation_ns.store(nanos(took).min(UNKNOWN - 1), Ordering::Relaxed);
-    }
-
-    /// `None` when the request reused an instance (or never reached instantiation).
-    pub fn instantiation(&self) -> Option<Duration> {
-        match self.instantiation_ns.load(Ordering::Relaxed) {
-            UNKNOWN => None,
-            ns => Some(Duration::from_nanos(ns)),
-        }
-    }
-
-    pub fn set_memory(&self, bytes: usize) {
-        self.peak_memory.fetch_max(bytes as u64, Ordering::Relaxed);
-    }
-
-    /// Linear memory of the guest instance at its largest, in bytes.
-    pub fn peak_memory(&self) -> Option<u64> {
-        match self.peak_memory.load(Ordering::Relaxed) {
-            0 => None,
-            bytes => Some(bytes),
         }
     }
 }

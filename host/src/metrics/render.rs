@@ -5,6 +5,7 @@
 use super::arena::{Arena, HistogramSum, INSTANTIATION_BUCKETS, REQUEST_BUCKETS};
 use super::kernel::ListenQueue;
 use super::labels::{split_key, OUTBOUND_RESULTS, OUTCOMES};
+use crate::log::LogKind;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -25,6 +26,8 @@ pub struct ArbiterFigures {
     /// Summed over live workers, in bytes.
     pub rss_bytes: u64,
     pub pss_bytes: u64,
+    /// Log lines the arbiter itself dropped (`crate::log::dropped_counts` in its process).
+    pub log_lines_dropped: [u64; LogKind::ALL.len()],
 }
 
 /// Every figure of one scrape.
@@ -39,6 +42,9 @@ pub struct Snapshot {
     pub queue_time: HistogramSum,
     pub shed_queue_time: u64,
     pub outbound: Vec<u64>,
+    /// Dropped log lines of the workers (live and retired), per log; the arbiter's own are added
+    /// when rendered.
+    pub log_lines_dropped: [u64; LogKind::ALL.len()],
     pub arbiter: ArbiterFigures,
 }
 
@@ -66,6 +72,9 @@ impl Snapshot {
             slot.queue_time.add_to(&mut s.queue_time);
             s.shed_queue_time += slot.shed_queue_time.load(Relaxed);
             for (total, counter) in s.outbound.iter_mut().zip(&slot.outbound) {
+                *total += counter.load(Relaxed);
+            }
+            for (total, counter) in s.log_lines_dropped.iter_mut().zip(&slot.log_lines_dropped) {
                 *total += counter.load(Relaxed);
             }
         }
@@ -176,6 +185,16 @@ impl Collector for Snapshot {
         )?;
         for (result, value) in OUTBOUND_RESULTS.iter().zip(&self.outbound) {
             counter(&mut m, &[("result", *result)], *value)?;
+        }
+        let mut m = e.encode_descriptor(
+            "rustcorn_log_lines_dropped",
+            "Log lines dropped because the log could not take them without waiting (a stalled reader, a full disk)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, kind) in LogKind::ALL.iter().enumerate() {
+            let total = self.log_lines_dropped[i] + self.arbiter.log_lines_dropped[i];
+            counter(&mut m, &[("log", kind.label())], total)?;
         }
         let a = &self.arbiter;
         let mut m = e.encode_descriptor("rustcorn_workers", "Worker processes by state", None, MetricType::Gauge)?;

@@ -116,3 +116,18 @@ fn rendering_uses_otel_names_labels_and_both_formats() {
     let open = Snapshot::take(&arena, figures).encode(true);
     assert!(open.ends_with("# EOF\n"), "{open}");
 }
+
+#[test]
+fn dropped_log_lines_survive_a_worker_death_and_add_the_arbiters_own() {
+    let mut arena = Arena::create(1).unwrap();
+    let id = arena.claim().unwrap();
+    let recorder = Recorder::new(arena.worker_slot(id));
+    recorder.log_lines_dropped([1, 5, 2]);
+    recorder.log_lines_dropped([1, 7, 2]); // a later copy of the worker's counts replaces the first
+    arena.release(id);
+    let figures = ArbiterFigures { log_lines_dropped: [3, 0, 0], ..ArbiterFigures::default() };
+    let text = Snapshot::take(&arena, figures).encode(false);
+    assert!(text.contains(r#"rustcorn_log_lines_dropped_total{log="error"} 4"#), "{text}");
+    assert!(text.contains(r#"rustcorn_log_lines_dropped_total{log="access"} 7"#), "{text}");
+    assert!(text.contains(r#"rustcorn_log_lines_dropped_total{log="guest"} 2"#), "{text}");
+}

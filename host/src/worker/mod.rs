@@ -194,6 +194,7 @@ async fn serve_until_told(
         tokio::select! {
             _ = beat.tick() => {
                 spec.heartbeat.beat();
+                account_log_drops(&spec.metrics, front);
                 if nix::unistd::getppid() != spec.arbiter_pid {
                     return Stop::Drain("its arbiter died");
                 }
@@ -226,7 +227,10 @@ async fn drain(
         loop {
             tokio::select! {
                 _ = connections.wait() => return true,
-                _ = beat.tick() => spec.heartbeat.beat(),
+                _ = beat.tick() => {
+                    spec.heartbeat.beat();
+                    account_log_drops(&spec.metrics, front);
+                }
                 _ = signals.usr1.recv() => reopen_logs(front),
                 _ = signals.int.recv() => return false,
                 _ = signals.quit.recv() => return false,
@@ -252,6 +256,13 @@ fn reopen_logs(front: &Front) {
         }
     }
     log_info!("worker reopened its log files");
+}
+
+/// After a beat: the dropped-lines notes of the logs that take lines again, and the counts into
+/// this worker's metrics slot.
+fn account_log_drops(metrics: &crate::metrics::Recorder, front: &Front) {
+    crate::log::report_drops(front.access_log().map(|log| &log.sink));
+    metrics.log_lines_dropped(crate::log::dropped_counts());
 }
 
 fn exit_now(signal: &str) -> i32 {
