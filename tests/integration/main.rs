@@ -9,6 +9,7 @@ mod binds_ops;
 mod config;
 mod corpus;
 mod deploy;
+mod docs;
 mod faults;
 mod fd_hygiene;
 mod group_signals;

@@ -72,7 +72,8 @@ fn first_line(text: &str) -> String {
 /// The `serve` subcommand's definition, with APP optional so a layer may leave it out.
 fn serve_command() -> clap::Command {
     let cli = Cli::command();
-    cli.find_subcommand("serve").expect("serve subcommand").clone().mut_arg("app", |a| a.required(false))
+    let serve = cli.find_subcommand("serve").expect("serve subcommand").clone();
+    serve.bin_name("rustcorn serve").mut_arg("app", |a| a.required(false))
 }
 
 /// Resolves `serve`'s settings from `cli_args` (everything after `serve`) and the other layers.
