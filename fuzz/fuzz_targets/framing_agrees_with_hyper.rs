@@ -6,17 +6,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rustcorn::config::settings::Settings;
-use std::sync::{Arc, OnceLock};
-
-fn settings() -> Arc<Settings> {
-    static SETTINGS: OnceLock<Arc<Settings>> = OnceLock::new();
-    SETTINGS.get_or_init(|| Arc::new(rustcorn::fuzzing::default_settings().expect("default settings"))).clone()
-}
 
 fuzz_target!(|data: &[u8]| {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
-    if let Some((framing, hyper)) = runtime.block_on(rustcorn::fuzzing::split_by_both(data, settings())) {
+    let split = rustcorn::fuzzing::with_default_settings(|settings| rustcorn::fuzzing::split_by_both(data, settings));
+    if let Some((framing, hyper)) = split {
         assert_eq!(framing, hyper, "the framing check found {framing} requests, hyper {hyper}");
     }
 });

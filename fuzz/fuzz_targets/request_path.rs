@@ -4,17 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rustcorn::config::settings::Settings;
-use std::sync::{Arc, OnceLock};
-
-fn settings() -> Arc<Settings> {
-    static SETTINGS: OnceLock<Arc<Settings>> = OnceLock::new();
-    SETTINGS.get_or_init(|| Arc::new(rustcorn::fuzzing::default_settings().expect("default settings"))).clone()
-}
 
 fuzz_target!(|data: &[u8]| {
-    // Paused time: the header timeout and keep-alive bound fire as soon as all is idle.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
-    let out = runtime.block_on(rustcorn::fuzzing::exchange(data, settings()));
+    let out = rustcorn::fuzzing::with_default_settings(|settings| rustcorn::fuzzing::exchange(data, settings));
     assert!(out.is_some(), "the connection neither answered nor closed");
 });

@@ -825,7 +825,16 @@ pub fn open_fds(pid: u32) -> Vec<OpenFd> {
 
 /// Inodes of the TCP sockets (IPv4 and IPv6) listening on `port` anywhere on this host.
 pub fn listening_tcp_inodes(port: u16) -> std::collections::HashSet<u64> {
-    let port_hex = format!(":{port:04X}");
+    listening_inodes(Some(port))
+}
+
+/// Inodes of every listening TCP socket on this host.
+pub fn all_listening_tcp_inodes() -> std::collections::HashSet<u64> {
+    listening_inodes(None)
+}
+
+fn listening_inodes(port: Option<u16>) -> std::collections::HashSet<u64> {
+    let port_hex = port.map(|port| format!(":{port:04X}"));
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|table| std::fs::read_to_string(table).ok())
@@ -835,25 +844,8 @@ pub fn listening_tcp_inodes(port: u16) -> std::collections::HashSet<u64> {
                 .filter_map(|line| {
                     let fields: Vec<&str> = line.split_whitespace().collect();
                     // local_address is IP:PORT in hex; state 0A is LISTEN; field 9 is the inode.
-                    (fields.get(1)?.ends_with(&port_hex) && *fields.get(3)? == "0A")
-                        .then(|| fields.get(9)?.parse().ok())?
-                })
-                .collect::<Vec<u64>>()
-        })
-        .collect()
-}
-
-/// Inodes of every listening TCP socket on this host.
-pub fn all_listening_tcp_inodes() -> std::collections::HashSet<u64> {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|table| std::fs::read_to_string(table).ok())
-        .flat_map(|text| {
-            text.lines()
-                .skip(1)
-                .filter_map(|line| {
-                    let fields: Vec<&str> = line.split_whitespace().collect();
-                    (*fields.get(3)? == "0A").then(|| fields.get(9)?.parse().ok())?
+                    let on_port = port_hex.as_ref().is_none_or(|hex| fields.get(1).is_some_and(|a| a.ends_with(hex)));
+                    (on_port && *fields.get(3)? == "0A").then(|| fields.get(9)?.parse().ok())?
                 })
                 .collect::<Vec<u64>>()
         })

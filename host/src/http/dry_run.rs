@@ -25,6 +25,20 @@ pub fn default_settings() -> anyhow::Result<Settings> {
     Ok(Settings::from_args(&args)?)
 }
 
+/// Runs `drive` with the default settings (resolved once per process) on a runtime whose time is
+/// paused, so the header timeout and keep-alive bound fire as soon as everything is idle: how the
+/// fuzz targets and their replays drive `exchange` and `split_by_both`.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn with_default_settings<F, T>(drive: impl FnOnce(Arc<Settings>) -> F) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    static SETTINGS: std::sync::OnceLock<Arc<Settings>> = std::sync::OnceLock::new();
+    let settings = SETTINGS.get_or_init(|| Arc::new(default_settings().expect("the default settings resolve"))).clone();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build();
+    runtime.expect("a current-thread runtime").block_on(drive(settings))
+}
+
 /// Serves `io` until it closes; what the guest would have been given is answered 200.
 pub async fn serve<I>(io: I, settings: Arc<Settings>) -> Result<(), hyper::Error>
 where
@@ -153,10 +167,7 @@ mod tests {
     use super::*;
 
     fn run(input: &[u8]) -> Option<Vec<u8>> {
-        static SETTINGS: std::sync::OnceLock<Arc<Settings>> = std::sync::OnceLock::new();
-        let settings = SETTINGS.get_or_init(|| Arc::new(default_settings().unwrap())).clone();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
-        runtime.block_on(exchange(input, settings))
+        with_default_settings(|settings| exchange(input, settings))
     }
 
     #[test]
@@ -169,9 +180,7 @@ mod tests {
     }
 
     fn split(input: &[u8]) -> Option<(usize, usize)> {
-        let settings = Arc::new(default_settings().unwrap());
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
-        runtime.block_on(split_by_both(input, settings))
+        with_default_settings(|settings| split_by_both(input, settings))
     }
 
     #[test]

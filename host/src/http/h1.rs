@@ -8,6 +8,8 @@ use crate::http::socket_timers::{ConnectionState, ResponseDoneBody, TimedSocket}
 use crate::http::{limits, ConnectionInfo, Front};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,14 +104,19 @@ where
         }
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
-    run_until_drained(connection, &first, draining, &peer).await
+    run_until_drained(connection, |c| c.graceful_shutdown(), &first, draining, &peer).await
 }
 
 /// Drives `connection` to its end. Once the worker drains, the connection shuts down gracefully
 /// as soon as its first request has arrived, or after [`FIRST_REQUEST_GRACE`] without one.
-async fn run_until_drained<C>(connection: C, first: &FirstRequest, mut draining: watch::Receiver<bool>, peer: &str)
-where
-    C: GracefulConnection,
+async fn run_until_drained<C>(
+    connection: C,
+    shut_down_gracefully: fn(Pin<&mut C>),
+    first: &FirstRequest,
+    mut draining: watch::Receiver<bool>,
+    peer: &str,
+) where
+    C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(connection);
     let mut drain_seen_at = (*draining.borrow()).then(tokio::time::Instant::now);
@@ -118,7 +125,7 @@ where
         if let (Some(_), false) = (drain_seen_at, shut_down) {
             if first.seen.load(Ordering::Relaxed) {
                 // Keep-alive off: the in-flight request finishes, then the connection closes.
-                connection.as_mut().shut_down_gracefully();
+                shut_down_gracefully(connection.as_mut());
                 shut_down = true;
             }
         }
@@ -137,27 +144,9 @@ where
             }
             _ = first.notify.notified(), if drain_seen_at.is_some() && !shut_down => {}
             _ = tokio::time::sleep_until(grace_end), if drain_seen_at.is_some() && !shut_down => {
-                connection.as_mut().shut_down_gracefully();
+                shut_down_gracefully(connection.as_mut());
                 shut_down = true;
             }
         }
-    }
-}
-
-/// hyper's HTTP/1 connection future, seen as what `run_until_drained` needs of it.
-trait GracefulConnection: std::future::Future<Output = Result<(), hyper::Error>> {
-    fn shut_down_gracefully(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S> GracefulConnection for http1::Connection<I, S>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    S::ResBody: 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn shut_down_gracefully(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
     }
 }

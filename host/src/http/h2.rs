@@ -162,7 +162,7 @@ where
     });
     let connection = builder(&settings).serve_connection(TokioIo::new(io), service);
     let lifetime = Lifetime::new(&settings, activity);
-    lifetime.run(connection, draining, &capped).await
+    lifetime.run(connection, |c| c.graceful_shutdown(), draining, &capped).await
 }
 
 /// When an HTTP/2 connection ends: GOAWAY on drain, on idleness and after the request cap, and a
@@ -206,13 +206,19 @@ impl Lifetime {
         self.closing_by.unwrap_or_else(|| self.activity.idle_deadline(idle).unwrap_or_else(|| Instant::now() + idle))
     }
 
-    async fn run<C>(mut self, connection: C, mut draining: watch::Receiver<bool>, capped: &Notify)
-    where
-        C: std::future::Future<Output = Result<(), hyper::Error>> + GoAway,
+    /// Drives `connection` to its end; `go_away` sends GOAWAY (hyper's graceful shutdown).
+    async fn run<C>(
+        mut self,
+        connection: C,
+        go_away: fn(Pin<&mut C>),
+        mut draining: watch::Receiver<bool>,
+        capped: &Notify,
+    ) where
+        C: std::future::Future<Output = Result<(), hyper::Error>>,
     {
         tokio::pin!(connection);
         if *draining.borrow() {
-            connection.as_mut().go_away();
+            go_away(connection.as_mut());
             self.closing_by = Some(Instant::now() + self.graceful_timeout);
         }
         loop {
@@ -225,12 +231,12 @@ impl Lifetime {
                 }
                 changed = draining.changed(), if self.closing_by.is_none() => {
                     if changed.is_err() || *draining.borrow() {
-                        connection.as_mut().go_away();
+                        go_away(connection.as_mut());
                         self.closing_by = Some(Instant::now() + self.graceful_timeout);
                     }
                 }
                 _ = capped.notified(), if !self.cap_reached && self.closing_by.is_none() => {
-                    connection.as_mut().go_away();
+                    go_away(connection.as_mut());
                     self.cap_reached = true;
                 }
                 _ = tokio::time::sleep_until(self.wake_at()) => {
@@ -239,30 +245,11 @@ impl Lifetime {
                         return;
                     }
                     if self.activity.idle_deadline(self.idle_bound()).is_some_and(|at| at <= Instant::now()) {
-                        connection.as_mut().go_away();
+                        go_away(connection.as_mut());
                         self.closing_by = Some(Instant::now() + SHUTDOWN_GRACE);
                     }
                 }
             }
         }
-    }
-}
-
-/// hyper's HTTP/2 connection future, seen as what `Lifetime` needs of it.
-trait GoAway {
-    fn go_away(self: Pin<&mut Self>);
-}
-
-impl<I, S, E> GoAway for http2::Connection<I, S, E>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    S::ResBody: 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
-{
-    fn go_away(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
     }
 }
