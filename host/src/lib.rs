@@ -31,7 +31,7 @@ mod worker;
 
 /// The request path up to where the guest would run, for the fuzz target in `fuzz/`.
 pub mod fuzzing {
-    pub use crate::http::dry_run::{default_settings, exchange, split_by_both};
     #[cfg(feature = "fuzzing")]
     pub use crate::http::dry_run::with_default_settings;
+    pub use crate::http::dry_run::{default_settings, exchange, split_by_both};
 }

@@ -2,9 +2,12 @@
 //! from (`layers`: defaults, config file, `RUSTCORN_CMD_ARGS`, command line), the range of each
 //! number (`bounds`) and the validated result (`settings`, with its `tls`, `outbound` and `queue`
 //! groups). Imports no runtime module: each process builds its runtime objects from these.
+pub mod access_format;
+pub mod binds;
 pub mod bounds;
 pub mod cli;
 pub mod layers;
+pub mod logging;
 pub mod outbound;
 pub mod queue;
 pub mod settings;

@@ -1,14 +1,14 @@
 //! Resolved settings: turns CLI arguments (and the environment) into validated `Settings`, failing
 //! with one line that names the setting and the fix. Settings are plain data: each process
 //! builds its own runtime objects (outbound client, TLS acceptor, engine) from them.
+use crate::config::access_format::AccessLogFormat;
+use crate::config::binds::BindSpec;
 use crate::config::bounds;
 use crate::config::cli::ServeArgs;
+use crate::config::logging::{Level, LogTarget};
 use crate::config::outbound::{outbound_settings, OutboundSettings};
 use crate::config::queue::{queue_settings, QueueSettings};
 use crate::config::tls::{http_protocols, tls_settings, HttpProtocols, TlsSettings};
-use crate::log::access::AccessLogFormat;
-use crate::log::{Level, LogTarget};
-use crate::sys::binds::BindSpec;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -236,7 +236,7 @@ struct LogSettings {
 
 impl LogSettings {
     fn resolve(args: &ServeArgs) -> Result<LogSettings, ConfigError> {
-        let format = args.access_logformat.as_deref().unwrap_or(crate::log::access::DEFAULT_FORMAT);
+        let format = args.access_logformat.as_deref().unwrap_or(crate::config::access_format::DEFAULT_FORMAT);
         let access_log_format = AccessLogFormat::parse(format).map_err(|e| bad(format!("--access-logformat: {e}")))?;
         let log_level = Level::parse(&args.log_level).ok_or_else(|| {
             bad(format!("--log-level {:?}: expected one of debug, info, warning, error, critical", args.log_level))
