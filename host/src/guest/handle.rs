@@ -10,7 +10,7 @@ use crate::guest::outbound::Outbound;
 use crate::guest::store::{new_store, GuestState};
 use crate::guest::upload::{BodyCut, BodyVerdict, UploadBody};
 use crate::log::access::AccessRecord;
-use crate::log::escape::escaped;
+use crate::log::escape::RequestLine;
 use crate::log::request_figures::RequestFigures;
 use crate::metrics::labels::Outcome;
 use crate::metrics::{OutcomeLatch, Recorder};
@@ -135,7 +135,7 @@ impl AppRuntime {
     {
         let AdmittedRequest { request, body_verdict, https, record, figures } = admitted;
         let request_id = self.next_request_id();
-        let summary = format!("{} {}", escaped(request.method().as_str()), escaped(request.uri().path()));
+        let summary = RequestLine::path_of(&request);
         let clock = RequestClock::new(self.settings.request_timeout, self.settings.max_request_time);
         let request = request.map(|body| UploadBody::new(body, clock.clone()));
         let mut instance = match self.instance_for(&request_id, &clock, &figures) {
@@ -313,7 +313,7 @@ struct GuestHead {
     clock: Arc<RequestClock>,
     latch: OutcomeLatch,
     request_id: Arc<str>,
-    summary: String,
+    summary: RequestLine,
     record: Option<AccessRecord>,
 }
 
@@ -388,7 +388,7 @@ impl GuestFailure {
 fn failure_response(
     failure: Option<GuestFailure>,
     request_id: &str,
-    summary: &str,
+    summary: &RequestLine,
     record: Option<AccessRecord>,
     settings: &Settings,
 ) -> Response<ResponseBody> {

@@ -5,7 +5,7 @@
 use crate::config::settings::RequestLimits;
 use crate::guest::body::{host_response, ResponseBody};
 use crate::log::access::AccessRecord;
-use crate::log::escape::escaped;
+use crate::log::escape::RequestLine;
 use crate::net::host::valid_host_port;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 
@@ -51,18 +51,13 @@ const fn reject(status: StatusCode, reason: &'static str) -> Result<(), Refusal>
     Err(Refusal { status, reason })
 }
 
-/// A request's method and target for a log line, escaped.
-pub fn request_line<B>(request: &Request<B>) -> String {
-    format!("{} {}", escaped(request.method().as_str()), escaped(&request.uri().to_string()))
-}
-
 /// The response to a refused request, with one error-log line naming the peer, the request line
-/// (see [`request_line`]) and the reason. Busy refusals (503) are logged at debug level: under
+/// (escaped) and the reason. Busy refusals (503) are logged at debug level: under
 /// overload they come in floods and are counted in the metrics.
 pub fn refuse(
     refusal: Refusal,
     peer: &str,
-    request_line: &str,
+    request_line: &RequestLine,
     record: Option<AccessRecord>,
 ) -> Response<ResponseBody> {
     let line = format!("{peer}: refused {request_line} with {}: {}", refusal.status.as_u16(), refusal.reason);

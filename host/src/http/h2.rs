@@ -10,6 +10,7 @@ use crate::guest::instances::max_idle_instances;
 use crate::http::admission::{self, Refusal};
 use crate::http::request_cap::{RequestCap, Turn};
 use crate::http::{limits, ConnectionInfo, Front};
+use crate::log::escape::RequestLine;
 use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
@@ -133,7 +134,7 @@ async fn serve_stream(
 ) -> Response<TrackedBody> {
     let Some(permit) = stream_permit(&front.h2_streams, front.settings.request_timeout).await else {
         let record = front.access_record(&request, &info);
-        let line = admission::request_line(&request);
+        let line = RequestLine::of(&request);
         let response = admission::refuse(Refusal::NO_STREAM_SLOT, &info.remote, &line, record);
         return response.map(|inner| TrackedBody { inner, _guard: guard, _permit: None });
     };

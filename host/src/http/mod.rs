@@ -21,6 +21,7 @@ use crate::guest::body::ResponseBody;
 use crate::guest::handle::{AdmittedRequest, AppRuntime, Handled};
 use crate::guest::upload::BodyCut;
 use crate::log::access::{AccessLog, AccessRecord};
+use crate::log::escape::RequestLine;
 use crate::log::request_figures::RequestFigures;
 use crate::metrics::{queue_time, Recorder};
 use admission::Refusal;
@@ -109,7 +110,7 @@ impl Front {
     /// Reads the body ahead of the guest (a slow upload then costs no instance slot), runs the
     /// guest, and answers for a request whose body was cut on the way.
     async fn run_guest(&self, mut admitted: AdmittedRequest<RequestBody>, peer: &str) -> Response<ResponseBody> {
-        let line = admission::request_line(&admitted.request);
+        let line = RequestLine::of(&admitted.request);
         if let Err(e) = admitted.request.body_mut().read_ahead(&self.read_ahead_budget).await {
             let refusal = match e {
                 BodyError::Cut(cut, _) => body_refusal(cut),
@@ -143,13 +144,13 @@ impl Front {
             None => admission::check_request(&request, &settings.limits, settings.body_limit),
         };
         if let Err(refusal) = refusal {
-            return Err(admission::refuse(refusal, &conn.remote, &admission::request_line(&request), record));
+            return Err(admission::refuse(refusal, &conn.remote, &RequestLine::of(&request), record));
         }
         if let Some(waited) = queued {
             self.metrics.queue_time(waited);
             if queue_time::sheds(settings.queue.max, queued) {
                 self.metrics.shed_for_queue_time();
-                let line = admission::request_line(&request);
+                let line = RequestLine::of(&request);
                 return Err(admission::refuse(Refusal::QUEUE_SHED, &conn.remote, &line, record));
             }
         }
