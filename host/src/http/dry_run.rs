@@ -194,37 +194,38 @@ mod tests {
         assert_eq!(split(smuggle), None);
     }
 
+    /// Calls `check` with every file under `dir` (relative to the host crate) and its bytes;
+    /// fails when there is none.
+    fn replay(dir: &str, check: impl Fn(&std::path::Path, &[u8])) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let mut replayed = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            check(&path, &std::fs::read(&path).unwrap());
+            replayed += 1;
+        }
+        assert!(replayed > 0, "no inputs in {}", dir.display());
+    }
+
     /// Every input in the differential fuzz target's corpus (`fuzz/corpus/framing_agrees_with_hyper`)
     /// is split alike by both, replayed on stable.
     #[test]
     fn the_differential_corpus_agrees() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/framing_agrees_with_hyper");
-        let mut replayed = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let input = std::fs::read(&path).unwrap();
-            if let Some((framing, hyper)) = split(&input) {
+        replay("../fuzz/corpus/framing_agrees_with_hyper", |path, input| {
+            if let Some((framing, hyper)) = split(input) {
                 assert_eq!(framing, hyper, "{}: the framing check and hyper disagree", path.display());
             }
-            replayed += 1;
-        }
-        assert!(replayed > 0, "no corpus inputs in {}", dir.display());
+        });
     }
 
     /// Inputs the fuzz target (`fuzz/`) once crashed or hung on, replayed on stable.
     #[test]
     fn fuzz_regressions_neither_crash_nor_hang() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
-        let mut replayed = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let input = std::fs::read(&path).unwrap();
-            let out = run(&input);
+        replay("tests/fuzz-regressions", |path, input| {
+            let out = run(input);
             assert!(out.is_some(), "{} neither answered nor closed", path.display());
             let text = String::from_utf8_lossy(out.as_deref().unwrap_or_default()).into_owned();
             assert!(!text.contains("guest would run") || !path.to_string_lossy().contains("invalid"), "{text}");
-            replayed += 1;
-        }
-        assert!(replayed > 0, "no regression inputs in {}", dir.display());
+        });
     }
 }
