@@ -122,10 +122,7 @@ fn print_config_shows_each_value_and_its_source() {
 
 #[test]
 fn hup_rereads_the_config_file() {
-    let dir = scratch_dir("hup-config");
-    let config = dir.path().join("rustcorn.toml");
-    std::fs::write(&config, format!("{}workers = 1\nbind = [\"127.0.0.1:0\"]\n", toml_app("hello"))).unwrap();
-    let server = ServerCommand::without_app().current_dir(dir.path()).start();
+    let (_dir, config, server) = start_from_config_file("hup-config");
     assert_eq!(server.worker_pids().len(), 1);
 
     std::fs::write(&config, format!("{}workers = 2\nbind = [\"127.0.0.1:0\"]\n", toml_app("hello"))).unwrap();
@@ -234,10 +231,7 @@ fn sizes_and_counts_past_their_upper_bound_stop_startup_with_one_line() {
 
 #[test]
 fn a_reload_with_a_value_past_its_bound_keeps_the_serving_generation() {
-    let dir = scratch_dir("hup-bounds");
-    let config = dir.path().join("rustcorn.toml");
-    std::fs::write(&config, format!("{}workers = 1\nbind = [\"127.0.0.1:0\"]\n", toml_app("hello"))).unwrap();
-    let server = ServerCommand::without_app().current_dir(dir.path()).start();
+    let (_dir, config, server) = start_from_config_file("hup-bounds");
     let workers = server.worker_pids();
     assert_eq!(workers.len(), 1);
 
@@ -249,4 +243,14 @@ fn a_reload_with_a_value_past_its_bound_keeps_the_serving_generation() {
     assert!(line.contains("rustcorn.toml") && line.contains("--workers must be between 1 and 1024"), "{line}");
     assert_eq!(server.get("/").status, 200);
     assert_eq!(server.worker_pids(), workers, "no worker was forked or replaced");
+}
+
+/// A server started from `./rustcorn.toml` in a scratch directory (the hello app, one worker, an
+/// ephemeral port), for tests that rewrite the file and send HUP.
+fn start_from_config_file(name: &str) -> (tempfile::TempDir, std::path::PathBuf, Server) {
+    let dir = scratch_dir(name);
+    let config = dir.path().join("rustcorn.toml");
+    std::fs::write(&config, format!("{}workers = 1\nbind = [\"127.0.0.1:0\"]\n", toml_app("hello"))).unwrap();
+    let server = ServerCommand::without_app().current_dir(dir.path()).start();
+    (dir, config, server)
 }
