@@ -2,7 +2,8 @@
 //! HTTP/1 settings (`http::dry_run::split_by_both`). Wherever the framing check judges the stream
 //! and hyper reads all of it, both must find the same number of requests: a disagreement is a
 //! request that could reach the guest past the checks run on the framing check's view.
-//! Corpus: `fuzz/corpus/framing_agrees_with_hyper/` (replayed on stable by the unit tests).
+//! Seeds: `host/tests/fuzz-seeds/framing_agrees_with_hyper/` (tracked, and replayed on stable by the
+//! unit tests); run with `cargo fuzz run framing_agrees_with_hyper ../host/tests/fuzz-seeds/framing_agrees_with_hyper`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -207,11 +207,11 @@ mod tests {
         assert!(replayed > 0, "no inputs in {}", dir.display());
     }
 
-    /// Every input in the differential fuzz target's corpus (`fuzz/corpus/framing_agrees_with_hyper`)
+    /// Every seed of the differential fuzz target (`tests/fuzz-seeds/framing_agrees_with_hyper`)
     /// is split alike by both, replayed on stable.
     #[test]
     fn the_differential_corpus_agrees() {
-        replay("../fuzz/corpus/framing_agrees_with_hyper", |path, input| {
+        replay("tests/fuzz-seeds/framing_agrees_with_hyper", |path, input| {
             if let Some((framing, hyper)) = split(input) {
                 assert_eq!(framing, hyper, "{}: the framing check and hyper disagree", path.display());
             }
