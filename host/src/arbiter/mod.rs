@@ -31,7 +31,7 @@ use reload_watch::ReloadWatch;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use supervisor::{Action, Beat, Event, Exit, Kill, Sig, Supervisor};
+use supervisor::{Action, Beat, ChildSignal, Event, Exit, Sig, Supervisor};
 use upgrade::StartContext;
 
 /// The longest the main loop sleeps between checks of the watchdog and the workers.
@@ -142,11 +142,11 @@ impl Arbiter {
             }
             Action::Signal(pid, signal) => {
                 let signal = match signal {
-                    Kill::Term => Signal::SIGTERM,
-                    Kill::Quit => Signal::SIGQUIT,
-                    Kill::Abrt => Signal::SIGABRT,
-                    Kill::Kill => Signal::SIGKILL,
-                    Kill::Usr1 => Signal::SIGUSR1,
+                    ChildSignal::Term => Signal::SIGTERM,
+                    ChildSignal::Quit => Signal::SIGQUIT,
+                    ChildSignal::Abrt => Signal::SIGABRT,
+                    ChildSignal::Kill => Signal::SIGKILL,
+                    ChildSignal::Usr1 => Signal::SIGUSR1,
                 };
                 let _ = kill(Pid::from_raw(pid), signal);
             }

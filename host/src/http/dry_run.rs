@@ -40,7 +40,7 @@ where
 }
 
 /// Serves `io` until it closes; what the guest would have been given is answered 200.
-pub async fn serve<I>(io: I, settings: Arc<Settings>) -> Result<(), hyper::Error>
+pub async fn serve_without_guest<I>(io: I, settings: Arc<Settings>) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -64,7 +64,7 @@ where
 pub async fn exchange(input: &[u8], settings: Arc<Settings>) -> Option<Vec<u8>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (client, server) = tokio::io::duplex(16 * 1024);
-    let served = tokio::spawn(serve(server, settings));
+    let served = tokio::spawn(serve_without_guest(server, settings));
     let (mut read_half, mut write_half) = tokio::io::split(client);
     let input = input.to_vec();
     let write = async move {

@@ -30,9 +30,10 @@ pub enum Sig {
     Winch,
 }
 
-/// A signal the supervisor sends.
+/// A signal the supervisor sends to a worker (TERM to drain, QUIT to stop at once, ABRT from the
+/// watchdog, KILL after the grace, USR1 to reopen logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kill {
+pub enum ChildSignal {
     Term,
     Quit,
     Abrt,
@@ -89,7 +90,7 @@ pub enum Action<P> {
     Log(Level, String),
     /// Fork this many workers of the current generation (report each with `Event::Spawned`).
     Spawn(usize),
-    Signal(i32, Kill),
+    Signal(i32, ChildSignal),
     /// Start re-resolving the settings and compiling the app (answer with `ReloadPrepared`/`ReloadFailed`).
     PrepareReload,
     /// Abandon a reload being prepared.
@@ -234,6 +235,7 @@ impl<P> Actions<P> {
     }
 }
 
+mod reload;
 mod signals;
 mod workers;
 

@@ -1,6 +1,6 @@
-//! The supervisor's answers to signals (in delivery order) and to a prepared reload.
-use super::{Action, Actions, Kill, Sig, Supervisor, KILL_GRACE};
-use crate::arbiter::lifecycle::{Generation, LeaveReason, Lifecycle, Phase, Timing, Upgrade};
+//! The supervisor's answers to signals (in delivery order).
+use super::{Action, Actions, ChildSignal, Sig, Supervisor, KILL_GRACE};
+use crate::arbiter::lifecycle::{LeaveReason, Lifecycle, Phase, Upgrade};
 use crate::log::Level;
 
 impl<P> Supervisor<P> {
@@ -28,7 +28,7 @@ impl<P> Supervisor<P> {
                 out.log(Level::Info, "Handling signal: usr1; reopening the log files".into());
                 out.0.push(Action::ReopenLogs);
                 for worker in self.workers.iter().filter(|w| w.phase != Phase::Killed) {
-                    out.0.push(Action::Signal(worker.pid, Kill::Usr1));
+                    out.0.push(Action::Signal(worker.pid, ChildSignal::Usr1));
                 }
             }
             Sig::Usr2 => match self.upgrade {
@@ -97,35 +97,8 @@ impl<P> Supervisor<P> {
             } else if !graceful && worker.phase != Phase::Killed {
                 worker.phase = Phase::Stopping(now);
                 worker.leave_reason.get_or_insert(LeaveReason::Removed);
-                out.0.push(Action::Signal(worker.pid, Kill::Quit));
+                out.0.push(Action::Signal(worker.pid, ChildSignal::Quit));
             }
         }
-    }
-
-    pub(super) fn on_reload_prepared(&mut self, payload: P, target: usize, timing: Timing, out: &mut Actions<P>) {
-        let id = self.next_generation;
-        let generation = Generation { id, target, timing, payload };
-        if self.lifecycle.is_draining() || !std::mem::take(&mut self.preparing_reload) {
-            out.0.push(Action::Release(generation));
-            return;
-        }
-        self.next_generation += 1;
-        let booting = std::mem::replace(&mut self.current, generation);
-        match std::mem::replace(&mut self.lifecycle, Lifecycle::Stopped) {
-            Lifecycle::Reloading { previous } => {
-                // A newer reload replaces the one still booting; `previous` keeps serving.
-                for index in 0..self.workers.len() {
-                    if self.workers[index].generation == booting.id && self.workers[index].is_up() {
-                        self.retire(index, LeaveReason::Removed, out);
-                    }
-                }
-                out.0.push(Action::Release(booting));
-                self.lifecycle = Lifecycle::Reloading { previous };
-            }
-            _ => self.lifecycle = Lifecycle::Reloading { previous: booting },
-        }
-        self.quick_deaths = 0;
-        self.next_spawn_at = self.now;
-        out.log(Level::Info, format!("reload: starting generation {id}"));
     }
 }

@@ -68,7 +68,7 @@ fn beat(pid: i32, ready: bool, wants_retirement: bool, silence_ms: u64) -> Beat 
     Beat { pid, ready, wants_retirement, silence: Duration::from_millis(silence_ms) }
 }
 
-fn signals_to(actions: &[Action<Payload>], pid: i32) -> Vec<Kill> {
+fn signals_to(actions: &[Action<Payload>], pid: i32) -> Vec<ChildSignal> {
     actions.iter().filter_map(|a| if let Action::Signal(p, k) = a { (*p == pid).then_some(*k) } else { None }).collect()
 }
 
@@ -134,7 +134,7 @@ fn first_generation_boot_failure_exits_with_the_boot_error() {
     assert_eq!(h.sup.exit_code, EXIT_BOOT_ERROR);
     assert_eq!(h.sup.lifecycle.name(), "draining");
     let other = h.sup.workers[0].pid;
-    assert_eq!(signals_to(&actions, other), [Kill::Quit]);
+    assert_eq!(signals_to(&actions, other), [ChildSignal::Quit]);
     h.event(Event::Exited { pid: other, exit: Exit::Code(0) });
     h.event(Event::Tick { beats: vec![] });
     assert!(h.sup.is_stopped());
@@ -154,7 +154,7 @@ fn reload_boot_failure_rolls_back_to_the_previous_generation() {
     assert!(actions.iter().any(|a| matches!(a, Action::RolledBack)));
     assert!(actions.iter().any(|a| matches!(a, Action::Release(g) if g.payload == "v2")));
     for pid in &new[1..] {
-        assert_eq!(signals_to(&actions, *pid), [Kill::Kill]);
+        assert_eq!(signals_to(&actions, *pid), [ChildSignal::Kill]);
     }
     assert_eq!((h.sup.current.id, h.sup.current.payload, h.sup.current.target), (1, "v1", 2));
     assert_eq!(h.sup.lifecycle.name(), "running");
@@ -185,7 +185,7 @@ fn reload_retires_the_old_generation_only_once_the_new_one_serves() {
     assert!(old.iter().all(|pid| signals_to(&actions, *pid).is_empty()));
     let actions = h.tick_all_ready();
     for pid in &old {
-        assert_eq!(signals_to(&actions, *pid), [Kill::Term]);
+        assert_eq!(signals_to(&actions, *pid), [ChildSignal::Term]);
     }
     assert!(actions.iter().any(|a| matches!(a, Action::Release(g) if g.payload == "v1")));
     assert_eq!(h.sup.lifecycle.name(), "running");
@@ -212,7 +212,7 @@ fn ttin_and_ttou_are_counted_per_delivery_and_ttou_retires_the_oldest() {
     }
     assert_eq!(h.sup.current.target, 1);
     let actions = h.event(Event::Tick { beats: vec![] });
-    assert_eq!(signals_to(&actions, oldest), [Kill::Term]);
+    assert_eq!(signals_to(&actions, oldest), [ChildSignal::Term]);
     assert_eq!(h.up_pids_of(1).len(), 1);
     let ignored = h.event(Event::Signal(Sig::Ttou));
     assert!(ignored.iter().any(|a| matches!(a, Action::Log(_, m) if m.contains("TTOU ignored"))));
@@ -231,7 +231,7 @@ fn max_requests_starts_the_replacement_first_and_retires_once_it_serves() {
     let actions = h.event(Event::Tick { beats: vec![beat(tired, true, true, 0), beat(fresh, false, false, 0)] });
     assert!(signals_to(&actions, tired).is_empty(), "not before the replacement serves");
     let actions = h.event(Event::Tick { beats: vec![beat(tired, true, true, 0), beat(fresh, true, false, 0)] });
-    assert_eq!(signals_to(&actions, tired), [Kill::Term]);
+    assert_eq!(signals_to(&actions, tired), [ChildSignal::Term]);
     h.event(Event::Exited { pid: tired, exit: Exit::Code(0) });
     assert_eq!(h.sup.restarts.get("max_requests"), Some(&1));
 }
@@ -243,11 +243,11 @@ fn watchdog_sends_abrt_then_kill_after_the_grace() {
     let pid = h.sup.workers[0].pid;
     let quiet = beat(pid, true, false, 31_000);
     let actions = h.event(Event::Tick { beats: vec![quiet] });
-    assert_eq!(signals_to(&actions, pid), [Kill::Abrt]);
+    assert_eq!(signals_to(&actions, pid), [ChildSignal::Abrt]);
     h.at(Duration::from_millis(500));
     assert!(signals_to(&h.event(Event::Tick { beats: vec![quiet] }), pid).is_empty());
     h.at(Duration::from_millis(600));
-    assert_eq!(signals_to(&h.event(Event::Tick { beats: vec![quiet] }), pid), [Kill::Kill]);
+    assert_eq!(signals_to(&h.event(Event::Tick { beats: vec![quiet] }), pid), [ChildSignal::Kill]);
     assert!(signals_to(&h.event(Event::Tick { beats: vec![quiet] }), pid).is_empty(), "killed once");
     h.event(Event::Exited { pid, exit: Exit::Signal(9, "SIGKILL") });
     assert_eq!(h.sup.restarts.get("watchdog"), Some(&1));
@@ -261,13 +261,13 @@ fn graceful_drain_kills_what_is_left_at_the_deadline_then_stops() {
     let actions = h.event(Event::Signal(Sig::Term));
     assert!(actions.iter().any(|a| matches!(a, Action::CloseListeners)));
     for pid in &pids {
-        assert_eq!(signals_to(&actions, *pid), [Kill::Term]);
+        assert_eq!(signals_to(&actions, *pid), [ChildSignal::Term]);
     }
     h.event(Event::Exited { pid: pids[0], exit: Exit::Code(0) });
     h.at(Duration::from_secs(9));
     assert!(signals_to(&h.event(Event::Tick { beats: vec![] }), pids[1]).is_empty());
     h.at(Duration::from_secs(2));
-    assert_eq!(signals_to(&h.event(Event::Tick { beats: vec![] }), pids[1]), [Kill::Kill]);
+    assert_eq!(signals_to(&h.event(Event::Tick { beats: vec![] }), pids[1]), [ChildSignal::Kill]);
     h.event(Event::Exited { pid: pids[1], exit: Exit::Signal(9, "SIGKILL") });
     assert_eq!(spawned(&h.event(Event::Tick { beats: vec![] })), 0, "nothing respawns while draining");
     assert!(h.sup.is_stopped());

@@ -1,6 +1,6 @@
 //! The supervisor's rules for workers: exits and the respawn backoff, boot failures and
 //! rollback, readiness and the watchdog, the worker count, generation roll-over and recycling.
-use super::{Action, Actions, Beat, Exit, Kill, Supervisor, KILL_GRACE, MAX_BACKOFF, QUICK_DEATH};
+use super::{Action, Actions, Beat, ChildSignal, Exit, Supervisor, KILL_GRACE, MAX_BACKOFF, QUICK_DEATH};
 use crate::arbiter::lifecycle::{LeaveReason, Lifecycle, Phase, Upgrade, WorkerRecord};
 use crate::log::Level;
 use crate::worker::EXIT_BOOT_ERROR;
@@ -12,12 +12,12 @@ impl<P> Supervisor<P> {
         let worker = &mut self.workers[index];
         worker.phase = Phase::Retiring(self.now);
         worker.leave_reason = Some(reason);
-        out.0.push(Action::Signal(worker.pid, Kill::Term));
+        out.0.push(Action::Signal(worker.pid, ChildSignal::Term));
     }
 
     /// SIGKILL, after which nothing more is sent to the worker.
     pub(super) fn kill(worker: &mut WorkerRecord, out: &mut Actions<P>) {
-        out.0.push(Action::Signal(worker.pid, Kill::Kill));
+        out.0.push(Action::Signal(worker.pid, ChildSignal::Kill));
         worker.phase = Phase::Killed;
     }
 
@@ -146,7 +146,7 @@ impl<P> Supervisor<P> {
                     Level::Critical,
                     format!("WORKER TIMEOUT (pid:{}): no heartbeat for {} ms", worker.pid, beat.silence.as_millis()),
                 );
-                out.0.push(Action::Signal(worker.pid, Kill::Abrt));
+                out.0.push(Action::Signal(worker.pid, ChildSignal::Abrt));
                 worker.phase = Phase::Stopping(now);
                 worker.leave_reason = Some(LeaveReason::Watchdog);
                 continue;
