@@ -126,6 +126,15 @@ fn gauge(encoder: &mut MetricEncoder<'_>, labels: &impl EncodeLabelSet, value: i
 
 impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        self.encode_worker_figures(&mut e)?;
+        self.encode_arbiter_figures(&mut e)
+    }
+}
+
+impl Snapshot {
+    /// What the workers recorded in their arena slots: requests, guest outcomes, queue time,
+    /// outbound requests, dropped log lines.
+    fn encode_worker_figures(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         let mut m = e.encode_descriptor(
             "http_server_request_duration_seconds",
             "Duration of HTTP server requests, from the request head to the end of the response",
@@ -196,6 +205,11 @@ impl Collector for Snapshot {
             let total = self.log_lines_dropped[i] + self.arbiter.log_lines_dropped[i];
             counter(&mut m, &[("log", kind.label())], total)?;
         }
+        Ok(())
+    }
+
+    /// What the arbiter knows itself: workers, restarts, listen queues, generation, memory.
+    fn encode_arbiter_figures(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         let a = &self.arbiter;
         let mut m = e.encode_descriptor("rustcorn_workers", "Worker processes by state", None, MetricType::Gauge)?;
         for (state, count) in &a.workers_by_state {
