@@ -89,7 +89,8 @@ impl ResponseBody {
     }
 }
 
-/// A short plain-text response made by the host (errors and refusals; no stack traces).
+/// A short plain-text response made by the host (errors and refusals; no stack traces). A 503
+/// says "busy" and carries `Retry-After: 1`: a moment later a slot is likely free.
 pub fn host_response(
     status: http::StatusCode,
     text: &'static str,
@@ -105,6 +106,9 @@ pub fn host_response(
     response
         .headers_mut()
         .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    if status == http::StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    }
     response
 }
 

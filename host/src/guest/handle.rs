@@ -15,7 +15,7 @@ use crate::log::request_figures::RequestFigures;
 use crate::metrics::labels::Outcome;
 use crate::metrics::{OutcomeLatch, Recorder};
 use crate::{log_error, log_warning};
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -430,12 +430,7 @@ fn failure_response(
             (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
         }
     };
-    let mut response = host_response(status, text, record);
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        // Every instance slot is busy: a moment later one is likely free.
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
+    host_response(status, text, record)
 }
 
 /// A guest error in one line: the trap kind or the error chain, without the backtrace.

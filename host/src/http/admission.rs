@@ -83,9 +83,6 @@ pub fn refusal_response(refusal: Refusal, record: Option<AccessRecord>) -> Respo
     let mut response = host_response(refusal.status, text, record);
     if refusal.closes_connection() {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    } else {
-        // Busy: a moment later a slot is likely free.
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }

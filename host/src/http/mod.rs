@@ -23,7 +23,7 @@ use crate::guest::upload::BodyCut;
 use crate::log::access::{AccessLog, AccessRecord};
 use crate::log::escape::RequestLine;
 use crate::log::request_figures::RequestFigures;
-use crate::metrics::{queue_time, Recorder};
+use crate::metrics::queue_time;
 use admission::Refusal;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -36,7 +36,6 @@ pub struct Front {
     pub app: Arc<AppRuntime>,
     pub settings: Arc<Settings>,
     access_log: Option<Arc<AccessLog>>,
-    metrics: Recorder,
     /// TLS for TCP binds (`--certfile`).
     tls: Option<tls::TlsAcceptor>,
     /// Versions on plain connections (TCP without TLS, unix sockets).
@@ -69,12 +68,7 @@ impl ConnectionInfo {
 
 impl Front {
     /// The front for `app`; `tls` is the acceptor built at boot (None without `--certfile`).
-    pub fn new(
-        app: Arc<AppRuntime>,
-        access_log: Option<Arc<AccessLog>>,
-        metrics: Recorder,
-        tls: Option<tls::TlsAcceptor>,
-    ) -> Front {
+    pub fn new(app: Arc<AppRuntime>, access_log: Option<Arc<AccessLog>>, tls: Option<tls::TlsAcceptor>) -> Front {
         let settings = app.settings.clone();
         Front {
             plain: settings.protocols(false),
@@ -83,7 +77,6 @@ impl Front {
             app,
             settings,
             access_log,
-            metrics,
             tls,
         }
     }
@@ -97,7 +90,7 @@ impl Front {
         conn: &ConnectionInfo,
         framing_error: Option<&'static str>,
     ) -> Response<ResponseBody> {
-        let mut timer = self.metrics.request_started(request.method());
+        let mut timer = self.app.metrics.request_started(request.method());
         let mut response = match self.admit(request, conn, framing_error) {
             Ok(admitted) => self.run_guest(admitted, &conn.remote).await,
             Err(refused) => refused,
@@ -147,9 +140,9 @@ impl Front {
             return Err(admission::refuse(refusal, &conn.remote, &RequestLine::of(&request), record));
         }
         if let Some(waited) = queued {
-            self.metrics.queue_time(waited);
+            self.app.metrics.queue_time(waited);
             if queue_time::sheds(settings.queue.max, queued) {
-                self.metrics.shed_for_queue_time();
+                self.app.metrics.shed_for_queue_time();
                 let line = RequestLine::of(&request);
                 return Err(admission::refuse(Refusal::QUEUE_SHED, &conn.remote, &line, record));
             }

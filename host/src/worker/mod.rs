@@ -107,7 +107,7 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
         .with_max_requests(spec.max_requests)
         .with_metrics(spec.metrics)
         .with_outbound(Outbound::new(settings.outbound.clone()));
-    let front = Front::new(Arc::new(app), access_log, spec.metrics, tls);
+    let front = Front::new(Arc::new(app), access_log, tls);
     Ok((Arc::new(front), listeners))
 }
 
