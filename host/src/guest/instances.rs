@@ -209,3 +209,19 @@ impl KeptInstances {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spare_never_takes_the_last_free_slot() {
+        let kept = KeptInstances::new(1, 2);
+        let spare = kept.slot_for_spare().expect("two free slots: one may go to a spare");
+        assert!(kept.slot_for_spare().is_none(), "the last free slot is kept for a request");
+        let request = kept.slot_for_request().expect("a request takes the last slot");
+        assert!(kept.slot_for_request().is_none(), "no slot left");
+        drop((spare, request));
+        assert!(KeptInstances::new(1, 1).slot_for_spare().is_none(), "one slot: never a spare");
+    }
+}

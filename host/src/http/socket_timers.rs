@@ -303,4 +303,49 @@ mod tests {
         let err = io.write_all(&[0u8; 1024]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
+
+    /// A socket whose flush stays pending while `stalled` is set (as a TLS stream's does while the
+    /// client reads nothing); writes always go into its buffer.
+    struct SlowFlush {
+        stalled: bool,
+    }
+
+    impl AsyncWrite for SlowFlush {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            if self.stalled {
+                Poll::Pending
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// One poll of `io`'s flush.
+    async fn poll_flush(io: &mut TimedSocket<SlowFlush>) -> Poll<Result<(), io::ErrorKind>> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *io).poll_flush(cx).map_err(|e| e.kind()))).await
+    }
+
+    /// A stalled flush arms the stall clock; once a flush has gone through, the next stall gets a
+    /// fresh `--timeout`, not the remains of the old one.
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_that_goes_through_clears_the_stall_clock() {
+        let mut io =
+            TimedSocket::new(SlowFlush { stalled: true }, ConnectionState::new(), None, Some(Duration::from_secs(3)));
+        assert!(poll_flush(&mut io).await.is_pending(), "a stalled flush arms the clock");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        io.inner.stalled = false;
+        assert!(poll_flush(&mut io).await.is_ready(), "the client read: the flush goes through");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        io.inner.stalled = true;
+        // 3.5 s after the first stall began, 1.5 s after the last progress: not timed out.
+        assert!(poll_flush(&mut io).await.is_pending(), "a fresh stall gets a fresh clock");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(poll_flush(&mut io).await, Poll::Ready(Err(io::ErrorKind::TimedOut)), "a real stall still fails");
+    }
 }
