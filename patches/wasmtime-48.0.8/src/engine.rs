@@ -790,6 +790,20 @@ impl Engine {
         crate::runtime::vm::PoolingAllocatorMetrics::new(self)
     }
 
+    /// Gives the kernel back the linear-memory pages that unused slots of this
+    /// engine's pooling allocator keep resident (see
+    /// [`PoolingAllocationConfig::linear_memory_keep_resident`](crate::PoolingAllocationConfig::linear_memory_keep_resident)),
+    /// except in the `keep` most recently used such slots, and returns how many
+    /// bytes those slots had kept resident. Their next instances start from
+    /// the same contents and fault their pages back in. Returns 0 for other
+    /// allocators.
+    #[cfg(feature = "pooling-allocator")]
+    pub fn trim_unused_pool_memory(&self, keep: u32) -> usize {
+        self.allocator()
+            .as_pooling()
+            .map_or(0, |pool| pool.trim_unused_memories(keep))
+    }
+
     pub(crate) fn allocator(&self) -> &dyn crate::runtime::vm::InstanceAllocator {
         let r: &(dyn crate::runtime::vm::InstanceAllocator + Send + Sync) =
             self.inner.allocator.as_ref();

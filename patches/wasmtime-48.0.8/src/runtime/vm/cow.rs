@@ -747,6 +747,27 @@ impl MemoryImageSlot {
         self.dirty
     }
 
+    /// Gives the kernel back every page of this clean slot's accessible range.
+    /// Its contents stay those of a reset slot: on the next touch the image
+    /// mapping reappears and the rest reads as zeros.
+    #[allow(dead_code, reason = "only used in some cfgs")]
+    pub(crate) fn decommit_clean(&mut self) -> Result<()> {
+        assert!(!self.dirty);
+        match vm::decommit_behavior() {
+            DecommitBehavior::Zero => self.reset_with_anon_memory(),
+            DecommitBehavior::RestoreOriginalMapping => {
+                let iov = vm::iovec {
+                    iov_base: self.base.as_mut_ptr().cast(),
+                    iov_len: self.accessible.byte_count(),
+                };
+                // SAFETY: the slot is not in use (it is clean and owned by the
+                // caller) and its accessible range lies within its mapping.
+                unsafe { vm::decommit_pages(&[iov])? };
+                Ok(())
+            }
+        }
+    }
+
     /// Map anonymous zeroed memory across the whole slot,
     /// inaccessible. Used both during instantiate and during drop.
     pub(crate) fn reset_with_anon_memory(&mut self) -> Result<()> {

@@ -495,6 +495,13 @@ impl PoolingInstanceAllocator {
         }
     }
 
+    /// Gives the kernel back the linear-memory pages that unused slots keep
+    /// resident, except in the `keep` most recently freed resident slots (per
+    /// stripe and shard); returns the bytes those slots had kept resident.
+    pub fn trim_unused_memories(&self, keep: u32) -> usize {
+        self.memories.trim_unused(keep)
+    }
+
     pub fn config(&self) -> &PoolingAllocationConfig {
         &self.config
     }

@@ -567,6 +567,21 @@ impl ModuleAffinityIndexAllocator {
         ret
     }
 
+    /// Takes an unused slot that still keeps bytes resident, passing over the
+    /// `keep` most recently freed such slots of each shard, so that the pool
+    /// can give its pages back to the kernel. The slot is returned with
+    /// [`Self::free`] and zero bytes resident, which restores its affinity;
+    /// the bytes it kept resident come back with it.
+    pub fn take_resident_unused(&self, keep: u32) -> Option<(SlotId, usize)> {
+        for shard in self.shard_ids() {
+            let mut inner = self.shard(shard).lock().unwrap();
+            if let Some((local, bytes)) = inner.pick_resident(keep) {
+                return Some((self.global_id(shard, local), bytes));
+            }
+        }
+        None
+    }
+
     /// Returns the number of previously-used slots in this allocator which are
     /// not currently in use.
     ///
@@ -602,6 +617,29 @@ impl Inner {
         let ret = self.module_affine.get(&for_memory?)?.tail?;
         self.remove(ret);
         Some(ret)
+    }
+
+    /// Picks the most recently freed unused slot that keeps bytes resident,
+    /// after passing over `keep` of them, and marks it used with its affinity.
+    fn pick_resident(&mut self, keep: u32) -> Option<(SlotId, usize)> {
+        let mut passed = 0;
+        let mut cursor = self.warm.tail;
+        while let Some(id) = cursor {
+            let unused = *self.slot_state[id.index()].unwrap_unused();
+            cursor = unused.unused_list_link.prev;
+            if unused.bytes_resident == 0 {
+                continue;
+            }
+            if passed < keep {
+                passed += 1;
+                continue;
+            }
+            self.remove(id);
+            self.unused_bytes_resident -= unused.bytes_resident;
+            self.slot_state[id.index()] = SlotState::Used(unused.affinity);
+            return Some((id, unused.bytes_resident));
+        }
+        None
     }
 
     fn pick_warm(&mut self) -> Option<SlotId> {

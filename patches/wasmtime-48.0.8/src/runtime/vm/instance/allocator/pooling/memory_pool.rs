@@ -578,6 +578,32 @@ impl MemoryPool {
         }
     }
 
+    /// Gives the kernel back the pages that unused slots keep resident, in all
+    /// but the `keep` most recently freed resident slots of each stripe and
+    /// shard, and returns how many bytes were kept resident in the slots
+    /// released. A released slot's contents stay those of a reset slot: its
+    /// image mapping reappears on the next touch and the rest reads as zeros.
+    pub fn trim_unused(&self, keep: u32) -> usize {
+        let mut released = 0;
+        for (stripe_index, stripe) in self.stripes.iter().enumerate() {
+            while let Some((id, bytes)) = stripe.allocator.take_resident_unused(keep) {
+                let index = StripedAllocationIndex(id.0)
+                    .as_unstriped_slot_index(stripe_index, self.stripes.len());
+                // If the slot's state cannot be taken or its pages cannot be
+                // decommitted, the slot is left `Unknown` and the next
+                // allocation paves over it with anonymous memory.
+                if let Ok(mut slot) = self.take_memory_image_slot(index) {
+                    if slot.decommit_clean().is_ok() {
+                        self.return_memory_image_slot(index, Some(slot));
+                    }
+                }
+                stripe.allocator.free(id, 0);
+                released += bytes;
+            }
+        }
+        released
+    }
+
     fn get_base(&self, allocation_index: MemoryAllocationIndex) -> MmapOffset {
         assert!(allocation_index.index() < self.layout.num_slots);
         let offset = self
