@@ -21,6 +21,7 @@ mod keep_alive;
 mod lifecycle;
 mod logs;
 mod memory_reset;
+mod memory_trim;
 mod metrics;
 mod ops_signals;
 mod outbound;

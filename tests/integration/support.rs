@@ -862,6 +862,13 @@ pub fn port_of(address: &str) -> u16 {
 }
 
 /// A process's umask as `/proc/PID/status` shows it (`0022`).
+/// Resident set of a process in KiB (VmRSS).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmRSS in kB")
+}
+
 pub fn umask_of(pid: u32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())).expect("a Umask: line")

@@ -9,18 +9,20 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 pub struct PoolSizing {
     pub instance_slots: u32,
     pub max_memory: usize,
+    /// Bytes of each linear memory that stay resident when its slot is freed
+    /// (`--instance-keep-resident`): with PAGEMAP_SCAN (Linux 6.7+; patched to scan past 32
+    /// regions) only the pages the last instance dirtied are reset in place, so the next instance
+    /// in the slot takes no page faults there; pages past this bound are decommitted (madvise).
+    /// Without PAGEMAP_SCAN the whole kept range is reset by memset. The cost: a slot keeps up to
+    /// this many dirtied bytes resident after its instance is gone, until the worker trims its
+    /// unused slots (`guest::trim`).
+    pub keep_resident: usize,
 }
 
 /// Most core instances one component may have (componentize-py/js apps link many modules).
 const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 const MAX_MEMORIES_PER_COMPONENT: u32 = 8;
 const MAX_TABLES_PER_COMPONENT: u32 = 32;
-/// Bytes of each linear memory that stay resident when its slot is freed: with PAGEMAP_SCAN (Linux
-/// 6.7+; patched to scan past 32 regions) only the pages the last instance dirtied are reset in
-/// place, so the next instance in the slot takes no page faults there; pages past this bound are
-/// decommitted (madvise). Without PAGEMAP_SCAN the whole kept range is reset by memset. The cost:
-/// a slot keeps up to this many dirtied bytes resident after its instance is gone.
-const LINEAR_MEMORY_KEEP_RESIDENT: usize = 64 << 20;
 const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 
 /// Builds the engine configuration. Everything that shapes compiled code is fixed here so a
@@ -45,7 +47,7 @@ pub fn config(pool: Option<PoolSizing>, parallel_compilation: bool) -> Config {
             .max_core_instance_size(4 << 20)
             .total_stacks(slots)
             .max_memory_size(pool.max_memory)
-            .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT.min(pool.max_memory))
+            .linear_memory_keep_resident(pool.keep_resident.min(pool.max_memory))
             .table_keep_resident(TABLE_KEEP_RESIDENT)
             .pagemap_scan(Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));

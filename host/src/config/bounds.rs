@@ -70,6 +70,7 @@ pub const LIMIT_REQUEST_FIELD_SIZE: Range =
 /// with 10,000 slots and `--max-memory 4G` boots and serves).
 pub const INSTANCE_SLOTS: Range = Range::new("--instance-slots", 1, 10_000);
 pub const INSTANCE_REUSE: Range = Range::new("--instance-reuse", 1, 1_000_000);
+pub const INSTANCE_TRIM_AFTER: Range = Range::new("--instance-trim-after", 0, 86_400).seconds().zero_means("never");
 pub const TIMEOUT: Range = Range::new("--timeout", 0, MAX_SECONDS).seconds();
 pub const MAX_REQUEST_TIME: Range = Range::new("--max-request-time", 0, MAX_SECONDS).seconds();
 pub const GRACEFUL_TIMEOUT: Range = Range::new("--graceful-timeout", 0, MAX_SECONDS).seconds();
@@ -107,6 +108,7 @@ pub fn check_ranges(args: &ServeArgs) -> Result<(), ConfigError> {
         (KEEP_ALIVE_MAX_REQUESTS, args.keep_alive_max_requests),
         (BODY_TIMEOUT, args.body_timeout),
         (BODY_MIN_RATE, args.body_min_rate),
+        (INSTANCE_TRIM_AFTER, args.instance_trim_after),
     ] {
         range.check(value)?;
     }
@@ -127,6 +129,7 @@ mod tests {
         LIMIT_REQUEST_FIELD_SIZE,
         INSTANCE_SLOTS,
         INSTANCE_REUSE,
+        INSTANCE_TRIM_AFTER,
         TIMEOUT,
         MAX_REQUEST_TIME,
         GRACEFUL_TIMEOUT,

@@ -201,6 +201,16 @@ pub struct ServeArgs {
     #[arg(long = "instance-slots", value_name = "INT", default_value_t = 128)]
     pub instance_slots: u32,
 
+    /// Bytes of each guest memory that a freed instance slot keeps resident, reset in place, so
+    /// the next instance in it starts without page faults; pages past it are given back at once.
+    #[arg(long = "instance-keep-resident", value_name = "BYTES", default_value = "16M")]
+    pub instance_keep_resident: String,
+
+    /// Seconds after which a worker gives back what its unused instance slots keep resident,
+    /// beyond the most instances it ran at once in that time; 0 = never.
+    #[arg(long = "instance-trim-after", value_name = "SECS", default_value_t = 20)]
+    pub instance_trim_after: u64,
+
     /// Requests one guest instance may serve, one after another (never two at once), before it
     /// is dropped; 1 = a fresh instance per request (full isolation). Instances are dropped at
     /// once after a trap or timeout.

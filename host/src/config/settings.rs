@@ -82,6 +82,10 @@ pub struct Settings {
     pub instance_slots: u32,
     /// Requests per guest instance (1 = fresh instance per request).
     pub instance_reuse: u32,
+    /// `--instance-keep-resident` in bytes (at most `max_memory`).
+    pub instance_keep_resident: usize,
+    /// `--instance-trim-after`; None = never.
+    pub instance_trim_after: Option<Duration>,
     pub cache_dir: PathBuf,
     /// `-n/--name`: what `ps` shows for the arbiter and workers.
     pub name: String,
@@ -165,6 +169,8 @@ impl Settings {
             max_memory: max_memory(args)?,
             instance_slots: args.instance_slots,
             instance_reuse: args.instance_reuse,
+            instance_keep_resident: instance_keep_resident(args)?,
+            instance_trim_after: seconds(args.instance_trim_after),
             cache_dir: match &args.cache_dir {
                 Some(dir) => dir.clone(),
                 None => default_cache_dir(env, nix::unistd::geteuid().is_root())?,
@@ -258,6 +264,15 @@ fn max_memory(args: &ServeArgs) -> Result<usize, ConfigError> {
         return Err(bad(format!("--max-memory must be between 64K and 4G (got {})", args.max_memory)));
     }
     Ok(max_memory)
+}
+
+/// `--instance-keep-resident`: a size up to the largest `--max-memory` (the engine keeps at most
+/// `--max-memory` of it).
+fn instance_keep_resident(args: &ServeArgs) -> Result<usize, ConfigError> {
+    let text = &args.instance_keep_resident;
+    parse_bytes(text).filter(|&bytes| bytes <= MAX_MAX_MEMORY).ok_or_else(|| {
+        bad(format!("--instance-keep-resident {text:?}: expected a size from 0 to 4G such as 64M or 65536"))
+    })
 }
 
 /// `--limit-request-body`: a size up to a terabyte; 0 = unlimited.

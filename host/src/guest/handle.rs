@@ -8,6 +8,7 @@ use crate::guest::clock::{Expiry, RequestClock};
 use crate::guest::instances::KeptInstances;
 use crate::guest::outbound::Outbound;
 use crate::guest::store::{new_store, GuestState};
+use crate::guest::trim::SlotTrim;
 use crate::guest::upload::{BodyCut, BodyVerdict, UploadBody};
 use crate::log::access::AccessRecord;
 use crate::log::escape::RequestLine;
@@ -41,6 +42,8 @@ pub struct AppRuntime {
     pub metrics: Recorder,
     /// This worker's outbound HTTP client (no outbound HTTP until `with_outbound`).
     pub outbound: Arc<Outbound>,
+    /// Gives back what unused instance slots keep resident (`--instance-trim-after`).
+    pub trim: SlotTrim,
 }
 
 /// A request the HTTP front has admitted: valid, within the limits, with a Host; its body is
@@ -98,6 +101,7 @@ type HyperOutgoingBodyOf = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 impl AppRuntime {
     pub fn new(pre: ProxyPre<GuestState>, settings: Arc<Settings>) -> AppRuntime {
         AppRuntime {
+            trim: SlotTrim::new(pre.engine()),
             pre,
             kept: KeptInstances::new(settings.instance_reuse, settings.instance_slots),
             settings,
@@ -238,6 +242,7 @@ impl AppRuntime {
         // Record the outcome before the store (and with it the response body's sender) is
         // dropped, so the body can tell a finished response from one the guest abandoned.
         outcome.finish(result.is_ok());
+        self.trim.note_live();
         match &result {
             Ok(_) => latch.guest_returned(&self.metrics),
             Err(failure) => self.metrics.outcome(failure.outcome()),

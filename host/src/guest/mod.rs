@@ -1,7 +1,8 @@
 //! The request path inside a worker: one guest instance per request (`handle`), its store data
 //! (`store`), the response body streamed from it (`body`), the request clock (`clock`), the
 //! guest's stdout/stderr (`output`) and its outbound HTTP (`outbound`); `instances` keeps reused
-//! and spare instances, `release` ends a request in a kept instance.
+//! and spare instances, `release` ends a request in a kept instance, `trim` gives back what idle
+//! instance slots keep resident.
 pub mod body;
 pub mod clock;
 pub mod handle;
@@ -11,4 +12,5 @@ pub mod output;
 pub mod release;
 pub mod spare;
 pub mod store;
+pub mod trim;
 pub mod upload;

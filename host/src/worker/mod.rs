@@ -13,7 +13,7 @@ use crate::http::Front;
 use crate::log::access::AccessLog;
 use crate::sys::binds::Listener;
 use crate::sys::heartbeat::{Heartbeat, WorkerReport};
-use crate::{log_error, log_info, log_warning};
+use crate::{log_debug, log_error, log_info, log_warning};
 use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +76,11 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
     let listeners = accept::open_listeners(spec)?;
     // Read before privileges drop: the key file is often readable by root only.
     let tls = TlsAcceptor::load(settings).context("cannot load the TLS certificate")?;
-    let pool = PoolSizing { instance_slots: settings.instance_slots, max_memory: settings.max_memory };
+    let pool = PoolSizing {
+        instance_slots: settings.instance_slots,
+        max_memory: settings.max_memory,
+        keep_resident: settings.instance_keep_resident,
+    };
     let engine = engine::engine(Some(pool), false).context("cannot create the wasmtime engine")?;
     // The file the arbiter opened and digest-checked, inherited open: no path is re-opened.
     let component = spec.app.load(&engine)?;
@@ -190,10 +194,16 @@ async fn serve_until_told(
 ) -> Stop {
     let app = &front.app;
     let mut retirement_requested = false;
+    let trim_after = spec.settings.instance_trim_after;
+    // Without a period the branch below is off; the interval only needs a valid length.
+    let mut trim = tokio::time::interval(trim_after.unwrap_or(Duration::from_secs(3600)));
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    trim.reset();
     loop {
         tokio::select! {
             _ = beat.tick() => {
                 spec.heartbeat.beat();
+                app.trim.note_live();
                 account_log_drops(&spec.metrics, front);
                 if nix::unistd::getppid() != spec.arbiter_pid {
                     return Stop::Drain("its arbiter died");
@@ -206,6 +216,7 @@ async fn serve_until_told(
                 spec.heartbeat.report(WorkerReport::WantsRetirement);
                 crate::sys::signals::wake_arbiter();
             }
+            _ = trim.tick(), if trim_after.is_some() => trim_unused_slots(app),
             _ = signals.usr1.recv() => reopen_logs(front),
             _ = signals.term.recv() => return Stop::Drain("TERM"),
             _ = signals.int.recv() => return Stop::Now("INT"),
@@ -241,6 +252,15 @@ async fn drain(
         Ok(true) => log_info!("worker exiting: drained"),
         Ok(false) => log_info!("worker exiting: told to stop now while draining"),
         Err(_) => log_warning!("worker exiting: in-flight requests still running after --graceful-timeout"),
+    }
+}
+
+/// At the end of each `--instance-trim-after` period: give back what unused instance slots keep
+/// resident beyond the period's need.
+fn trim_unused_slots(app: &crate::guest::handle::AppRuntime) {
+    let released = app.trim.end_period();
+    if released > 0 {
+        log_debug!("worker gave back {} KiB kept resident by unused instance slots", released >> 10);
     }
 }
 

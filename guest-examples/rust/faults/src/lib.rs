@@ -111,6 +111,12 @@ impl Guest for Faults {
                 drop(response_out);
             }
             "/alloc" => alloc_forever(),
+            "/dirty" => {
+                let mib = query_param(query, "mib").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1);
+                let dirtied = dirty_mib(mib);
+                sleep_ms(ms.unwrap_or(0));
+                respond(response_out, 200, format!("dirtied {} pages\n", black_box(dirtied).len() / 4096).as_bytes());
+            }
             "/stdout" => {
                 println!("guest stdout line 1");
                 println!("guest stdout line 2");
@@ -295,6 +301,16 @@ fn scribble() -> bool {
     // The heap block stays allocated, so a reused instance would not see it zeroed by free/alloc.
     std::mem::forget(black_box(heap));
     image_fresh && heap_fresh
+}
+
+/// Allocates `mib` MiB and writes every page of it, so the instance's slot holds that many dirty
+/// pages when it is freed.
+fn dirty_mib(mib: usize) -> Vec<u8> {
+    let mut block = vec![0u8; mib << 20];
+    for i in (0..block.len()).step_by(4096) {
+        block[i] = 0xD1;
+    }
+    block
 }
 
 /// Allocates (and touches) 1 MiB blocks until allocation fails; the guest then aborts.
