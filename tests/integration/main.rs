@@ -30,5 +30,6 @@ mod serving;
 mod slow_bodies;
 mod startup;
 mod supervision;
+mod swap_reset;
 mod tls;
 mod upgrade;

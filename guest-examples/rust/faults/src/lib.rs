@@ -25,6 +25,11 @@
 //! | `/print-flood?kb=N`    | N KiB (default 4096) of 100-byte stdout lines, then 200            |
 //! | `/scribble`            | 200 `clean\n` if 64 data-segment and 64 heap pages hold their fresh |
 //! |                        | contents (500 `dirty\n` otherwise), then writes to every other page |
+//! | `/mark-and-hold`       | fills 64 data-segment and 64 zero (bss) pages with `HOLD_MARKER`,   |
+//! |                        | sends head 200 + flushed `marked\n`, reads the whole request body,  |
+//! |                        | then `released\n`: the instance stays alive until the body ends     |
+//! | `/marked-pages`        | 200 `pristine\n` if those 128 pages hold a fresh instance's         |
+//! |                        | contents, else 500 `N of 128 pages hold the marker\n`               |
 //! | anything else          | 404 `not found\n`                                                  |
 
 use std::cell::UnsafeCell;
@@ -56,6 +61,15 @@ struct ImagePages(UnsafeCell<[[u8; SCRIBBLE_PAGE]; SCRIBBLE_PAGES]>);
 // SAFETY: a wasm32-wasip2 guest is single-threaded.
 unsafe impl Sync for ImagePages {}
 static IMAGE_PAGES: ImagePages = ImagePages(UnsafeCell::new([[SCRIBBLE_FILL; SCRIBBLE_PAGE]; SCRIBBLE_PAGES]));
+
+/// Pages `/mark-and-hold` fills with `HOLD_MARKER`: 64 in the data segment (fresh contents
+/// `HOLD_FILL`, from the memory image) and 64 zero-initialised ones (bss, past the image).
+const HOLD_PAGES: usize = SCRIBBLE_PAGES;
+const HOLD_FILL: u8 = 0x3C;
+/// The byte every marked page is full of: the test finds these pages in the worker by it.
+const HOLD_MARKER: u8 = 0xE7;
+static HOLD_IMAGE: ImagePages = ImagePages(UnsafeCell::new([[HOLD_FILL; SCRIBBLE_PAGE]; HOLD_PAGES]));
+static HOLD_ZERO: ImagePages = ImagePages(UnsafeCell::new([[0; SCRIBBLE_PAGE]; HOLD_PAGES]));
 
 struct Faults;
 
@@ -208,6 +222,13 @@ impl Guest for Faults {
                     respond(response_out, 500, b"dirty\n");
                 }
             }
+            "/mark-and-hold" => mark_and_hold(request, response_out),
+            "/marked-pages" => match marked_pages() {
+                0 => respond(response_out, 200, b"pristine\n"),
+                n => {
+                    respond(response_out, 500, format!("{n} of {} pages hold the marker\n", 2 * HOLD_PAGES).as_bytes())
+                }
+            },
             _ => respond(response_out, 404, b"not found\n"),
         }
     }
@@ -311,6 +332,35 @@ fn dirty_mib(mib: usize) -> Vec<u8> {
         block[i] = 0xD1;
     }
     block
+}
+
+/// Fills the hold pages with `HOLD_MARKER`, says `marked` (flushed), then holds the instance
+/// (and its dirty pages) alive until the request body ends, and says `released`.
+fn mark_and_hold(request: IncomingRequest, response_out: ResponseOutparam) {
+    // SAFETY: single-threaded guest; nothing else holds a reference to these pages.
+    let (image, zero) = unsafe { (&mut *HOLD_IMAGE.0.get(), &mut *HOLD_ZERO.0.get()) };
+    for page in image.iter_mut().chain(zero.iter_mut()) {
+        page.fill(HOLD_MARKER);
+    }
+    black_box((image, zero));
+    let body = request.consume().expect("request body");
+    let input = body.stream().expect("body stream");
+    let (response_body, out) = start_response(response_out, 200);
+    out.blocking_write_and_flush(b"marked\n").expect("write");
+    while input.blocking_read(64 * 1024).is_ok() {}
+    drop(input);
+    out.blocking_write_and_flush(b"released\n").expect("write");
+    drop(out);
+    OutgoingBody::finish(response_body, None).expect("finish body");
+}
+
+/// How many hold pages do not hold a fresh instance's contents.
+fn marked_pages() -> usize {
+    // SAFETY: single-threaded guest; nothing else holds a reference to these pages.
+    let (image, zero) = unsafe { (&*HOLD_IMAGE.0.get(), &*HOLD_ZERO.0.get()) };
+    let image_dirty = image.iter().filter(|page| page.iter().any(|&b| b != HOLD_FILL)).count();
+    let zero_dirty = zero.iter().filter(|page| page.iter().any(|&b| b != 0)).count();
+    black_box(image_dirty + zero_dirty)
 }
 
 /// Allocates (and touches) 1 MiB blocks until allocation fails; the guest then aborts.
