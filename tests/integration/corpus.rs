@@ -176,6 +176,12 @@ pub fn cases() -> Vec<(&'static str, Vec<u8>)> {
             [post("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n"), get_with("")].concat(),
         ),
         ("bad chunk then a pipelined GET", [chunked("5;\0\r\nhello\r\n0\r\n\r\n"), get_with("")].concat()),
+        (
+            // Issue 17 item 4: a framing check that ended the body at the bare LF let the second
+            // request, with a control character in its chunk extension, reach the guest.
+            "bare LF after the last chunk, then a bad chunk extension",
+            [chunked("5\r\nhello\r\n0\r\n\n"), chunked("5;a=\x01\r\nhello\r\n0\r\n\r\n")].concat(),
+        ),
         ("CONNECT then a pipelined GET", [b("CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n"), get_with("")].concat()),
         (
             "body hidden behind Expect 417",
