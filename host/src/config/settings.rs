@@ -271,7 +271,7 @@ fn max_memory(args: &ServeArgs) -> Result<usize, ConfigError> {
 fn instance_keep_resident(args: &ServeArgs) -> Result<usize, ConfigError> {
     let text = &args.instance_keep_resident;
     parse_bytes(text).filter(|&bytes| bytes <= MAX_MAX_MEMORY).ok_or_else(|| {
-        bad(format!("--instance-keep-resident {text:?}: expected a size from 0 to 4G such as 64M or 65536"))
+        bad(format!("--instance-keep-resident {text:?}: expected a size from 0 to 4G such as 16M or 65536"))
     })
 }
 
@@ -495,6 +495,9 @@ mod tests {
             ("--handshake-timeout", "3601", "--handshake-timeout must be between 1 and 3600 seconds"),
             ("--header-timeout", "3601", "--header-timeout must be between 0 and 3600 seconds"),
             ("--max-memory", "5G", "--max-memory must be between 64K and 4G"),
+            ("--instance-keep-resident", "5G", "--instance-keep-resident \"5G\": expected a size from 0 to 4G"),
+            ("--instance-keep-resident", "lots", "--instance-keep-resident \"lots\": expected a size"),
+            ("--instance-trim-after", "86401", "--instance-trim-after must be between 0 (never) and 86400 seconds"),
             ("--limit-request-body", "2T", "--limit-request-body must be between 0 (unlimited) and 1T"),
             (
                 "--limit-request-body",
@@ -514,6 +517,9 @@ mod tests {
             ("--instance-slots", "10000"),
             ("--limit-request-body", "1T"),
             ("--backlog", "65535"),
+            ("--instance-keep-resident", "4G"),
+            ("--instance-keep-resident", "0"),
+            ("--instance-trim-after", "0"),
         ] {
             assert_eq!(err(&[flag, value]), Ok(()), "{flag} {value}");
         }
