@@ -4,6 +4,7 @@
 mod status;
 mod support;
 
+mod balance;
 mod bench_smoke;
 mod binds_ops;
 mod config;
