@@ -223,9 +223,17 @@ impl AppRuntime {
         let Some(slot) = self.kept.slot_for_request() else {
             return Err(GuestFailure::NoInstanceSlot(wasmtime::Error::msg("every instance slot is in use")));
         };
-        let store =
-            new_store(self.pre.engine(), &self.settings, &self.outbound, &self.state, request_id, clock.clone(), self.metrics, slot)
-                .map_err(|e| GuestFailure::Instantiate(wasmtime::Error::msg(format!("{e:#}"))))?;
+        let store = new_store(
+            self.pre.engine(),
+            &self.settings,
+            &self.outbound,
+            &self.state,
+            request_id,
+            clock.clone(),
+            self.metrics,
+            slot,
+        )
+        .map_err(|e| GuestFailure::Instantiate(wasmtime::Error::msg(format!("{e:#}"))))?;
         Ok(Instance { store, kept: None, served: 0 })
     }
 

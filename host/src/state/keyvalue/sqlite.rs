@@ -33,7 +33,12 @@ pub struct SqliteQueue {
 
 impl SqliteQueue {
     /// Queues `op` on bucket `bucket` of file number `file`; the receiver gets the answer.
-    pub fn submit(&self, file: usize, bucket: &str, op: Op) -> Result<oneshot::Receiver<Result<Reply, String>>, String> {
+    pub fn submit(
+        &self,
+        file: usize,
+        bucket: &str,
+        op: Op,
+    ) -> Result<oneshot::Receiver<Result<Reply, String>>, String> {
         let (reply, answer) = oneshot::channel();
         let job = Job { file, bucket: bucket.to_string(), op, reply };
         match self.jobs.try_send(job) {
