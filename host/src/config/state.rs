@@ -82,6 +82,9 @@ fn bucket(spec: &str) -> Result<BucketSpec, ConfigError> {
             }
             Backend::Sqlite(path)
         }
+        Some(("redis" | "rediss", _)) => {
+            return Err(bad(format!("--keyvalue {spec:?}: the Redis backend is not implemented yet; use sqlite:PATH")))
+        }
         _ => return Err(bad(format!("--keyvalue {spec:?}: the URL must be sqlite:PATH"))),
     };
     Ok(BucketSpec { name: name.to_string(), backend, url: url.to_string() })
