@@ -148,3 +148,37 @@ fn bad_grants_stop_the_start_with_one_line() {
         assert!(stderr.contains(expected) && stderr.trim().lines().count() == 1, "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn the_python_example_counts_across_workers_and_greets_from_config() {
+    let dir = scratch_dir("kv-python");
+    let grant = sqlite_grant(dir.path());
+    let server =
+        Server::start(&guest("python-state"), &["-w", "2", "--keyvalue", &grant, "--config-var", "greeting=Hola"]);
+    assert_eq!(server.get("/").text(), "Hola from Python, visit 1\n");
+    let (ok, failed) = load(&server.addr, "/incr/default/n", 8, 400);
+    assert_eq!((ok, failed), (400, 0), "{}", server.log.text());
+    assert_eq!(server.get("/incr/default/n").text(), "401\n", "no increment lost or doubled");
+    let reply = server.get("/incr/other/n");
+    assert_eq!((reply.status, reply.text()), (403, "no-such-store\n".to_string()));
+}
+
+#[test]
+fn a_refused_operation_is_the_guests_error_and_the_worker_serves_on() {
+    let dir = scratch_dir("kv-backend-error");
+    let grant = sqlite_grant(dir.path());
+    let server = Server::start(&guest("state"), &["-w", "1", "--keyvalue", &grant]);
+    let pids = server.worker_pids();
+    assert_eq!(put(&server, "/set/default/word", b"abc").status, 200);
+    let reply = server.get("/incr/default/word");
+    assert_eq!(reply.status, 503, "the increment is refused: {}", reply.text());
+    assert!(
+        reply.text().starts_with("other: increment: the value of \"word\" is not a decimal counter"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(server.get("/incr/default/n").text(), "1\n", "the same worker serves on");
+    assert_eq!(server.worker_pids(), pids, "no worker was replaced");
+    // The guest's own mistake is not a backend outage: the log stays quiet (a guest cannot fill it).
+    assert_eq!(server.log.count(&["keyvalue bucket"]), 0, "{}", server.log.text());
+}

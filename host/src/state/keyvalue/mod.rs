@@ -8,7 +8,7 @@ pub mod sqlite;
 
 use crate::config::state::{Backend, StateSettings};
 use crate::{log_info, log_warning};
-use op::{Op, Reply};
+use op::{Failure, Op, Reply};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -78,12 +78,22 @@ impl Keyvalue {
         let until = deadline.map_or(cap, |d| d.min(cap));
         let result = match tokio::time::timeout_at(until.into(), answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("the key-value store thread has stopped".to_string()),
+            Ok(Err(_)) => Err(Failure::Backend("the key-value store thread has stopped".to_string())),
             // A timeout is the request's (or a backend that is too slow): the job is dropped.
             Err(_) => return Err(format!("{name}: out of time for this request")),
         };
-        self.note(bucket, result.as_ref().err());
-        result
+        match result {
+            Ok(reply) => {
+                self.note(bucket, None);
+                Ok(reply)
+            }
+            // The guest's own doing says nothing about the backend (and must not reach the log).
+            Err(Failure::Refused(message)) => Err(message),
+            Err(Failure::Backend(message)) => {
+                self.note(bucket, Some(&message));
+                Err(message)
+            }
+        }
     }
 
     /// Logs a bucket's first failure and its recovery, not every failed operation.

@@ -42,3 +42,12 @@ pub enum Reply {
     Counter(u64),
     Values(Vec<Option<(String, Vec<u8>)>>),
 }
+
+/// Why an operation failed: the guest's request (the bucket is fine), or the backend.
+#[derive(Debug, PartialEq)]
+pub enum Failure {
+    /// The operation cannot be done on this data (incrementing a value that is no counter...).
+    Refused(String),
+    /// The backend failed (I/O, a lock held too long, a lost connection, a stopped thread).
+    Backend(String),
+}

@@ -2,7 +2,7 @@
 //! the operations queued to it, so the worker's tokio runtime never blocks on the database. The
 //! file is shared by every worker of every generation (WAL journal, busy timeout); `increment` is
 //! one `INSERT ... ON CONFLICT DO UPDATE ... RETURNING` statement, atomic across processes.
-use super::op::{Op, Reply};
+use super::op::{Failure, Op, Reply};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -22,7 +22,7 @@ struct Job {
     file: usize,
     bucket: String,
     op: Op,
-    reply: oneshot::Sender<Result<Reply, String>>,
+    reply: oneshot::Sender<Result<Reply, Failure>>,
 }
 
 /// The handle the request path queues operations on.
@@ -38,7 +38,7 @@ impl SqliteQueue {
         file: usize,
         bucket: &str,
         op: Op,
-    ) -> Result<oneshot::Receiver<Result<Reply, String>>, String> {
+    ) -> Result<oneshot::Receiver<Result<Reply, Failure>>, String> {
         let (reply, answer) = oneshot::channel();
         let job = Job { file, bucket: bucket.to_string(), op, reply };
         match self.jobs.try_send(job) {
@@ -101,7 +101,7 @@ fn serve(connections: Vec<Connection>, queue: mpsc::Receiver<Job>) {
         if job.reply.is_closed() {
             continue;
         }
-        let result = run(&connections[job.file], &job.bucket, job.op).map_err(|e| e.to_string());
+        let result = run(&connections[job.file], &job.bucket, job.op);
         let _ = job.reply.send(result);
     }
 }
@@ -119,8 +119,8 @@ const INCREMENT: &str = "INSERT INTO kv (bucket, key, value) VALUES (?1, ?2, CAS
           AND CAST(CAST(value AS TEXT) AS INTEGER) <= ?4 - ?3
     RETURNING CAST(value AS TEXT)";
 
-fn run(db: &Connection, bucket: &str, op: Op) -> Result<Reply, String> {
-    let sql = |e: rusqlite::Error| format!("sqlite: {e}");
+fn run(db: &Connection, bucket: &str, op: Op) -> Result<Reply, Failure> {
+    let sql = |e: rusqlite::Error| Failure::Backend(format!("sqlite: {e}"));
     Ok(match op {
         Op::Get(key) => Reply::Value(get(db, bucket, &key).map_err(sql)?),
         Op::Set(key, value) => {
@@ -142,15 +142,18 @@ fn run(db: &Connection, bucket: &str, op: Op) -> Result<Reply, String> {
         }
         Op::ListKeys(cursor) => list_keys(db, bucket, cursor).map_err(sql)?,
         Op::Increment(key, delta) => {
-            let delta = i64::try_from(delta).map_err(|_| format!("increment by {delta}: larger than {MAX_COUNTER}"))?;
+            let delta = i64::try_from(delta)
+                .map_err(|_| Failure::Refused(format!("increment by {delta}: larger than {MAX_COUNTER}")))?;
             let value: Option<String> = db
                 .prepare_cached(INCREMENT)
                 .and_then(|mut s| s.query_row(params![bucket, key, delta, MAX_COUNTER], |row| row.get(0)).optional())
                 .map_err(sql)?;
             let value = value.ok_or_else(|| {
-                format!("increment: the value of {key:?} is not a decimal counter that can grow by {delta} (at most {MAX_COUNTER})")
+                Failure::Refused(format!("increment: the value of {key:?} is not a decimal counter that can grow by {delta} (at most {MAX_COUNTER})"))
             })?;
-            Reply::Counter(value.parse().map_err(|e| format!("increment: stored counter {value:?}: {e}"))?)
+            Reply::Counter(
+                value.parse().map_err(|e| Failure::Backend(format!("increment: stored counter {value:?}: {e}")))?,
+            )
         }
         Op::GetMany(keys) => {
             let tx = db.unchecked_transaction().map_err(sql)?;
