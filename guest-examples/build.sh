@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds every example guest from source into OUT_DIR:
-#   hello.wasm echo.wasm stream.wasm faults.wasm outbound.wasm (Rust, cargo --target wasm32-wasip2)
-#   python-app.wasm                                (componentize-py)
+#   hello.wasm echo.wasm stream.wasm faults.wasm outbound.wasm state.wasm (Rust, cargo --target wasm32-wasip2)
+#   python-app.wasm python-state.wasm              (componentize-py)
 #   js-app.wasm                                    (componentize-js)
 # Usage: guest-examples/build.sh OUT_DIR [--rust-only]
 # Each output is rebuilt only when one of its sources is newer than it.
@@ -27,7 +27,7 @@ stale() {
 
 echo "== rust guests" >&2
 (cd "$here/rust" && cargo build --quiet --release --target wasm32-wasip2)
-for name in hello echo stream faults outbound; do
+for name in hello echo stream faults outbound state; do
   built="$here/rust/target/wasm32-wasip2/release/$name.wasm"
   # Replaced atomically and only when it changed: a test may be reading the current one.
   if ! cmp -s "$built" "$out/$name.wasm"; then
@@ -43,6 +43,13 @@ if stale "$out/python-app.wasm" "$here/python-app" "$repo/wit"; then
   componentize_py="$(command -v componentize-py || python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "componentize-py"))')"
   (cd "$here/python-app" && "$componentize_py" -d "$repo/wit" -w app componentize app -o "$out/python-app.wasm.tmp" >&2)
   mv -f "$out/python-app.wasm.tmp" "$out/python-app.wasm"
+fi
+
+if stale "$out/python-state.wasm" "$here/python-state" "$repo/wit"; then
+  echo "== python-state (componentize-py)" >&2
+  componentize_py="$(command -v componentize-py || python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "componentize-py"))')"
+  (cd "$here/python-state" && "$componentize_py" -d "$repo/wit" -w app-with-state componentize app -o "$out/python-state.wasm.tmp" >&2)
+  mv -f "$out/python-state.wasm.tmp" "$out/python-state.wasm"
 fi
 
 if stale "$out/js-app.wasm" "$here/js-app/app.js" "$here/js-app/package-lock.json" "$repo/wit"; then

@@ -19,6 +19,7 @@ mod hostile;
 mod hygiene;
 mod instance_reuse;
 mod keep_alive;
+mod keyvalue;
 mod lifecycle;
 mod logs;
 mod memory_reset;

@@ -96,6 +96,8 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
         })),
         None => None,
     };
+    // Like the key file, a --config-file (a mounted secret) is read before privileges drop.
+    let config = crate::state::config_store::ConfigValues::read(&settings.state)?;
     // Sockets, the compiled app and the logs are open: drop privileges before the epoch ticker
     // starts and before the first request (with `--threads > 1` the runtime's threads already run,
     // and set*id applies to every thread of the process).
@@ -110,10 +112,13 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
         crate::sys::privileges::drop_to(credentials).with_context(|| format!("cannot switch to {credentials}"))?;
     }
     crate::guest::clock::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
+    // Opened as the workers' identity, so the files SQLite creates beside the database are theirs.
+    let keyvalue = crate::state::keyvalue::Keyvalue::open(&settings.state)?;
     let app = AppRuntime::new(pre, settings.clone())
         .with_max_requests(spec.max_requests)
         .with_metrics(spec.metrics)
-        .with_outbound(Outbound::new(settings.outbound.clone()));
+        .with_outbound(Outbound::new(settings.outbound.clone()))
+        .with_state(crate::state::AppState { keyvalue, config });
     let front = Front::new(Arc::new(app), access_log, tls);
     Ok((Arc::new(front), listeners))
 }
