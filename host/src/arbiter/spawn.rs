@@ -16,6 +16,7 @@ struct ChildSetup {
     settings: Arc<crate::config::settings::Settings>,
     heartbeat: Heartbeat,
     metrics: crate::metrics::Recorder,
+    keyvalue_labels: Vec<u16>,
     max_requests: u64,
     arbiter_pid: nix::unistd::Pid,
     seat: Option<crate::worker::balance::board::WorkerSeat>,
@@ -27,6 +28,10 @@ impl Arbiter {
         let settings = self.supervisor.current.payload.settings.clone();
         let heartbeat = Heartbeat::create(&settings.worker_tmp_dir)?;
         let (slot, metrics) = self.claim_metrics_slot();
+        let keyvalue_labels = match self.metrics.as_mut() {
+            Some(arena) => arena.bucket_labels(settings.state.buckets.iter().map(|b| b.name.as_str())),
+            None => Vec::new(),
+        };
         let max_requests = match settings.max_requests {
             0 => 0,
             n => n.saturating_add(jitter(settings.max_requests_jitter)),
@@ -39,7 +44,8 @@ impl Arbiter {
                 (None, None)
             }
         };
-        let setup = ChildSetup { settings, heartbeat: heartbeat.view(), metrics, max_requests, arbiter_pid, seat };
+        let setup =
+            ChildSetup { settings, heartbeat: heartbeat.view(), metrics, keyvalue_labels, max_requests, arbiter_pid, seat };
         // SAFETY: the arbiter is single-threaded (no runtime, no wasmtime threads), so the child
         // starts from a consistent copy; it builds its own runtime and engine.
         let forked = match unsafe { crate::sys::signals::fork() } {
@@ -87,6 +93,7 @@ impl Arbiter {
             max_requests: setup.max_requests,
             credentials: self.credentials,
             metrics: setup.metrics,
+            keyvalue_labels: setup.keyvalue_labels,
             seat: setup.seat,
         });
         std::process::exit(code);

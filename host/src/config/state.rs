@@ -1,6 +1,6 @@
 //! What app state a guest is granted: key-value buckets (`--keyvalue NAME=URL`, their size limits)
-//! and config values (`--config-var KEY=VALUE`, `--config-file KEY=PATH`). Plain data; each
-//! worker opens the backends and reads the files itself.
+//! and config values (`--config-var KEY=VALUE`, `--config-file KEY=PATH`). Plain data, parsed
+//! without I/O to a backend; each worker opens the backends and reads the files itself.
 use crate::config::cli::ServeArgs;
 use crate::config::settings::{bad, ConfigError};
 use std::path::PathBuf;
@@ -15,6 +15,17 @@ pub const MAX_GRANTS: usize = 256;
 pub enum Backend {
     /// `sqlite:PATH`: one SQLite file (WAL) shared by every worker of every generation.
     Sqlite(PathBuf),
+    /// `redis://HOST:PORT[/DB]` or `rediss://...` (TLS): a Redis server shared by every machine.
+    Redis(RedisTarget),
+}
+
+/// A Redis server as `--keyvalue` named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    /// The URL as given (credentials included): what the worker connects with.
+    pub url: String,
+    /// `redis://HOST:PORT/DB` without credentials: what messages and logs show.
+    pub shown: String,
 }
 
 /// One granted bucket.
@@ -82,12 +93,37 @@ fn bucket(spec: &str) -> Result<BucketSpec, ConfigError> {
             }
             Backend::Sqlite(path)
         }
-        Some(("redis" | "rediss", _)) => {
-            return Err(bad(format!("--keyvalue {spec:?}: the Redis backend is not implemented yet; use sqlite:PATH")))
+        Some(("redis" | "rediss", _)) => Backend::Redis(redis_target(name, url)?),
+        _ => {
+            return Err(bad(format!(
+                "--keyvalue {name}=...: the URL must be sqlite:PATH, redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]"
+            )))
         }
-        _ => return Err(bad(format!("--keyvalue {spec:?}: the URL must be sqlite:PATH"))),
     };
-    Ok(BucketSpec { name: name.to_string(), backend, url: url.to_string() })
+    let url = match &backend {
+        Backend::Redis(target) => target.shown.clone(),
+        Backend::Sqlite(_) => url.to_string(),
+    };
+    Ok(BucketSpec { name: name.to_string(), backend, url })
+}
+
+/// Parses a `redis://` or `rediss://` URL without connecting (the workers connect, after the
+/// fork). Messages never repeat the URL: it may carry a password.
+fn redis_target(name: &str, url: &str) -> Result<RedisTarget, ConfigError> {
+    let refuse = |why: &str| bad(format!("--keyvalue {name}=...: {why}; expected redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]"));
+    // The error's detail can quote the URL (and its password); its category never does.
+    let client = redis::Client::open(url).map_err(|e| refuse(&format!("not a Redis URL ({})", e.category())))?;
+    let info = client.get_connection_info();
+    let (scheme, host, port) = match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => ("redis", host, port),
+        redis::ConnectionAddr::TcpTls { host, port, .. } => ("rediss", host, port),
+        _ => return Err(refuse("only TCP Redis servers are supported")),
+    };
+    if host.is_empty() {
+        return Err(refuse("no host"));
+    }
+    let db = info.redis_settings().db();
+    Ok(RedisTarget { url: url.to_string(), shown: format!("{scheme}://{host}:{port}/{db}") })
 }
 
 fn config_file(spec: &str) -> Result<(String, PathBuf), ConfigError> {

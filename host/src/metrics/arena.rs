@@ -16,6 +16,12 @@ pub const INSTANTIATION_BUCKETS: [f64; 12] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 /// (method, status) pairs one slot can hold; more land in `request_overflow`.
 pub const REQUEST_CELLS: usize = 128;
+/// Key-value operations take from tens of microseconds (SQLite, a loopback Redis) to seconds.
+pub const KEYVALUE_BUCKETS: [f64; 12] = INSTANTIATION_BUCKETS;
+/// (bucket, operation) pairs one slot can hold; more land in `keyvalue_overflow`.
+pub const KEYVALUE_CELLS: usize = 64;
+/// Most distinct bucket names the arena labels; later ones are labelled `_other`.
+pub const MAX_BUCKET_LABELS: usize = 1024;
 
 /// A histogram with `N` buckets: one per bound plus `+Inf` (per-bucket, not cumulative, counts).
 #[repr(C)]
@@ -68,6 +74,58 @@ pub struct RequestCell {
     pub histogram: Histogram<{ REQUEST_BUCKETS.len() + 1 }>,
 }
 
+/// The key-value operations of one (bucket, operation) pair; `key` 0 = unused.
+#[repr(C)]
+pub struct KeyvalueCell {
+    pub key: AtomicU32,
+    pub outcomes: [AtomicU64; crate::state::keyvalue::op::OUTCOME_NAMES.len()],
+    pub duration: Histogram<{ KEYVALUE_BUCKETS.len() + 1 }>,
+}
+
+impl KeyvalueCell {
+    fn fold_into(&self, into: &KeyvalueCell) {
+        for (from, to) in self.outcomes.iter().zip(&into.outcomes) {
+            to.fetch_add(from.swap(0, Relaxed), Relaxed);
+        }
+        self.duration.fold_into(&into.duration);
+    }
+}
+
+/// A cell with a key (0 = free), claimed on first use by open addressing.
+trait Keyed {
+    fn key(&self) -> &AtomicU32;
+}
+
+impl Keyed for RequestCell {
+    fn key(&self) -> &AtomicU32 {
+        &self.key
+    }
+}
+
+impl Keyed for KeyvalueCell {
+    fn key(&self) -> &AtomicU32 {
+        &self.key
+    }
+}
+
+/// The cell of `cells` for `key` (non-zero), claiming a free one on first use; `None` when full.
+fn claim<T: Keyed>(cells: &[T], key: u32) -> Option<&T> {
+    let start = (key.wrapping_mul(0x9E37_79B1) >> 16) as usize % cells.len();
+    for step in 0..cells.len() {
+        let cell = &cells[(start + step) % cells.len()];
+        match cell.key().load(Relaxed) {
+            k if k == key => return Some(cell),
+            0 => match cell.key().compare_exchange(0, key, Relaxed, Relaxed) {
+                Ok(_) => return Some(cell),
+                Err(actual) if actual == key => return Some(cell),
+                Err(_) => continue,
+            },
+            _ => continue,
+        }
+    }
+    None
+}
+
 /// Everything one worker records. All-zero bytes are a valid, empty slot.
 #[repr(C)]
 pub struct Slot {
@@ -85,25 +143,21 @@ pub struct Slot {
     /// Log lines the worker dropped, per [`crate::log::LogKind`]: the worker stores its own
     /// process's counts here after each heartbeat.
     pub log_lines_dropped: [AtomicU64; crate::log::LogKind::ALL.len()],
+    /// Key-value operations by (bucket label, operation).
+    pub keyvalue: [KeyvalueCell; KEYVALUE_CELLS],
+    /// Key-value operations whose (bucket, operation) found no free cell.
+    pub keyvalue_overflow: AtomicU64,
 }
 
 impl Slot {
-    /// The cell for `key` (non-zero), claiming a free one on first use; `None` when full.
+    /// The request cell for `key` (non-zero), claiming a free one on first use; `None` when full.
     pub fn cell(&self, key: u32) -> Option<&RequestCell> {
-        let start = (key.wrapping_mul(0x9E37_79B1) >> 16) as usize % REQUEST_CELLS;
-        for step in 0..REQUEST_CELLS {
-            let cell = &self.requests[(start + step) % REQUEST_CELLS];
-            match cell.key.load(Relaxed) {
-                k if k == key => return Some(cell),
-                0 => match cell.key.compare_exchange(0, key, Relaxed, Relaxed) {
-                    Ok(_) => return Some(cell),
-                    Err(actual) if actual == key => return Some(cell),
-                    Err(_) => continue,
-                },
-                _ => continue,
-            }
-        }
-        None
+        claim(&self.requests, key)
+    }
+
+    /// The key-value cell for `key` (non-zero, see `labels::keyvalue_key`); `None` when full.
+    pub fn keyvalue_cell(&self, key: u32) -> Option<&KeyvalueCell> {
+        claim(&self.keyvalue, key)
     }
 
     /// Moves every counter and histogram of this (dead worker's) slot into `into` and zeroes the
@@ -136,6 +190,33 @@ impl Slot {
         for (from, to) in self.log_lines_dropped.iter().zip(&into.log_lines_dropped) {
             to.fetch_add(from.swap(0, Relaxed), Relaxed);
         }
+        self.fold_keyvalue_into(into);
+    }
+
+    fn fold_keyvalue_into(&self, into: &Slot) {
+        for cell in &self.keyvalue {
+            let key = cell.key.swap(0, Relaxed);
+            if key == 0 {
+                continue;
+            }
+            match into.keyvalue_cell(key) {
+                Some(target) => cell.fold_into(target),
+                None => {
+                    let total: u64 = cell.outcomes.iter().map(|o| o.swap(0, Relaxed)).sum();
+                    into.keyvalue_overflow.fetch_add(total, Relaxed);
+                    cell.duration.fold_into(&empty_keyvalue_sink());
+                }
+            }
+        }
+        into.keyvalue_overflow.fetch_add(self.keyvalue_overflow.swap(0, Relaxed), Relaxed);
+    }
+}
+
+fn empty_keyvalue_sink() -> Histogram<{ KEYVALUE_BUCKETS.len() + 1 }> {
+    Histogram {
+        buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        count: AtomicU64::new(0),
+        sum_ns: AtomicU64::new(0),
     }
 }
 
@@ -158,6 +239,10 @@ pub struct Arena {
     base: NonNull<Slot>,
     worker_slots: usize,
     in_use: Vec<bool>,
+    /// Every bucket name a worker was given a label for, in label order (label = index + 1; 0 is
+    /// `_other`). Kept in the arbiter (a forked worker gets the copy it needs); only grows, so a
+    /// label means the same name for every generation.
+    bucket_names: Vec<String>,
 }
 
 // The arena is only atomics in shared memory.
@@ -173,7 +258,7 @@ impl Arena {
         let base =
             unsafe { mmap_anonymous(None, length, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED) }
                 .context("cannot map the shared metrics arena")?;
-        Ok(Arena { base: base.cast(), worker_slots, in_use: vec![false; worker_slots] })
+        Ok(Arena { base: base.cast(), worker_slots, in_use: vec![false; worker_slots], bucket_names: Vec::new() })
     }
 
     fn slot(&self, index: usize) -> &'static Slot {
@@ -211,6 +296,29 @@ impl Arena {
     pub fn live_and_retired(&self) -> impl Iterator<Item = &'static Slot> + '_ {
         std::iter::once(self.retired())
             .chain(self.in_use.iter().enumerate().filter(|(_, used)| **used).map(|(i, _)| self.slot(i)))
+    }
+
+    /// The metrics labels of the buckets `names`, registering new names (up to
+    /// [`MAX_BUCKET_LABELS`]; later ones share label 0, `_other`).
+    pub fn bucket_labels<'a>(&mut self, names: impl Iterator<Item = &'a str>) -> Vec<u16> {
+        names
+            .map(|name| match self.bucket_names.iter().position(|known| known == name) {
+                Some(i) => i as u16 + 1,
+                None if self.bucket_names.len() < MAX_BUCKET_LABELS => {
+                    self.bucket_names.push(name.to_string());
+                    self.bucket_names.len() as u16
+                }
+                None => 0,
+            })
+            .collect()
+    }
+
+    /// The bucket name of a label.
+    pub fn bucket_name(&self, label: u16) -> &str {
+        match label {
+            0 => "_other",
+            n => self.bucket_names.get(usize::from(n) - 1).map_or("_other", String::as_str),
+        }
     }
 
     /// Slots held by live workers only (for gauges).

@@ -1,5 +1,6 @@
 //! Label values: the OpenTelemetry method set (anything else is `_OTHER`), status codes, guest
-//! outcomes and outbound results, and the packing of (method, status) into a slot key.
+//! outcomes and outbound results, and the packing of (method, status) and of (bucket, key-value
+//! operation) into slot keys.
 
 /// OpenTelemetry's known HTTP methods; index + 1 is the method's code in a request key.
 pub const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
@@ -28,6 +29,17 @@ pub enum OutboundResult {
 }
 
 pub const OUTBOUND_RESULTS: [&str; 3] = ["ok", "denied", "error"];
+
+/// A key-value cell key: the bucket's label (see `Arena::bucket_labels`) and the operation's
+/// index in `OP_NAMES`; never 0.
+pub fn keyvalue_key(bucket_label: u16, op: usize) -> u32 {
+    (u32::from(bucket_label) << 8) | (op as u32 + 1)
+}
+
+/// The (bucket label, operation index) a key-value cell key stands for.
+pub fn split_keyvalue_key(key: u32) -> (u16, usize) {
+    ((key >> 8) as u16, ((key & 0xFF) as usize).saturating_sub(1))
+}
 
 /// The method's code: 1..=9 for the known methods, 10 for `_OTHER`.
 pub fn method_code(method: &http::Method) -> u8 {

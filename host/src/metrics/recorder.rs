@@ -1,6 +1,6 @@
 //! The worker side: records into the worker's own arena slot. Every call is a few relaxed atomic
 //! adds (no lock, no syscall); a worker without a slot (metrics off) records nothing.
-use super::arena::{Slot, INSTANTIATION_BUCKETS, REQUEST_BUCKETS};
+use super::arena::{Slot, INSTANTIATION_BUCKETS, KEYVALUE_BUCKETS, REQUEST_BUCKETS};
 use super::labels::{method_code, request_key, OutboundResult, Outcome};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -66,6 +66,23 @@ impl Recorder {
         if let Some(slot) = self.0 {
             for (cell, count) in slot.log_lines_dropped.iter().zip(counts) {
                 cell.store(count, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// One key-value operation: `key` from `labels::keyvalue_key`, `outcome` an index into
+    /// `OUTCOME_NAMES`.
+    pub fn keyvalue(&self, key: u32, outcome: usize, took: Duration) {
+        let Some(slot) = self.0 else { return };
+        match slot.keyvalue_cell(key) {
+            Some(cell) => {
+                if let Some(counter) = cell.outcomes.get(outcome) {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                cell.duration.observe(&KEYVALUE_BUCKETS, nanos(took));
+            }
+            None => {
+                slot.keyvalue_overflow.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -2,9 +2,10 @@
 //! and encodes it with `prometheus-client` from a custom collector (the crate writes OpenMetrics
 //! text; for plain Prometheus scrapers the same text goes out as `text/plain; version=0.0.4`
 //! without the `# EOF` trailer, which that format reads as a comment).
-use super::arena::{Arena, HistogramSum, INSTANTIATION_BUCKETS, REQUEST_BUCKETS};
+use super::arena::{Arena, HistogramSum, INSTANTIATION_BUCKETS, KEYVALUE_BUCKETS, REQUEST_BUCKETS};
 use super::kernel::ListenQueue;
-use super::labels::{split_key, OUTBOUND_RESULTS, OUTCOMES};
+use super::labels::{split_key, split_keyvalue_key, OUTBOUND_RESULTS, OUTCOMES};
+use crate::state::keyvalue::op::{OP_NAMES, OUTCOME_NAMES};
 use crate::log::LogKind;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
@@ -45,7 +46,17 @@ pub struct Snapshot {
     /// Dropped log lines of the workers (live and retired), per log; the arbiter's own are added
     /// when rendered.
     pub log_lines_dropped: [u64; LogKind::ALL.len()],
+    /// (bucket, operation) → operations per outcome (in `OUTCOME_NAMES` order) and durations.
+    pub keyvalue: BTreeMap<(String, &'static str), KeyvalueSum>,
+    pub keyvalue_overflow: u64,
     pub arbiter: ArbiterFigures,
+}
+
+/// The key-value operations of one (bucket, operation), summed over slots.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyvalueSum {
+    pub outcomes: [u64; OUTCOME_NAMES.len()],
+    pub duration: HistogramSum,
 }
 
 impl Snapshot {
@@ -77,9 +88,27 @@ impl Snapshot {
             for (total, counter) in s.log_lines_dropped.iter_mut().zip(&slot.log_lines_dropped) {
                 *total += counter.load(Relaxed);
             }
+            s.add_keyvalue(arena, slot);
         }
         s.active = arena.live().map(|slot| slot.active.load(Relaxed)).sum::<i64>().max(0);
         s
+    }
+
+    fn add_keyvalue(&mut self, arena: &Arena, slot: &super::arena::Slot) {
+        for cell in &slot.keyvalue {
+            let key = cell.key.load(Relaxed);
+            if key == 0 {
+                continue;
+            }
+            let (label, op) = split_keyvalue_key(key);
+            let Some(op) = OP_NAMES.get(op) else { continue };
+            let sum = self.keyvalue.entry((arena.bucket_name(label).to_string(), op)).or_default();
+            for (total, counter) in sum.outcomes.iter_mut().zip(&cell.outcomes) {
+                *total += counter.load(Relaxed);
+            }
+            cell.duration.add_to(&mut sum.duration);
+        }
+        self.keyvalue_overflow += slot.keyvalue_overflow.load(Relaxed);
     }
 
     /// The exposition text: OpenMetrics (with `# EOF`) or Prometheus text.
@@ -127,6 +156,7 @@ fn gauge(encoder: &mut MetricEncoder<'_>, labels: &impl EncodeLabelSet, value: i
 impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         self.encode_worker_figures(&mut e)?;
+        self.encode_keyvalue(&mut e)?;
         self.encode_arbiter_figures(&mut e)
     }
 }
@@ -206,6 +236,37 @@ impl Snapshot {
             counter(&mut m, &[("log", kind.label())], total)?;
         }
         Ok(())
+    }
+
+    /// The workers' key-value operations, by bucket (names from the config), operation and outcome.
+    fn encode_keyvalue(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let mut m = e.encode_descriptor(
+            "rustcorn_keyvalue_operations",
+            "wasi:keyvalue operations of guests, by bucket, operation and outcome",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((bucket, op), sum) in &self.keyvalue {
+            for (outcome, value) in OUTCOME_NAMES.iter().zip(&sum.outcomes) {
+                counter(&mut m, &[("bucket", bucket.as_str()), ("op", op), ("outcome", outcome)], *value)?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "rustcorn_keyvalue_operation_duration_seconds",
+            "Duration of wasi:keyvalue operations, from the guest's call to its answer",
+            None,
+            MetricType::Histogram,
+        )?;
+        for ((bucket, op), sum) in &self.keyvalue {
+            histogram(&mut m, &[("bucket", bucket.as_str()), ("op", op)], &KEYVALUE_BUCKETS, &sum.duration)?;
+        }
+        let mut m = e.encode_descriptor(
+            "rustcorn_keyvalue_label_overflow",
+            "Key-value operations left out of the key-value metrics: a worker saw more (bucket, operation) pairs than it has room for",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_counter::<NoLabelSet, u64, u64>(&self.keyvalue_overflow, None)
     }
 
     /// What the arbiter knows itself: workers, restarts, listen queues, generation, memory.

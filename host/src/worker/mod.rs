@@ -41,6 +41,8 @@ pub struct WorkerSpec<'a> {
     pub credentials: Option<crate::sys::privileges::Credentials>,
     /// Where this worker records its metrics (its slot of the arbiter's shared arena).
     pub metrics: crate::metrics::Recorder,
+    /// The metrics labels of the granted buckets, in grant order (`Arena::bucket_labels`).
+    pub keyvalue_labels: Vec<u16>,
     /// Its seat on the load board the workers balance connections with (None: no free seat).
     pub seat: Option<balance::board::WorkerSeat>,
 }
@@ -113,7 +115,8 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
     }
     crate::guest::clock::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
     // Opened as the workers' identity, so the files SQLite creates beside the database are theirs.
-    let keyvalue = crate::state::keyvalue::Keyvalue::open(&settings.state)?;
+    // Inside the runtime: a Redis bucket's connection manager belongs to it (and connects lazily).
+    let keyvalue = crate::state::keyvalue::Keyvalue::open(&settings.state, spec.metrics, &spec.keyvalue_labels)?;
     let app = AppRuntime::new(pre, settings.clone())
         .with_max_requests(spec.max_requests)
         .with_metrics(spec.metrics)

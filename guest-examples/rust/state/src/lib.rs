@@ -4,6 +4,10 @@
 //! - `GET /incr/BUCKET/KEY` → the counter after `increment(KEY, 1)`;
 //! - `GET /get/BUCKET/KEY` → the value (404 when absent); `PUT /set/BUCKET/KEY` stores the body;
 //! - `GET /key-of/BUCKET/N` → `get` of a key N bytes long (to probe the key size limit);
+//! - `GET /fill/BUCKET/N` → stores keys `f0`..`f{N-1}` (value `v`) with `set-many`, 500 a call;
+//! - `GET /list/BUCKET` → pages through `list-keys`: `<keys> keys in <pages> pages`;
+//! - `GET /get-many/BUCKET/K1,K2,..` → one `get-many`: a line `K=VALUE` or `K absent` per key;
+//! - `GET /delete-many/BUCKET/K1,K2,..` → one `delete-many`;
 //! - `GET /config/KEY` → the config value (404 when absent).
 //!
 //! A key-value error is 403 `no-such-store` / `access-denied`, or 503 `other: MESSAGE`.
@@ -17,7 +21,7 @@ mod bindings {
 }
 
 use bindings::wasi::config::store as config;
-use bindings::wasi::keyvalue::{atomics, store};
+use bindings::wasi::keyvalue::{atomics, batch, store};
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
@@ -48,6 +52,13 @@ impl Guest for State {
                 Some(value) => answer(open(bucket).and_then(|b| b.set(key, &value)).map(|()| b"stored\n".to_vec())),
                 None => (400, b"unreadable body\n".to_vec()),
             },
+            (Method::Get, ["fill", bucket, n]) => answer(fill(bucket, n.parse().unwrap_or(0))),
+            (Method::Get, ["list", bucket]) => answer(list(bucket)),
+            (Method::Get, ["get-many", bucket, keys]) => answer(get_many(bucket, keys)),
+            (Method::Get, ["delete-many", bucket, keys]) => {
+                let keys: Vec<String> = keys.split(',').map(str::to_string).collect();
+                answer(open(bucket).and_then(|b| batch::delete_many(&b, &keys)).map(|()| b"deleted\n".to_vec()))
+            }
             (Method::Get, ["config", key]) => match config::get(key) {
                 Ok(Some(value)) => (200, value.into_bytes()),
                 Ok(None) => (404, b"absent\n".to_vec()),
@@ -65,6 +76,43 @@ fn visit() -> (u16, Vec<u8>) {
         Ok(n) => (200, format!("{greeting}, visit {n}\n").into_bytes()),
         Err(e) => error(e),
     }
+}
+
+fn fill(bucket: &str, n: usize) -> Result<Vec<u8>, store::Error> {
+    let bucket = open(bucket)?;
+    let pairs: Vec<(String, Vec<u8>)> = (0..n).map(|i| (format!("f{i}"), b"v".to_vec())).collect();
+    for chunk in pairs.chunks(500) {
+        batch::set_many(&bucket, chunk)?;
+    }
+    Ok(format!("stored {n}\n").into_bytes())
+}
+
+fn list(bucket: &str) -> Result<Vec<u8>, store::Error> {
+    let bucket = open(bucket)?;
+    let (mut keys, mut pages, mut cursor) = (std::collections::BTreeSet::new(), 0, None);
+    loop {
+        let page = bucket.list_keys(cursor)?;
+        pages += 1;
+        keys.extend(page.keys);
+        cursor = page.cursor;
+        if cursor.is_none() || pages > 100_000 {
+            break;
+        }
+    }
+    Ok(format!("{} keys in {pages} pages\n", keys.len()).into_bytes())
+}
+
+fn get_many(bucket: &str, keys: &str) -> Result<Vec<u8>, store::Error> {
+    let keys: Vec<String> = keys.split(',').map(str::to_string).collect();
+    let values = batch::get_many(&open(bucket)?, &keys)?;
+    let mut out = String::new();
+    for (key, value) in keys.iter().zip(values) {
+        match value {
+            Some((_, v)) => out.push_str(&format!("{key}={}\n", String::from_utf8_lossy(&v))),
+            None => out.push_str(&format!("{key} absent\n")),
+        }
+    }
+    Ok(out.into_bytes())
 }
 
 fn open(bucket: &str) -> Result<store::Bucket, store::Error> {

@@ -38,15 +38,17 @@ impl SqliteQueue {
         file: usize,
         bucket: &str,
         op: Op,
-    ) -> Result<oneshot::Receiver<Result<Reply, Failure>>, String> {
+    ) -> Result<oneshot::Receiver<Result<Reply, Failure>>, Failure> {
         let (reply, answer) = oneshot::channel();
         let job = Job { file, bucket: bucket.to_string(), op, reply };
         match self.jobs.try_send(job) {
             Ok(()) => Ok(answer),
             Err(mpsc::TrySendError::Full(_)) => {
-                Err(format!("the key-value store is busy ({QUEUE_DEPTH} operations waiting in this worker)"))
+                Err(Failure::Busy(format!("the key-value store is busy ({QUEUE_DEPTH} operations waiting in this worker)")))
             }
-            Err(mpsc::TrySendError::Disconnected(_)) => Err("the key-value store thread has stopped".to_string()),
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                Err(Failure::Backend("the key-value store thread has stopped".to_string()))
+            }
         }
     }
 }
