@@ -198,3 +198,26 @@ fn many_workers_open_a_new_database_file_together() {
         assert_eq!(reply.status, 200, "round {round}: {}", reply.text());
     }
 }
+
+#[test]
+fn sqlite_operations_are_counted_by_bucket_op_and_outcome() {
+    let dir = scratch_dir("kv-metrics");
+    let grant = sqlite_grant(dir.path());
+    let (server, admin) = crate::metrics::start("state", &["-w", "2", "--keyvalue", &grant]);
+    for _ in 0..5 {
+        assert_eq!(server.get("/incr/default/n").status, 200);
+    }
+    assert_eq!(put(&server, "/set/default/word", b"abc").status, 200);
+    assert_eq!(server.get("/incr/default/word").status, 503);
+    let text = crate::metrics::scrape(&admin);
+    let count = |op: &str, outcome: &str| {
+        crate::metrics::sample(
+            &text,
+            &format!(r#"rustcorn_keyvalue_operations_total{{bucket="default",op="{op}",outcome="{outcome}"}}"#),
+        )
+    };
+    assert_eq!((count("increment", "ok"), count("increment", "refused"), count("set", "ok")), (5.0, 1.0, 1.0), "{text}");
+    assert_eq!(count("increment", "error"), 0.0);
+    let histogram = r#"rustcorn_keyvalue_operation_duration_seconds_count{bucket="default",op="increment"}"#;
+    assert_eq!(crate::metrics::sample(&text, histogram), 6.0);
+}

@@ -131,3 +131,30 @@ fn dropped_log_lines_survive_a_worker_death_and_add_the_arbiters_own() {
     assert!(text.contains(r#"rustcorn_log_lines_dropped_total{log="access"} 7"#), "{text}");
     assert!(text.contains(r#"rustcorn_log_lines_dropped_total{log="guest"} 2"#), "{text}");
 }
+
+#[test]
+fn keyvalue_operations_are_labelled_by_bucket_name_and_survive_a_worker_death() {
+    use super::labels::keyvalue_key;
+    let mut arena = Arena::create(2).unwrap();
+    let labels = arena.bucket_labels(["default", "sessions"].into_iter());
+    assert_eq!(labels, vec![1, 2]);
+    assert_eq!(arena.bucket_labels(["sessions", "new"].into_iter()), vec![2, 3], "a known name keeps its label");
+    let id = arena.claim().unwrap();
+    let recorder = Recorder::new(arena.worker_slot(id));
+    let increment = crate::state::keyvalue::op::OP_NAMES.iter().position(|op| *op == "increment").unwrap();
+    recorder.keyvalue(keyvalue_key(labels[0], increment), 0, Duration::from_micros(80));
+    recorder.keyvalue(keyvalue_key(labels[0], increment), 4, Duration::from_millis(2));
+    recorder.keyvalue(keyvalue_key(labels[1], 0), 0, Duration::from_micros(50));
+    arena.release(id);
+    let snapshot = Snapshot::take(&arena, ArbiterFigures::default());
+    let default = &snapshot.keyvalue[&("default".to_string(), "increment")];
+    assert_eq!(default.outcomes, [1, 0, 0, 0, 1], "one ok, one error, kept after the worker died");
+    assert_eq!(default.duration.count, 2);
+    assert_eq!(snapshot.keyvalue[&("sessions".to_string(), "get")].outcomes[0], 1);
+    let text = snapshot.encode(false);
+    assert!(
+        text.contains(r#"rustcorn_keyvalue_operations_total{bucket="default",op="increment",outcome="error"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"rustcorn_keyvalue_operation_duration_seconds_count{bucket="default",op="increment"} 2"#));
+}
