@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of the deployment files (called by .ci/run before the test suite):
 #   hadolint on deploy/Dockerfile, checkov on the Dockerfile, the Kubernetes manifests and the CI
-#   workflow, and `kubectl kustomize` (when kubectl is installed) to prove the base renders.
+#   workflow, and `kubectl kustomize` (when kubectl is installed) to prove the base and the overlay
+#   with the optional components (deploy/components: Redis, the app's secret) render.
 # The tools are pinned and installed into a virtualenv under target/ (no system packages touched).
 # A finding fails the run; a check we skip carries its reason next to it (here or inline in the
 # file, `#checkov:skip=ID:reason` / `checkov.io/skip1: ID=reason`).
@@ -44,6 +45,8 @@ cp deploy/ci/workflow.yaml "$gha/.github/workflows/"
 if command -v kubectl >/dev/null 2>&1; then
   echo "== kubectl kustomize deploy/kubernetes"
   kubectl kustomize deploy/kubernetes >/dev/null
+  echo "== kubectl kustomize deploy/overlays/with-redis (the base with the optional components)"
+  kubectl kustomize deploy/overlays/with-redis >/dev/null
 else
   echo "== kubectl not installed: skipping the kustomize render check"
 fi

@@ -181,6 +181,11 @@ fn a_malformed_redis_url_stops_the_start_with_one_line() {
         assert!(!stderr.contains("hunter2"), "a password is never printed: {stderr}");
         assert_eq!(stderr.matches("Booting worker").count(), 0, "nothing forked: {stderr}");
     }
+    let (status, stdout, _) = ServerCommand::new(&guest("state"))
+        .args(["--keyvalue", "default=redis://:hunter2@127.0.0.1:6379/2", "--print-config"])
+        .run_to_exit();
+    assert_eq!(status.code(), Some(0));
+    assert!(stdout.contains("default=redis://***@127.0.0.1:6379/2") && !stdout.contains("hunter2"), "{stdout}");
 }
 
 #[test]

@@ -369,7 +369,12 @@ fn show_values(arg: &clap::Arg, values: &[OsString]) -> String {
     if takes_no_value(arg) {
         return values.iter().all(|v| v != "false").to_string();
     }
-    let quoted: Vec<String> = values.iter().map(|v| format!("{:?}", v.to_string_lossy())).collect();
+    // A Redis URL may carry a password: `--print-config` shows `redis://***@host` instead.
+    let shown = |v: &OsString| match arg.get_id().as_str() {
+        "keyvalue" => crate::config::state::without_credentials(&v.to_string_lossy()),
+        _ => v.to_string_lossy().into_owned(),
+    };
+    let quoted: Vec<String> = values.iter().map(|v| format!("{:?}", shown(v))).collect();
     if takes_many(arg) {
         format!("[{}]", quoted.join(", "))
     } else {

@@ -126,6 +126,16 @@ fn redis_target(name: &str, url: &str) -> Result<RedisTarget, ConfigError> {
     Ok(RedisTarget { url: url.to_string(), shown: format!("{scheme}://{host}:{port}/{db}") })
 }
 
+/// `NAME=scheme://user:password@host...` with the user and password replaced by `***`.
+pub fn without_credentials(spec: &str) -> String {
+    let Some(start) = spec.find("://").map(|i| i + 3) else { return spec.to_string() };
+    let authority_end = spec[start..].find(['/', '?', '#']).map_or(spec.len(), |i| start + i);
+    match spec[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &spec[..start], &spec[start + at..]),
+        None => spec.to_string(),
+    }
+}
+
 fn config_file(spec: &str) -> Result<(String, PathBuf), ConfigError> {
     let (key, path) = pair("--config-file", spec, "KEY=PATH")?;
     let path = PathBuf::from(path);
@@ -147,4 +157,26 @@ fn no_duplicates<'a>(flag: &str, names: impl Iterator<Item = &'a str>) -> Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_leave_a_redis_url() {
+        assert_eq!(without_credentials("a=redis://:hunter2@h:6379/1"), "a=redis://***@h:6379/1");
+        assert_eq!(without_credentials("a=rediss://user:p@ss@h"), "a=rediss://***@h");
+        assert_eq!(without_credentials("a=redis://h:6379/0?x=@"), "a=redis://h:6379/0?x=@");
+        assert_eq!(without_credentials("a=sqlite:/var/kv.db"), "a=sqlite:/var/kv.db");
+    }
+
+    #[test]
+    fn redis_urls_are_parsed_without_connecting_and_shown_without_credentials() {
+        let target = redis_target("a", "redis://:hunter2@127.0.0.1:1/3").unwrap();
+        assert_eq!(target.shown, "redis://127.0.0.1:1/3");
+        assert_eq!(redis_target("a", "rediss://example.com").unwrap().shown, "rediss://example.com:6379/0");
+        let e = redis_target("a", "redis://:hunter2@h:99999").unwrap_err();
+        assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
+    }
 }

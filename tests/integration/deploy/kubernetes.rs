@@ -231,3 +231,39 @@ fn kubernetes_container_args_and_configmap_serve_and_answer_every_probe() {
     assert_eq!(slow.join().unwrap().expect("in-flight request").status, 200);
     assert!(server.wait_exit(WAIT).success());
 }
+
+/// The `value`s a JSON6902 patch file of a component appends to the container's args.
+fn appended_args(component_file: &str) -> Vec<String> {
+    let text = read_deploy_file(&format!("components/{component_file}"));
+    let docs = Yaml::load_from_str(&text).unwrap_or_else(|e| panic!("components/{component_file}: {e}"));
+    list(&docs[0])
+        .iter()
+        .filter(|op| text_of(op, "path").ends_with("/args/-"))
+        .map(|op| text_of(op, "value").to_string())
+        .collect()
+}
+
+fn text_of<'a>(yaml: &'a Yaml, key: &str) -> &'a str {
+    text(at(yaml, &[key]))
+}
+
+#[test]
+fn kubernetes_redis_component_names_its_service_and_its_args_are_accepted() {
+    let args = appended_args("redis/keyvalue-arg.yaml");
+    assert_eq!(args.len(), 2, "{args:?}");
+    assert_eq!(args[0], "--keyvalue");
+    let text = read_deploy_file("components/redis/service.yaml");
+    let service = Yaml::load_from_str(&text).unwrap().remove(0);
+    let (name, port) = (text_of(at(&service, &["metadata"]), "name"), number(&at(&service, &["spec", "ports"])[0]["port"]));
+    assert_eq!(args[1], format!("default=redis://{name}:{port}"), "the URL is the component's Service");
+    let secret = appended_args("app-secret/mount.yaml");
+    assert_eq!(secret[0], "--config-file");
+    let mount = read_deploy_file("components/app-secret/mount.yaml");
+    assert!(mount.contains("mountPath: /etc/rustcorn/secrets"), "{mount}");
+    assert!(secret[1].starts_with("api-token=/etc/rustcorn/secrets/"), "the file is in the mounted Secret: {secret:?}");
+    // rustcorn takes the Redis grant without reaching Redis (workers connect, lazily).
+    let (status, stdout, stderr) =
+        ServerCommand::new(&guest("state")).args(["--keyvalue", args[1].as_str(), "--print-config"]).run_to_exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("default=redis://redis:6379"), "{stdout}");
+}
