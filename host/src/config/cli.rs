@@ -167,8 +167,10 @@ pub struct ServeArgs {
     pub dir: Vec<String>,
 
     /// Key-value bucket the guest may open with wasi:keyvalue, NAME=URL; URL is sqlite:PATH (one
-    /// SQLite file shared by every worker, created if missing). Repeatable; also a [keyvalue]
-    /// table in the config file. Without it the guest can open no bucket.
+    /// SQLite file shared by every worker, created if missing) or redis://HOST:PORT[/DB]
+    /// (rediss:// for TLS; shared by every machine, keys under a prefix of their own per bucket).
+    /// Repeatable; also a [keyvalue] table in the config file. Without it the guest can open no
+    /// bucket.
     #[arg(long = "keyvalue", value_name = "NAME=URL")]
     pub keyvalue: Vec<String>,
 
