@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds every example guest from source into OUT_DIR:
 #   hello.wasm echo.wasm stream.wasm faults.wasm outbound.wasm (Rust, cargo --target wasm32-wasip2)
+#   p3.wasm (Rust, WASI 0.3: the wasip3 crate, also for wasm32-wasip2)
 #   python-app.wasm                                (componentize-py)
 #   js-app.wasm                                    (componentize-js)
 # Usage: guest-examples/build.sh OUT_DIR [--rust-only]
@@ -27,7 +28,7 @@ stale() {
 
 echo "== rust guests" >&2
 (cd "$here/rust" && cargo build --quiet --release --target wasm32-wasip2)
-for name in hello echo stream faults outbound; do
+for name in hello echo stream faults outbound p3; do
   built="$here/rust/target/wasm32-wasip2/release/$name.wasm"
   # Replaced atomically and only when it changed: a test may be reading the current one.
   if ! cmp -s "$built" "$out/$name.wasm"; then

@@ -1,5 +1,6 @@
 //! The wasmtime configuration shared by the compiler child and the workers (compiled code must
-//! match it), and the linker: the WASI CLI world plus `wasi:http`, with no grants by default.
+//! match it), and the linker: the WASI CLI world plus `wasi:http`, 0.2 and 0.3, with no grants by
+//! default.
 use anyhow::Result;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -31,6 +32,8 @@ pub fn config(pool: Option<PoolSizing>, parallel_compilation: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.wasm_component_model(true);
+    // WASI 0.3 apps: async exports, streams and futures (`wasi:http/service@0.3.0`).
+    config.wasm_component_model_async(true);
     config.parallel_compilation(parallel_compilation);
     if let Some(pool) = pool {
         let slots = pool.instance_slots;
@@ -83,6 +86,10 @@ where
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    // WASI 0.3 (`wasi:http/service@0.3.0` and the 0.3 CLI world), from the same contexts and
+    // grants: a 0.3 guest reaches nothing a 0.2 guest could not.
+    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 

@@ -4,6 +4,7 @@
 //! never touches wasmtime itself: `prepare` runs in a short-lived forked child, which checks the compiled file's digest on
 //! an open fd, validates it, and passes that fd to the arbiter; every worker maps that same file.
 use crate::app::trust::{self, Owner, Sha256Hex};
+use crate::app::world::{AppPre, World};
 use crate::app::{engine, handoff};
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::File;
@@ -14,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Precompiled};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// A validated, digest-checked compiled app, held open. Workers inherit the open file through
 /// fork and map it (`load`): no path is looked up again after the check, and every worker maps
@@ -319,19 +319,14 @@ pub(crate) fn load_precompiled(engine: &Engine, app: &Path, bytes: &[u8]) -> Res
         .map_err(|e| anyhow!("{}", crate::app::compat::explain(app, &format!("{:#}", anyhow::Error::from(e)))))
 }
 
-/// Checks that every import is one the host provides and that the app exports the handler.
-pub(crate) fn validate_proxy(engine: &Engine, component: &Component, app: &Path) -> Result<()> {
+/// Checks that every import is one the host provides and that the app exports a wasi:http
+/// handler (0.2 or 0.3); returns the world it serves.
+pub(crate) fn validate_proxy(engine: &Engine, component: &Component, app: &Path) -> Result<World> {
     let linker = engine::linker::<engine::LinkCheck>(engine)?;
     let pre = linker
         .instantiate_pre(component)
         .map_err(|e| anyhow!("{} imports something rustcorn does not provide: {e}", app.display()))?;
-    ProxyPre::new(pre).map_err(|e| {
-        anyhow!(
-            "{} is not a wasi:http/proxy component: it must export wasi:http/incoming-handler@0.2.x ({e})",
-            app.display()
-        )
-    })?;
-    Ok(())
+    Ok(AppPre::new(pre, app)?.world())
 }
 
 fn cache_name(engine: &Engine, bytes: &[u8]) -> String {

@@ -27,8 +27,9 @@ pub fn run(args: &crate::config::cli::CheckArgs) -> i32 {
         for (name, _) in ty.exports(&engine) {
             println!("  {name}");
         }
-        validate_proxy(&engine, &component, &args.app)?;
-        println!("ok: servable wasi:http/proxy component");
+        let world = validate_proxy(&engine, &component, &args.app)?;
+        println!("world: {world}");
+        println!("ok: servable wasi:http component");
         Ok(())
     })();
     super::report(result)

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use crate::app::world::AppPre;
 
 /// Exit status of a worker that could not start (the arbiter does not respawn it in a loop).
 pub const EXIT_BOOT_ERROR: i32 = 3;
@@ -85,7 +85,7 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
     // The file the arbiter opened and digest-checked, inherited open: no path is re-opened.
     let component = spec.app.load(&engine)?;
     let linker = engine::linker(&engine)?;
-    let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
+    let pre = AppPre::new(linker.instantiate_pre(&component)?, &spec.app.compiled)?;
     let access_log = match &settings.access_log {
         Some(target) => Some(Arc::new(AccessLog {
             format: settings.access_log_format.clone(),
