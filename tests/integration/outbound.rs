@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// What a target server does with a connection.
 #[derive(Clone, Copy)]
-enum Behaviour {
+pub(crate) enum Behaviour {
     /// Reads the request head and answers 200 `target`.
     Answer,
     /// Accepts and holds the connection without ever answering.
@@ -23,14 +23,14 @@ enum Behaviour {
 }
 
 /// A loopback HTTP server that counts the connections it accepts.
-struct TargetServer {
+pub(crate) struct TargetServer {
     port: u16,
     accepted: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
 impl TargetServer {
-    fn start(behaviour: Behaviour) -> TargetServer {
+    pub(crate) fn start(behaviour: Behaviour) -> TargetServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -59,11 +59,11 @@ impl TargetServer {
         TargetServer { port, accepted, stop }
     }
 
-    fn authority(&self) -> String {
+    pub(crate) fn authority(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn accepted(&self) -> usize {
+    pub(crate) fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
 }
