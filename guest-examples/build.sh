@@ -3,6 +3,7 @@
 #   hello.wasm echo.wasm stream.wasm faults.wasm outbound.wasm (Rust, cargo --target wasm32-wasip2)
 #   p3.wasm (Rust, WASI 0.3: the wasip3 crate, also for wasm32-wasip2)
 #   python-app.wasm                                (componentize-py)
+#   python-p3.wasm                                 (componentize-py, WASI 0.3)
 #   js-app.wasm                                    (componentize-js)
 # Usage: guest-examples/build.sh OUT_DIR [--rust-only]
 # Each output is rebuilt only when one of its sources is newer than it.
@@ -44,6 +45,13 @@ if stale "$out/python-app.wasm" "$here/python-app" "$repo/wit"; then
   componentize_py="$(command -v componentize-py || python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "componentize-py"))')"
   (cd "$here/python-app" && "$componentize_py" -d "$repo/wit" -w app componentize app -o "$out/python-app.wasm.tmp" >&2)
   mv -f "$out/python-app.wasm.tmp" "$out/python-app.wasm"
+fi
+
+if stale "$out/python-p3.wasm" "$here/python-p3" "$repo/wit-0.3"; then
+  echo "== python-p3 (componentize-py, WASI 0.3)" >&2
+  componentize_py="$(command -v componentize-py || python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "componentize-py"))')"
+  (cd "$here/python-p3" && "$componentize_py" -d "$repo/wit-0.3" -w app componentize app -o "$out/python-p3.wasm.tmp" >&2)
+  mv -f "$out/python-p3.wasm.tmp" "$out/python-p3.wasm"
 fi
 
 if stale "$out/js-app.wasm" "$here/js-app/app.js" "$here/js-app/package-lock.json" "$repo/wit"; then

@@ -56,6 +56,16 @@ fn serves_hello_on_a_fresh_instance_per_request() {
 }
 
 #[test]
+fn serves_the_python_0_3_app() {
+    let server = Server::start(&guest("python-p3"), &["-w", "1"]);
+    let reply = server.get("/");
+    assert_eq!((reply.status, reply.text()), (200, "Hello from Python on WASI 0.3!\n".to_string()));
+    assert!(reply.complete);
+    let echoed = server.post("/echo", b"sent by the client");
+    assert_eq!((echoed.status, echoed.text()), (200, "sent by the client".to_string()));
+}
+
+#[test]
 fn a_spinning_guest_gets_504_from_the_epoch_deadline_and_the_worker_serves_on() {
     let server = Server::start(&p3(), &["-w", "1", "-t", "1"]);
     let worker = server.worker_pids();
@@ -214,5 +224,14 @@ fn hup_swaps_between_a_0_2_and_a_0_3_app() {
         server.signal(libc::SIGHUP);
         server.wait_status("the new generation serving", |s| s.generation == generation && s.state == "running");
         wait_until("the new app answers", WAIT, || server.get("/").text() == text);
+    }
+}
+
+#[test]
+fn instance_reuse_is_for_0_2_apps_and_says_so_for_a_0_3_app() {
+    let server = Server::start(&p3(), &["-w", "1", "--instance-reuse", "3"]);
+    server.log.wait_for(&["WARNING", "--instance-reuse 3 applies to WASI 0.2 apps only"], WAIT);
+    for _ in 0..3 {
+        assert_eq!(server.get("/count").text(), "1\n", "a 0.3 request still starts on a fresh instance");
     }
 }

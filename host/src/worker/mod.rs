@@ -86,6 +86,12 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
     let component = spec.app.load(&engine)?;
     let linker = engine::linker(&engine)?;
     let pre = AppPre::new(linker.instantiate_pre(&component)?, &spec.app.compiled)?;
+    if pre.world() == crate::app::world::World::Service03 && settings.instance_reuse > 1 {
+        crate::log_warning!(
+            "--instance-reuse {} applies to WASI 0.2 apps only: this WASI 0.3 app gets a fresh instance per request",
+            settings.instance_reuse
+        );
+    }
     let access_log = match &settings.access_log {
         Some(target) => Some(Arc::new(AccessLog {
             format: settings.access_log_format.clone(),
