@@ -24,6 +24,34 @@ impl std::fmt::Display for World {
     }
 }
 
+impl World {
+    /// Both worlds, in the order a precompiled app (whose world its bytes do not say) is tried.
+    pub const ALL: [World; 2] = [World::Proxy02, World::Service03];
+
+    /// The world a component's bytes say it serves: 0.3 when its top-level exports include
+    /// `wasi:http/handler@0.3.*`, else 0.2 (which validation then confirms or explains). Read
+    /// without compiling, because the engine that compiles it depends on the answer.
+    pub fn of_component(bytes: &[u8]) -> World {
+        use wasmtime::wasmparser::{Parser, Payload};
+        let mut depth = 0usize;
+        for payload in Parser::new(0).parse_all(bytes) {
+            match payload {
+                Ok(Payload::Version { .. }) => depth += 1,
+                Ok(Payload::End(_)) => depth = depth.saturating_sub(1),
+                Ok(Payload::ComponentExportSection(exports)) if depth == 1 => {
+                    let service = exports.into_iter().flatten().any(|e| e.name.name.starts_with("wasi:http/handler@0.3."));
+                    if service {
+                        return World::Service03;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        World::Proxy02
+    }
+}
+
 /// An app ready to instantiate, in the world it serves.
 pub enum AppPre<T: 'static> {
     Proxy02(ProxyPre<T>),

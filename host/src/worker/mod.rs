@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
-use crate::app::world::AppPre;
+use crate::app::world::{AppPre, World};
 
 /// Exit status of a worker that could not start (the arbiter does not respawn it in a loop).
 pub const EXIT_BOOT_ERROR: i32 = 3;
@@ -81,12 +81,11 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
         max_memory: settings.max_memory,
         keep_resident: settings.instance_keep_resident,
     };
-    let engine = engine::engine(Some(pool), false).context("cannot create the wasmtime engine")?;
     // The file the arbiter opened and digest-checked, inherited open: no path is re-opened.
-    let component = spec.app.load(&engine)?;
-    let linker = engine::linker(&engine)?;
+    let (engine, component, world) = load_app(spec.app, pool)?;
+    let linker = engine::linker(&engine, world)?;
     let pre = AppPre::new(linker.instantiate_pre(&component)?, &spec.app.compiled)?;
-    if pre.world() == crate::app::world::World::Service03 && settings.instance_reuse > 1 {
+    if pre.world() == World::Service03 && settings.instance_reuse > 1 {
         crate::log_warning!(
             "--instance-reuse {} applies to WASI 0.2 apps only: this WASI 0.3 app gets a fresh instance per request",
             settings.instance_reuse
@@ -119,6 +118,22 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
         .with_outbound(Outbound::new(settings.outbound.clone()));
     let front = Front::new(Arc::new(app), access_log, tls);
     Ok((Arc::new(front), listeners))
+}
+
+/// The engine the compiled app was made for (each world has its own configuration, see
+/// `engine::config`; the 0.2 one is tried first) and the app mapped into it.
+fn load_app(app: &PreparedApp, pool: PoolSizing) -> Result<(wasmtime::Engine, wasmtime::component::Component, World)> {
+    let mut first_error = None;
+    for world in World::ALL {
+        let engine = engine::engine(Some(pool), false, world).context("cannot create the wasmtime engine")?;
+        match app.load(&engine) {
+            Ok(component) => return Ok((engine, component, world)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| anyhow::anyhow!("cannot load {}", app.compiled.display())))
 }
 
 /// Serves until TERM (drain), INT or QUIT (at once), beating the heartbeat and reopening the logs
