@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds every example guest from source into OUT_DIR:
-#   hello.wasm echo.wasm stream.wasm faults.wasm outbound.wasm (Rust, cargo --target wasm32-wasip2)
+#   hello.wasm echo.wasm stream.wasm faults.wasm outbound.wasm state.wasm (Rust, cargo --target wasm32-wasip2)
 #   p3.wasm (Rust, WASI 0.3: the wasip3 crate, also for wasm32-wasip2)
-#   python-app.wasm                                (componentize-py)
+#   python-app.wasm python-state.wasm              (componentize-py)
 #   python-p3.wasm                                 (componentize-py, WASI 0.3)
 #   js-app.wasm                                    (componentize-js)
 # Usage: guest-examples/build.sh OUT_DIR [--rust-only]
@@ -29,7 +29,7 @@ stale() {
 
 echo "== rust guests" >&2
 (cd "$here/rust" && cargo build --quiet --release --target wasm32-wasip2)
-for name in hello echo stream faults outbound p3; do
+for name in hello echo stream faults outbound state p3; do
   built="$here/rust/target/wasm32-wasip2/release/$name.wasm"
   # Replaced atomically and only when it changed: a test may be reading the current one.
   if ! cmp -s "$built" "$out/$name.wasm"; then
@@ -47,6 +47,12 @@ if stale "$out/python-app.wasm" "$here/python-app" "$repo/wit"; then
   mv -f "$out/python-app.wasm.tmp" "$out/python-app.wasm"
 fi
 
+if stale "$out/python-state.wasm" "$here/python-state" "$repo/wit"; then
+  echo "== python-state (componentize-py)" >&2
+  componentize_py="$(command -v componentize-py || python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "componentize-py"))')"
+  (cd "$here/python-state" && "$componentize_py" -d "$repo/wit" -w app-with-state componentize app -o "$out/python-state.wasm.tmp" >&2)
+  mv -f "$out/python-state.wasm.tmp" "$out/python-state.wasm"
+fi
 if stale "$out/python-p3.wasm" "$here/python-p3" "$repo/wit-0.3"; then
   echo "== python-p3 (componentize-py, WASI 0.3)" >&2
   componentize_py="$(command -v componentize-py || python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "componentize-py"))')"

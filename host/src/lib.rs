@@ -9,6 +9,8 @@
 //!   version negotiation, h1 and h2 connections, socket timers, framing, admission, refusals);
 //! - `guest/`: an admitted request inside a worker (store, instance, response body, request clock);
 //! - `app/`: compiling and loading the component;
+//! - `state/`: what the host keeps for guests across requests and workers (`wasi:keyvalue`
+//!   buckets, `wasi:config` values);
 //! - `net/`: IP networks, public addresses and host syntax (pure, no I/O);
 //! - `sys/`: thin wrappers over the OS (signals, heartbeat pages, sockets, pid file, privileges);
 //! - `log/`: the error log and the access log;
@@ -25,6 +27,7 @@ mod http;
 mod log;
 mod metrics;
 mod net;
+mod state;
 mod sys;
 mod tls;
 mod worker;

@@ -19,6 +19,12 @@ TARGETS = [
     ("JS app GET / req/s, rustcorn ÷ `wasmtime serve`", "js-app GET /", "wasmtime serve", "rps", (">=", 6.0)),
     ("hello p99, rustcorn ÷ `wasmtime serve --max-instance-reuse-count 1000`", "hello", REUSE_LABEL, "p99_ms",
      ("<=", 1.5)),
+    ("hello CPU per request, rustcorn ÷ `wasmtime serve`", "hello", "wasmtime serve", "cpu_us_per_req",
+     ("<=", 1 / 3)),
+    ("Python app CPU per request, rustcorn ÷ `wasmtime serve`", "python-app GET /", "wasmtime serve",
+     "cpu_us_per_req", ("<=", 0.25)),
+    ("JS app CPU per request, rustcorn ÷ `wasmtime serve`", "js-app GET /", "wasmtime serve", "cpu_us_per_req",
+     ("<=", 0.25)),
     ("hello req/s, rustcorn ÷ native hyper (no wasm: the ceiling)", "hello", "native hyper", "rps", None),
     ("hello req/s, rustcorn ÷ Gunicorn gevent (Python WSGI hello)", "hello", "gunicorn gevent", "rps", None),
 ]
@@ -137,8 +143,42 @@ def rounds_section(wrk, round_meta, n_rounds):
         out.append(f"### {wl}\n")
         out.append(table(headers, rows))
         out.append("")
+        out += cpu_table(rd)
     out.append(targets_section(all_rounds))
     return out
+
+
+def share_percent(share):
+    return None if share is None else 100 * share
+
+
+def share_cell(rec):
+    ticks = rec.get("worker_ticks") if rec else None
+    if not ticks:
+        return "—"
+    return f"{share_percent(rec['top_worker_share']):.0f} % ({' / '.join(str(t) for t in ticks)} ticks)"
+
+
+def cpu_table(rd):
+    """CPU µs per request of each server's whole process tree per round, the rustcorn ÷ peer
+    ratios (below 1: rustcorn spends less), and how rustcorn's CPU split over its workers."""
+    if not any(r.get("cpu_us_per_req") is not None for r in rd.by.values()):
+        return []
+    headers = (["round"] + [f"{s} µs" for s in rd.servers] + [f"÷ {p}" for p in rd.peers]
+               + ["rustcorn busiest worker"])
+    rows = []
+    for n in rd.rounds:
+        rows.append([n] + [fmt(rd.get(n, s, "cpu_us_per_req"), 0) for s in rd.servers]
+                    + [fx(ratio(rd.get(n, "rustcorn", "cpu_us_per_req"), rd.get(n, p, "cpu_us_per_req")))
+                       for p in rd.peers]
+                    + [share_cell(rd.by.get((n, "rustcorn")))])
+    rows.append(["**median**"] + [f"**{fmt(median(rd.get(n, s, 'cpu_us_per_req') for n in rd.rounds), 0)}**"
+                                  for s in rd.servers]
+                + [fx(rd.median_ratio(p, "cpu_us_per_req")) for p in rd.peers]
+                + [f"{fmt(median(share_percent(rd.get(n, 'rustcorn', 'top_worker_share')) for n in rd.rounds), 0)} %"])
+    return [f"CPU per request ({rd.workload}): utime + stime of the server's process tree over the "
+            "measured run ÷ its requests; the busiest worker's share of rustcorn's worker CPU "
+            "(an even split is 100 % ÷ workers).\n", table(headers, rows), ""]
 
 
 def targets_section(all_rounds):
@@ -165,7 +205,7 @@ def targets_section(all_rounds):
 def goal_text(goal):
     if not goal:
         return "—"
-    return f"{'≥' if goal[0] == '>=' else '≤'} {goal[1]:g}×"
+    return f"{'≥' if goal[0] == '>=' else '≤'} {goal[1]:.2g}×"
 
 
 def warmup_text(seconds):
@@ -175,7 +215,9 @@ def warmup_text(seconds):
 def header(meta):
     return [
         f"# rustcorn benchmark ({meta.get('mode', '?')} mode, {meta.get('date', '')})\n",
-        f"- Machine: {meta.get('nproc')} CPUs, {meta.get('cpu')}, Linux {meta.get('kernel')}, {meta.get('mem')}",
+        f"- Machine: {meta.get('nproc')} CPUs, {meta.get('cpu')}, Linux {meta.get('kernel')}, {meta.get('mem')}; "
+        f"PAGEMAP_SCAN {meta.get('pagemap_scan', '?')} (the pool resets slots with it when yes), userfaultfd "
+        f"async write-protect {meta.get('uffd_wp_async', '?')} (wasmtime 48 does not use it)",
         f"- rustcorn {meta.get('rev')}; {meta.get('wasmtime', 'wasmtime serve: not run')}; "
         f"{meta.get('wrk')}; {meta.get('gunicorn', 'gunicorn: not run')}",
         f"- Load: `{meta.get('wrk_cmd')}` {warmup_text(meta.get('warmup'))}, on loopback, client and "

@@ -7,8 +7,13 @@ awkward in bash: millisecond timing, HTTP polling, /proc reading, wrk parsing, t
                                      wait until server P answers 200; print its base URL
   coldstart --pids-file F --out F --err F [--url U] [--env K=V].. -- CMD..
                                      start CMD, print ms from exec to its first 200, stop it
-  record FILE [--wrk OUT] [--allow-errors] KEY=VALUE..
-                                     append one JSON result (with parsed wrk figures) to FILE
+  record FILE [--wrk OUT] [--allow-errors] [--cpu-before F --cpu-after F] KEY=VALUE..
+                                     append one JSON result (with parsed wrk figures, and CPU per
+                                     request and per-process shares from two `cpu` snapshots) to FILE
+  cpu PID                            print the CPU ticks (utime + stime, all threads) of PID and
+                                     each of its descendants, as JSON
+  machine                            print what the kernel offers the pool's slot reset:
+                                     PAGEMAP_SCAN and userfaultfd write-protect, as KEY=VALUE words
   respawn --arbiter P --errlog F --accesslog F --probe URL [--count N] [--interval S] [--record FILE]
                                      kill -9 workers of P, time until a new worker answers
   pss PID [--record FILE] KEY=VALUE..  total PSS (KiB) of PID and all its descendants
@@ -214,6 +219,91 @@ def value(v: str):
     return v
 
 
+# ---- CPU per request, and the machine's reset features ---------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of every thread of PID (fields 14 and 15 of /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
+def cmd_cpu(a):
+    snapshot = {str(p): t for p in descendants(a.pid) if (t := cpu_ticks(p)) is not None}
+    print(json.dumps({"root": a.pid, "ticks": snapshot}))
+
+
+def cpu_figures(before_path: str, after_path: str, requests: int) -> dict:
+    """CPU µs per request of the whole process tree between two snapshots, and each process's
+    share of it (the root, e.g. rustcorn's arbiter, apart: the shares are its descendants')."""
+    with open(before_path) as f:
+        before = json.load(f)
+    with open(after_path) as f:
+        after = json.load(f)
+    root = str(after["root"])
+    delta = {p: t - before["ticks"].get(p, 0) for p, t in after["ticks"].items()}
+    total = sum(delta.values())
+    out = {"cpu_us_per_req": total * 1e6 / CLK_TCK / requests if requests else None,
+           "cpu_ticks": total}
+    children_ticks = sorted((t for p, t in delta.items() if p != root), reverse=True)
+    if len(children_ticks) >= 2 and sum(children_ticks):
+        out["worker_ticks"] = children_ticks
+        out["top_worker_share"] = children_ticks[0] / sum(children_ticks)
+    return out
+
+
+PAGEMAP_SCAN = 0xC0606610   # _IOWR('f', 16, struct pm_scan_arg), 96 bytes
+PAGE_IS_PRESENT = 1 << 3
+UFFDIO_API = 0xC018AA3F     # _IOWR(0xAA, 0x3F, struct uffdio_api), 24 bytes
+UFFD_FEATURE_WP_ASYNC = 1 << 15
+
+
+def pagemap_scan_works() -> bool:
+    """Whether the PAGEMAP_SCAN ioctl (Linux 6.7+) answers, probed the way wasmtime does."""
+    import fcntl
+    import struct
+    arg = bytearray(struct.pack("=12Q", 96, 0, 0, 0, 0, 0, 0, 1, 0, PAGE_IS_PRESENT, 0, 0))
+    try:
+        with open("/proc/self/pagemap", "rb") as f:
+            fcntl.ioctl(f.fileno(), PAGEMAP_SCAN, arg)
+        return True
+    except OSError:
+        return False
+
+
+def userfaultfd_wp_async() -> str:
+    """Whether this process may open a userfaultfd and the kernel offers async write-protect."""
+    import ctypes
+    import fcntl
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_userfaultfd = {"x86_64": 323, "aarch64": 282}.get(os.uname().machine)
+    if sys_userfaultfd is None:
+        return "unknown-arch"
+    fd = libc.syscall(sys_userfaultfd, os.O_CLOEXEC | 1)   # UFFD_USER_MODE_ONLY
+    if fd < 0:
+        return f"unavailable({os.strerror(ctypes.get_errno())})"
+    try:
+        arg = bytearray(struct.pack("=3Q", 0xAA, 0, 0))
+        fcntl.ioctl(fd, UFFDIO_API, arg)
+        features = struct.unpack("=3Q", arg)[1]
+        return "yes" if features & UFFD_FEATURE_WP_ASYNC else "no-wp-async"
+    except OSError as e:
+        return f"unavailable({e.strerror})"
+    finally:
+        os.close(fd)
+
+
+def cmd_machine(_a):
+    print(f"pagemap_scan={'yes' if pagemap_scan_works() else 'no'} uffd_wp_async={userfaultfd_wp_async()}")
+
+
 def cmd_record(a):
     rec = {}
     for kv in a.kv:
@@ -242,6 +332,12 @@ def cmd_record(a):
         summary = (f"{rec.get('server', '?')} {rec.get('workload', '')}: {w['rps']:.0f} req/s, avg "
                    f"{w.get('avg_ms', float('nan')):.2f} ms, p99 {w.get('p99_ms', float('nan')):.2f} ms, "
                    f"{w['non2xx']} non-2xx, {w['sock_errors']} socket errors")
+        if a.cpu_before and a.cpu_after:
+            rec.update(cpu_figures(a.cpu_before, a.cpu_after, w["requests"]))
+            if rec.get("cpu_us_per_req") is not None:
+                summary += f", {rec['cpu_us_per_req']:.0f} µs CPU/req"
+            if "top_worker_share" in rec:
+                summary += f", busiest worker {100 * rec['top_worker_share']:.0f} %"
         print("  " + summary, file=sys.stderr)
     with open(a.file, "a") as f:
         f.write(json.dumps(rec) + "\n")
@@ -454,8 +550,14 @@ def main():
     s.add_argument("--wrk")
     s.add_argument("--h2load")
     s.add_argument("--allow-errors", action="store_true")
+    s.add_argument("--cpu-before")
+    s.add_argument("--cpu-after")
     s.add_argument("kv", nargs="*")
     s.set_defaults(fn=cmd_record)
+    s = sub.add_parser("cpu")
+    s.add_argument("pid", type=int)
+    s.set_defaults(fn=cmd_cpu)
+    sub.add_parser("machine").set_defaults(fn=cmd_machine)
 
     s = sub.add_parser("respawn")
     s.add_argument("--arbiter", type=int, required=True)

@@ -28,6 +28,11 @@
 #                native hyper (tests/bench/native-hello), gunicorn -k gevent (a Python WSGI hello)
 #   echo-64k     POST 64 KiB bodies to echo.wasm (tests/bench/post64k.lua)        rustcorn, wasmtime
 #   python GET / and js GET /  (the componentize-py / componentize-js apps)       rustcorn, wasmtime
+# CPU: every load run also records the CPU time (utime + stime, all threads, from /proc) of the
+#   server's whole process tree over the measured run, as µs per request, and for rustcorn each
+#   worker's share of it (the busiest worker's share: 50 % is an even split over 2 workers).
+#   The header names the CPU, the kernel, and whether PAGEMAP_SCAN and userfaultfd async
+#   write-protect are available (what the pool's slot reset can use).
 # Single runs after the rounds (their comparisons are within one server or like with like):
 #   TLS          rustcorn hello over TLS: https h1 (wrk) and h2 (h2load -m10, when h2load is
 #                installed: full mode installs nghttp2-client), with a throwaway self-signed certificate
@@ -218,11 +223,15 @@ start_gunicorn() {
   url="$(bt ready --pid "$server_pid" --url "http://127.0.0.1:$port" --timeout 60)"
 }
 
-# wrk_run OUT URL [wrk args]: an optional warm-up, then the measured run into OUT.
+# wrk_run OUT URL [wrk args]: an optional warm-up, then the measured run into OUT, with the CPU
+# ticks of the server's process tree ($server_pid and its descendants) just before and after it in
+# OUT.cpu-before and OUT.cpu-after.
 wrk_run() {
   local out="$1" target="$2"; shift 2
   if ((warmup > 0)); then run_wrk "${wrk_args[@]}" "-d${warmup}s" "$@" "$target" > /dev/null; fi
+  bt cpu "$server_pid" > "$out.cpu-before"
   run_wrk "${wrk_args[@]}" "-d${dur}s" "$@" "$target" > "$out"
+  bt cpu "$server_pid" > "$out.cpu-after"
 }
 
 # load WORKLOAD SERVER PATH [wrk args]: drive the server at $url and record the figures (with the
@@ -233,7 +242,7 @@ load() {
   local name="wrk-$workload-$server${round:+-r$round}"
   local out="$run/${name//[^A-Za-z0-9._-]/_}.txt"
   wrk_run "$out" "$url$path" "$@"
-  bt record "$results" --wrk "$out" t=wrk workload="$workload" server="$server" ${round:+round="$round"}
+  bt record "$results" --wrk "$out" --cpu-before "$out.cpu-before" --cpu-after "$out.cpu-after" t=wrk workload="$workload" server="$server" ${round:+round="$round"}
 }
 
 check_echo() { bt echo-check --url "$url/echo" --bytes 65536; }   # before it is load-tested
@@ -448,7 +457,7 @@ if [[ $mode == full ]]; then
   peer_versions=("wasmtime=$("$wasmtime" --version)" "gunicorn=$("$gunicorn" --version)")
 fi
 bt record "$results" t=meta load_start="$(cut -d' ' -f1-3 /proc/loadavg)" mode="$mode" date="$(date -u '+%Y-%m-%d %H:%M UTC')" nproc="$(nproc)" \
-  cpu="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')" kernel="$(uname -r)" \
+  cpu="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')" kernel="$(uname -r)" $(bt machine) \
   mem="$(awk '/MemTotal/ {printf "%.0f GiB RAM", $2 / 1048576}' /proc/meminfo)" \
   rev="$(git -C "$repo" rev-parse --short HEAD)$(git -C "$repo" diff --quiet HEAD -- host 2>/dev/null || echo ' + uncommitted host/ changes') (binary built $(date -u -r "$rustcorn" '+%Y-%m-%d %H:%M UTC'))" \
   wrk="$("$wrk_bin" --version 2>&1 | head -n 1 | awk '{print "wrk " $2}')" \

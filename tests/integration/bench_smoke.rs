@@ -29,6 +29,12 @@ fn benchmark_harness_smoke_mode_runs() {
         "| 1 | ",
         "| **median** |",
         "median of the per-round ratios",
+        // CPU per request per server, and how rustcorn's CPU split over its workers.
+        "| round | rustcorn µs | native hyper µs | ÷ native hyper | rustcorn busiest worker |",
+        "ticks) |",
+        // The machine line names what the pool's slot reset can use.
+        "PAGEMAP_SCAN ",
+        "userfaultfd async write-protect ",
         "### echo-64k\n",
         "### python-app GET /\n",
         "### js-app GET /\n",

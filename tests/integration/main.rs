@@ -4,6 +4,7 @@
 mod status;
 mod support;
 
+mod balance;
 mod bench_smoke;
 mod binds_ops;
 mod config;
@@ -18,6 +19,7 @@ mod hostile;
 mod hygiene;
 mod instance_reuse;
 mod keep_alive;
+mod keyvalue;
 mod lifecycle;
 mod logs;
 mod memory_reset;

@@ -19,8 +19,13 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default time allowed for an expected log line or process change.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The binary under test: this build's, or `RUSTCORN_TEST_BIN` (to run a test against another
+/// build, e.g. to show it fails without a fix).
 pub fn rustcorn_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_rustcorn")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("RUSTCORN_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rustcorn").to_string())
+    })
 }
 
 fn tmp_root() -> PathBuf {

@@ -87,10 +87,11 @@ pub fn cross_engine(target: &str, world: World) -> Result<Engine> {
 }
 
 /// The host functions a guest may import: the WASI 0.2 CLI world (so ordinary Rust, Python and JS
-/// guests link) and `wasi:http`, for any store data that offers both contexts.
+/// guests link), `wasi:http`, and `wasi:keyvalue` and `wasi:config` (`state`), for any store data
+/// that offers those contexts.
 pub fn linker<T>(engine: &Engine, world: World) -> Result<Linker<T>>
 where
-    T: wasmtime_wasi::WasiView + wasmtime_wasi_http::WasiHttpView + 'static,
+    T: wasmtime_wasi::WasiView + wasmtime_wasi_http::WasiHttpView + crate::state::StateView + 'static,
 {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -101,6 +102,7 @@ where
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     }
+    crate::state::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -110,6 +112,13 @@ pub struct LinkCheck {
     wasi: wasmtime_wasi::WasiCtx,
     http: wasmtime_wasi_http::WasiHttpCtx,
     table: wasmtime::component::ResourceTable,
+    state: crate::state::AppState,
+}
+
+impl crate::state::StateView for LinkCheck {
+    fn state(&mut self) -> crate::state::StateCtxView<'_> {
+        crate::state::StateCtxView { state: &self.state, table: &mut self.table, deadline: None }
+    }
 }
 
 impl wasmtime_wasi::WasiView for LinkCheck {

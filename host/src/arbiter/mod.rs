@@ -60,6 +60,9 @@ pub struct Arbiter {
     admin: Option<crate::admin::server::AdminServer>,
     /// Each live worker's metrics slot, by pid.
     metric_slots: HashMap<i32, crate::metrics::arena::SlotId>,
+    /// The load board the workers balance their connections with, and each live worker's seat.
+    board: crate::worker::balance::board::Board,
+    seats: HashMap<i32, crate::worker::balance::board::SeatId>,
 }
 
 /// Settings known before the arbiter starts.
@@ -281,6 +284,9 @@ impl Arbiter {
             };
             self.heartbeats.remove(&pid.as_raw());
             self.release_metrics_slot(pid.as_raw());
+            if let Some(seat) = self.seats.remove(&pid.as_raw()) {
+                self.board.release(seat);
+            }
             self.dispatch(Event::Exited { pid: pid.as_raw(), exit });
         }
     }

@@ -18,6 +18,7 @@ struct ChildSetup {
     metrics: crate::metrics::Recorder,
     max_requests: u64,
     arbiter_pid: nix::unistd::Pid,
+    seat: Option<crate::worker::balance::board::WorkerSeat>,
 }
 
 impl Arbiter {
@@ -31,7 +32,14 @@ impl Arbiter {
             n => n.saturating_add(jitter(settings.max_requests_jitter)),
         };
         let arbiter_pid = nix::unistd::getpid();
-        let setup = ChildSetup { settings, heartbeat: heartbeat.view(), metrics, max_requests, arbiter_pid };
+        let (seat_id, seat) = match self.board.claim() {
+            Some((id, seat)) => (Some(id), Some(seat)),
+            None => {
+                crate::log_warning!("no free seat on the load board: this worker accepts without balancing");
+                (None, None)
+            }
+        };
+        let setup = ChildSetup { settings, heartbeat: heartbeat.view(), metrics, max_requests, arbiter_pid, seat };
         // SAFETY: the arbiter is single-threaded (no runtime, no wasmtime threads), so the child
         // starts from a consistent copy; it builds its own runtime and engine.
         let forked = match unsafe { crate::sys::signals::fork() } {
@@ -40,6 +48,13 @@ impl Arbiter {
             Err(e) => Err(e),
         };
         settle_metrics_slot(self.metrics.as_mut(), &mut self.metric_slots, slot, forked.as_ref().ok().copied());
+        match (seat_id, forked.as_ref()) {
+            (Some(id), Ok(&pid)) => {
+                self.seats.insert(pid, id);
+            }
+            (Some(id), Err(_)) => self.board.release(id),
+            (None, _) => {}
+        }
         let child = forked.context("fork failed")?;
         log_info!("Booting worker with pid: {child}");
         self.heartbeats.insert(child, heartbeat);
@@ -72,6 +87,7 @@ impl Arbiter {
             max_requests: setup.max_requests,
             credentials: self.credentials,
             metrics: setup.metrics,
+            seat: setup.seat,
         });
         std::process::exit(code);
     }

@@ -33,6 +33,8 @@ impl Arbiter {
         let app = app::prepare(&settings.app, &settings.cache_dir)?;
         log_info!("app {} (compiled code sha256 {})", settings.app.display(), app.sha256);
         let (metrics, admin) = super::admin::open(&settings, upgraded)?;
+        // Room for two generations side by side during a reload, plus TTIN headroom (as metrics).
+        let board = crate::worker::balance::board::Board::create(settings.workers.saturating_mul(4).max(64))?;
         let sockets = sockets::open(&settings, args.ops.reuse_port, !args.bind.is_empty())?;
         let ready_pipe = if args.ops.daemon && !upgraded {
             if settings.error_log == crate::log::LogTarget::Stderr {
@@ -99,6 +101,8 @@ impl Arbiter {
             metrics,
             admin,
             metric_slots: HashMap::new(),
+            board,
+            seats: HashMap::new(),
         })
     }
 }

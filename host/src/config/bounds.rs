@@ -82,6 +82,8 @@ pub const MAX_REQUESTS_JITTER: Range = Range::new("--max-requests-jitter", 0, MA
 pub const KEEP_ALIVE_MAX_REQUESTS: Range = Range::new("--keep-alive-max-requests", 0, MAX_REQUEST_COUNT);
 pub const BODY_TIMEOUT: Range = Range::new("--body-timeout", 0, 3600).seconds().zero_means("no bound");
 pub const BODY_MIN_RATE: Range = Range::new("--body-min-rate", 1, 1 << 30);
+pub const KEYVALUE_MAX_KEY_SIZE: Range = Range::new("--keyvalue-max-key-size", 1, 64 * 1024);
+pub const KEYVALUE_MAX_VALUE_SIZE: Range = Range::new("--keyvalue-max-value-size", 1, 64 << 20);
 /// Read-ahead bodies are held in memory, up to `worker-connections` of them per worker.
 pub const MAX_BODY_BUFFER: u64 = 64 << 20;
 
@@ -109,6 +111,8 @@ pub fn check_ranges(args: &ServeArgs) -> Result<(), ConfigError> {
         (BODY_TIMEOUT, args.body_timeout),
         (BODY_MIN_RATE, args.body_min_rate),
         (INSTANCE_TRIM_AFTER, args.instance_trim_after),
+        (KEYVALUE_MAX_KEY_SIZE, args.keyvalue_max_key_size),
+        (KEYVALUE_MAX_VALUE_SIZE, args.keyvalue_max_value_size),
     ] {
         range.check(value)?;
     }
@@ -141,6 +145,8 @@ mod tests {
         KEEP_ALIVE_MAX_REQUESTS,
         BODY_TIMEOUT,
         BODY_MIN_RATE,
+        KEYVALUE_MAX_KEY_SIZE,
+        KEYVALUE_MAX_VALUE_SIZE,
     ];
 
     #[test]

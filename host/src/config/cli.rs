@@ -166,6 +166,30 @@ pub struct ServeArgs {
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     pub dir: Vec<String>,
 
+    /// Key-value bucket the guest may open with wasi:keyvalue, NAME=URL; URL is sqlite:PATH (one
+    /// SQLite file shared by every worker, created if missing). Repeatable; also a [keyvalue]
+    /// table in the config file. Without it the guest can open no bucket.
+    #[arg(long = "keyvalue", value_name = "NAME=URL")]
+    pub keyvalue: Vec<String>,
+
+    /// Longest key (UTF-8 bytes) a guest may use in a key-value bucket.
+    #[arg(long = "keyvalue-max-key-size", value_name = "BYTES", default_value_t = 1024)]
+    pub keyvalue_max_key_size: u64,
+
+    /// Largest value (bytes) a guest may store in a key-value bucket.
+    #[arg(long = "keyvalue-max-value-size", value_name = "BYTES", default_value_t = 1 << 20)]
+    pub keyvalue_max_value_size: u64,
+
+    /// Config value the guest reads with wasi:config/store, KEY=VALUE. Repeatable; also a
+    /// [config] table in the config file. The guest sees no other config.
+    #[arg(long = "config-var", value_name = "KEY=VALUE")]
+    pub config_var: Vec<String>,
+
+    /// Config value read from a file, KEY=PATH (e.g. a mounted secret): read by each worker at
+    /// boot, so again on HUP. --print-config shows the path, never the value. Repeatable.
+    #[arg(long = "config-file", value_name = "KEY=PATH")]
+    pub config_file: Vec<String>,
+
     /// Outbound HTTP the guest may make: SCHEME://HOST[:PORT] (scheme http, https or *; host a
     /// name, *.domain, *, an IP or a CIDR such as 10.0.0.0/8 or [fd00::]/8; port a number, * or
     /// omitted for the scheme's default). Repeatable. Without it the guest has no outbound HTTP.

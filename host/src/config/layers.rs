@@ -212,6 +212,9 @@ fn read_config_file(
     })?;
     let mut given = BTreeMap::new();
     for (key, value) in &table {
+        let (key, value) = named_table_as_list(key, value)
+            .map_err(|why| LayerError::Message(format!("config file {shown}: [{key}]: {why}")))?;
+        let (key, value) = (key.as_str(), &value);
         let arg = find_arg(command, key).ok_or_else(|| {
             LayerError::Message(format!(
                 "config file {shown}: unknown key `{key}`; keys are `app` and the long flag names of `rustcorn serve --help`{}",
@@ -238,6 +241,28 @@ fn read_config_file(
         given.insert(id, values);
     }
     Ok((path.to_path_buf(), given))
+}
+
+/// The tables that stand for a repeatable `NAME=VALUE` flag: `[keyvalue]` (`--keyvalue`) and
+/// `[config]` (`--config-var`); any other key is returned as it is.
+fn named_table_as_list(key: &str, value: &toml::Value) -> Result<(String, toml::Value), String> {
+    let flag = match (key, value) {
+        ("keyvalue", toml::Value::Table(_)) => "keyvalue",
+        ("config", toml::Value::Table(_)) => "config-var",
+        _ => return Ok((key.to_string(), value.clone())),
+    };
+    let toml::Value::Table(entries) = value else { unreachable!("matched a table above") };
+    let items = entries
+        .iter()
+        .map(|(name, v)| match v {
+            toml::Value::String(s) => Ok(toml::Value::String(format!("{name}={s}"))),
+            toml::Value::Integer(i) => Ok(toml::Value::String(format!("{name}={i}"))),
+            toml::Value::Float(x) => Ok(toml::Value::String(format!("{name}={x}"))),
+            toml::Value::Boolean(b) => Ok(toml::Value::String(format!("{name}={b}"))),
+            other => Err(format!("`{name}`: expected a string, got {}", other.type_str())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((flag.to_string(), toml::Value::Array(items)))
 }
 
 fn find_arg<'a>(command: &'a clap::Command, key: &str) -> Option<&'a clap::Arg> {

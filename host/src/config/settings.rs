@@ -8,6 +8,7 @@ use crate::config::cli::ServeArgs;
 use crate::config::logging::{Level, LogTarget};
 use crate::config::outbound::{outbound_settings, OutboundSettings};
 use crate::config::queue::{queue_settings, QueueSettings};
+use crate::config::state::{state_settings, StateSettings};
 use crate::config::tls::{http_protocols, tls_settings, HttpProtocols, TlsSettings};
 use std::fmt;
 use std::path::PathBuf;
@@ -77,6 +78,8 @@ pub struct Settings {
     /// Outbound HTTP policy and limits (`--allow-outbound` and friends); each worker builds its
     /// outbound client from them.
     pub outbound: OutboundSettings,
+    /// Key-value buckets and config values granted to the guest (`--keyvalue`, `--config-var`...).
+    pub state: StateSettings,
     pub worker_tmp_dir: PathBuf,
     pub max_memory: usize,
     pub instance_slots: u32,
@@ -165,6 +168,7 @@ impl Settings {
             guest_env: guest_env(args)?,
             guest_dirs: guest_dirs(args)?,
             outbound: outbound_settings(args)?,
+            state: state_settings(args)?,
             worker_tmp_dir: worker_tmp_dir(args)?,
             max_memory: max_memory(args)?,
             instance_slots: args.instance_slots,

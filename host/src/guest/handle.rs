@@ -44,6 +44,8 @@ pub struct AppRuntime {
     pub metrics: Recorder,
     /// This worker's outbound HTTP client (no outbound HTTP until `with_outbound`).
     pub outbound: Arc<Outbound>,
+    /// This worker's key-value buckets and config values (none until `with_state`).
+    pub state: Arc<crate::state::AppState>,
     /// Gives back what unused instance slots keep resident (`--instance-trim-after`).
     pub trim: SlotTrim,
 }
@@ -113,7 +115,14 @@ impl AppRuntime {
             quota_reached: tokio::sync::Notify::new(),
             metrics: Recorder::disabled(),
             outbound: Outbound::new(crate::config::outbound::OutboundSettings::deny_all()),
+            state: Arc::new(crate::state::AppState::none()),
         }
+    }
+
+    /// Offers the guests `state` (built by the worker at boot).
+    pub fn with_state(mut self, state: crate::state::AppState) -> AppRuntime {
+        self.state = Arc::new(state);
+        self
     }
 
     /// Sends the guests' outbound requests through `outbound` (built by the worker at boot).
@@ -235,8 +244,17 @@ impl AppRuntime {
         let Some(slot) = self.kept.slot_for_request() else {
             return Err(GuestFailure::NoInstanceSlot(wasmtime::Error::msg("every instance slot is in use")));
         };
-        new_store(self.pre.engine(), &self.settings, &self.outbound, request_id, clock.clone(), self.metrics, slot)
-            .map_err(|e| GuestFailure::Instantiate(wasmtime::Error::msg(format!("{e:#}"))))
+        new_store(
+            self.pre.engine(),
+            &self.settings,
+            &self.outbound,
+            &self.state,
+            request_id,
+            clock.clone(),
+            self.metrics,
+            slot,
+        )
+        .map_err(|e| GuestFailure::Instantiate(wasmtime::Error::msg(format!("{e:#}"))))
     }
 
     /// The guest task: runs the handler under the request clock, records the outcome, keeps or

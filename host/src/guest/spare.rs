@@ -35,7 +35,8 @@ async fn refill(app: &Arc<AppRuntime>) {
         let id: Arc<str> = Arc::from("spare");
         let clock = RequestClock::new(app.settings.request_timeout, app.settings.max_request_time);
         let Some(slot) = app.kept.slot_for_spare() else { return };
-        let store = new_store(app.pre.engine(), &app.settings, &app.outbound, &id, clock, app.metrics, slot);
+        let store =
+            new_store(app.pre.engine(), &app.settings, &app.outbound, &app.state, &id, clock, app.metrics, slot);
         let Ok(mut store) = store else { return };
         let started = std::time::Instant::now();
         let Ok(proxy) = pre.instantiate_async(&mut store).await else { return };

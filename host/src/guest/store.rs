@@ -5,6 +5,7 @@ use crate::guest::clock::RequestClock;
 use crate::guest::outbound::{Outbound, OutboundHooks};
 use crate::guest::output::GuestOutput;
 use crate::guest::release::{self, Leftover};
+use crate::state::{AppState, StateCtxView, StateView};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -20,6 +21,8 @@ pub struct GuestState {
     table: ResourceTable,
     limiter: MemoryLimiter,
     clock: Arc<RequestClock>,
+    /// The worker's key-value buckets and config values.
+    state: Arc<AppState>,
     stdout: GuestOutput,
     stderr: GuestOutput,
     /// The worker's instance slot this instance occupies, freed with the store.
@@ -59,6 +62,12 @@ impl GuestState {
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl StateView for GuestState {
+    fn state(&mut self) -> StateCtxView<'_> {
+        StateCtxView { state: &self.state, table: &mut self.table, deadline: self.clock.deadline() }
     }
 }
 
@@ -123,6 +132,7 @@ pub fn new_store(
     engine: &Engine,
     settings: &Settings,
     outbound: &Arc<Outbound>,
+    state: &Arc<AppState>,
     request_id: &Arc<str>,
     clock: Arc<RequestClock>,
     metrics: crate::metrics::Recorder,
@@ -142,6 +152,7 @@ pub fn new_store(
         table: resource_table(),
         limiter: MemoryLimiter { max_bytes: settings.max_memory, granted_bytes: 0, denied: false, figures: None },
         clock,
+        state: state.clone(),
         stdout,
         stderr,
         _slot: slot,

@@ -1,11 +1,14 @@
-//! The worker's accept loop: takes connections while a `--worker-connections` slot is free, hands
-//! each to its own task, and on drain empties a `--reuse-port` socket's own queue before closing it.
+//! The worker's accept loop: takes connections while a `--worker-connections` slot is free and
+//! it is this worker's turn (see `balance`), hands each to its own task, and on drain empties a
+//! `--reuse-port` socket's own queue before closing it.
+use super::balance::{self, board::WorkerSeat, rule::Patience};
 use super::WorkerSpec;
 use crate::http::{negotiate, ConnectionInfo, Front};
 use crate::log_warning;
 use crate::sys::binds::Listener;
 use anyhow::{Context, Result};
 use http::HeaderValue;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
@@ -63,6 +66,13 @@ impl Accepting {
         })
     }
 
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Accepting::Tcp(listener, _) => listener.as_fd(),
+            Accepting::Unix(listener, _) => listener.as_fd(),
+        }
+    }
+
     async fn accept(&self) -> std::io::Result<Accepted> {
         match self {
             Accepting::Tcp(listener, authority) => {
@@ -107,8 +117,9 @@ impl Accepted {
     }
 }
 
-/// Accepts connections on one listener while a connection slot is free, until the worker drains.
-/// A `--reuse-port` socket's queue is then emptied (those connections get their first request
+/// Accepts connections on one listener while a connection slot is free and it is this worker's
+/// turn on a shared socket (`seat`: its place on the load board), until the worker drains. A
+/// `--reuse-port` socket's queue is then emptied (those connections get their first request
 /// served) before the socket closes, since no other worker could take them.
 pub fn accept_loop(
     listener: WorkerListener,
@@ -116,25 +127,36 @@ pub fn accept_loop(
     slots: Arc<Semaphore>,
     connections: TaskTracker,
     mut draining: watch::Receiver<bool>,
+    seat: Option<WorkerSeat>,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let own_queue = listener.own_queue;
     let accepting = Accepting::new(listener.listener)?;
+    // Nobody else can take a connection from this worker's own queue: no turns to wait for.
+    let balanced = if own_queue { None } else { seat };
     Ok(async move {
+        let mut patience = Patience::default();
         loop {
             let permit = tokio::select! {
                 permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
                 _ = draining.changed() => break,
             };
+            if let Some(seat) = &balanced {
+                tokio::select! {
+                    _ = balance::wait_turn(seat, accepting.fd(), &mut patience) => {}
+                    _ = draining.changed() => break,
+                }
+            }
             let accepted = tokio::select! {
                 accepted = accepting.accept() => accepted,
                 _ = draining.changed() => break,
             };
             match accepted {
                 Ok(accepted) => {
+                    let open = seat.map(|seat| seat.opened());
                     let served = accepted.serve(front.clone(), draining.clone());
                     connections.spawn(async move {
                         served.await;
-                        drop(permit);
+                        drop((permit, open));
                     });
                 }
                 Err(e) => {
@@ -149,7 +171,12 @@ pub fn accept_loop(
             // Closing the socket now stops the kernel from queueing more connections on it.
             drop(accepting);
             for accepted in queued {
-                connections.spawn(accepted.serve(front.clone(), draining.clone()));
+                let open = seat.map(|seat| seat.opened());
+                let served = accepted.serve(front.clone(), draining.clone());
+                connections.spawn(async move {
+                    served.await;
+                    drop(open);
+                });
             }
         }
     })

@@ -2,6 +2,7 @@
 //! it maps the compiled app, accepts on the inherited listeners, beats its heartbeat from the
 //! event loop, reopens its log files on USR1, drains on TERM and exits at once on INT/QUIT.
 pub mod accept;
+pub mod balance;
 
 use crate::app::engine::{self, PoolSizing};
 use crate::app::prepare::PreparedApp;
@@ -40,6 +41,8 @@ pub struct WorkerSpec<'a> {
     pub credentials: Option<crate::sys::privileges::Credentials>,
     /// Where this worker records its metrics (its slot of the arbiter's shared arena).
     pub metrics: crate::metrics::Recorder,
+    /// Its seat on the load board the workers balance connections with (None: no free seat).
+    pub seat: Option<balance::board::WorkerSeat>,
 }
 
 /// Runs a worker to completion and returns its exit status.
@@ -98,6 +101,8 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
         })),
         None => None,
     };
+    // Like the key file, a --config-file (a mounted secret) is read before privileges drop.
+    let config = crate::state::config_store::ConfigValues::read(&settings.state)?;
     // Sockets, the compiled app and the logs are open: drop privileges before the epoch ticker
     // starts and before the first request (with `--threads > 1` the runtime's threads already run,
     // and set*id applies to every thread of the process).
@@ -112,10 +117,13 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
         crate::sys::privileges::drop_to(credentials).with_context(|| format!("cannot switch to {credentials}"))?;
     }
     crate::guest::clock::start_epoch_ticker(engine.clone()).context("cannot start the epoch ticker")?;
+    // Opened as the workers' identity, so the files SQLite creates beside the database are theirs.
+    let keyvalue = crate::state::keyvalue::Keyvalue::open(&settings.state)?;
     let app = AppRuntime::new(pre, settings.clone())
         .with_max_requests(spec.max_requests)
         .with_metrics(spec.metrics)
-        .with_outbound(Outbound::new(settings.outbound.clone()));
+        .with_outbound(Outbound::new(settings.outbound.clone()))
+        .with_state(crate::state::AppState { keyvalue, config });
     let front = Front::new(Arc::new(app), access_log, tls);
     Ok((Arc::new(front), listeners))
 }
@@ -152,7 +160,7 @@ async fn run_until_stopped(spec: WorkerSpec<'_>, front: Arc<Front>, listeners: V
     let mut signals = Signals { term, int, quit, usr1 };
     let (drain_tx, drain_rx) = watch::channel(false);
     let connections = TaskTracker::new();
-    if let Err(e) = start_accepting(listeners, &front, &connections, &drain_rx) {
+    if let Err(e) = start_accepting(listeners, &front, &connections, &drain_rx, spec.seat) {
         log_error!("{e:#}");
         return EXIT_BOOT_ERROR;
     }
@@ -166,6 +174,9 @@ async fn run_until_stopped(spec: WorkerSpec<'_>, front: Arc<Front>, listeners: V
         Stop::Now(signal) => return exit_now(signal),
     };
     log_info!("worker draining ({reason})");
+    if let Some(seat) = spec.seat {
+        seat.stop_accepting();
+    }
     let _ = drain_tx.send(true);
     connections.close();
     drain(&spec, &front, &connections, &mut signals, &mut beat).await;
@@ -189,19 +200,25 @@ enum Stop {
 }
 
 /// One accept loop per listener, tracked like connections (the drain waits for an accept loop
-/// emptying its own queue); all of them share the `--worker-connections` slots.
+/// emptying its own queue); all of them share the `--worker-connections` slots and the seat.
 fn start_accepting(
     listeners: Vec<accept::WorkerListener>,
     front: &Arc<Front>,
     connections: &TaskTracker,
     draining: &watch::Receiver<bool>,
+    seat: Option<balance::board::WorkerSeat>,
 ) -> Result<()> {
-    let slots = Arc::new(Semaphore::new(front.settings.worker_connections));
+    let capacity = front.settings.worker_connections;
+    let slots = Arc::new(Semaphore::new(capacity));
     for listener in listeners {
         let name = listener.listener.to_string();
-        let accept = accept::accept_loop(listener, front.clone(), slots.clone(), connections.clone(), draining.clone())
+        let (front, slots, tracker, draining) = (front.clone(), slots.clone(), connections.clone(), draining.clone());
+        let accept = accept::accept_loop(listener, front, slots, tracker, draining, seat)
             .with_context(|| format!("worker cannot use listener {name}"))?;
         connections.spawn(accept);
+    }
+    if let Some(seat) = seat {
+        seat.start_accepting(capacity);
     }
     Ok(())
 }

@@ -144,6 +144,13 @@ pub struct Instance {
     /// cross-thread stuff used in `InstancePre`)
     store: Option<VMStoreRawPtr>,
 
+    /// The text section of this instance's module as registered in its store, found on the first
+    /// `VMFuncRef` initialization and kept: `ref.func` initializes a funcref each time it runs, and
+    /// a fresh instance of a component runs it thousands of times, each of which would otherwise
+    /// search the store's module registry for the same code. The store's code outlives every
+    /// instance in it and never moves.
+    store_text: Option<SendSyncPtr<[u8]>>,
+
     /// Additional context used by compiled wasm code. This field is last, and
     /// represents a dynamically-sized array that extends beyond the nominal
     /// end of the struct (similar to a flexible array member).
@@ -209,6 +216,7 @@ impl Instance {
             #[cfg(feature = "wmemcheck")]
             wmemcheck_state,
             store: None,
+            store_text: None,
             vmctx: OwnedVMContext::new(),
         })?;
 
@@ -932,7 +940,7 @@ impl Instance {
     /// functions here. Effectively all the arguments here must be "logically
     /// correct" for the `VMFuncRef` being initialized.
     unsafe fn initialize_and_return_funcref(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         registry: &ModuleRegistry,
         type_index: VMSharedTypeIndex,
         vmctx_offset: u32,
@@ -960,20 +968,19 @@ impl Instance {
         // it's better for instantiation performance if we don't have to track
         // "is-initialized" state at all!
 
-        let module_with_code = ModuleWithCode::in_store(
-            registry,
-            self.runtime_module()
-                .expect("funcref impossible in fake module"),
-        )
-        .expect("module not in store");
+        let text = self.as_mut().store_text(registry);
+        let compiled = self
+            .runtime_module()
+            .expect("funcref impossible in fake module")
+            .compiled_module();
 
-        let array_call =
-            VmPtr::from(NonNull::from(module_with_code.function(array_to_wasm_key)).cast());
+        let array_call = VmPtr::from(
+            NonNull::from(&text[compiled.function_range(array_to_wasm_key)]).cast(),
+        );
 
         let wasm_call = Some(VmPtr::from(
             NonNull::new(
-                module_with_code
-                    .function(wasm_key)
+                text[compiled.function_range(wasm_key)]
                     .as_ptr()
                     .cast::<VMWasmCallFunction>()
                     .cast_mut(),
@@ -999,6 +1006,29 @@ impl Instance {
         }
 
         Some(func_ref_ptr)
+    }
+
+    /// The text section of this instance's module in its store: looked up in `registry` once,
+    /// then read from `store_text`.
+    fn store_text<'a>(self: Pin<&mut Self>, registry: &'a ModuleRegistry) -> &'a [u8] {
+        let text = match self.store_text {
+            Some(text) => text,
+            None => {
+                let module = self
+                    .runtime_module()
+                    .expect("funcref impossible in fake module");
+                let text = ModuleWithCode::in_store(registry, module)
+                    .expect("module not in store")
+                    .text();
+                let text = SendSyncPtr::from(text);
+                // SAFETY: `store_text` is plain data, not structurally pinned.
+                unsafe { self.get_unchecked_mut() }.store_text = Some(text);
+                text
+            }
+        };
+        // SAFETY: the pointer came from this store's registry, whose code lives as long as the
+        // store (and so this instance and `registry`'s borrow of it) and does not move.
+        unsafe { &*text.as_ptr() }
     }
 
     /// Get the passive elements segment at the given index.
