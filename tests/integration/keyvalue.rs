@@ -182,3 +182,19 @@ fn a_refused_operation_is_the_guests_error_and_the_worker_serves_on() {
     // The guest's own mistake is not a backend outage: the log stays quiet (a guest cannot fill it).
     assert_eq!(server.log.count(&["keyvalue bucket"]), 0, "{}", server.log.text());
 }
+
+#[test]
+fn many_workers_open_a_new_database_file_together() {
+    // Workers booting at once on a file nobody has opened race to switch it to WAL; SQLite
+    // answers the loser with "database is locked" outside its busy handler. Every worker must
+    // still boot (a fresh file each round: the race is on the first open).
+    for round in 0..3 {
+        let dir = scratch_dir("kv-boot-race");
+        let grant = sqlite_grant(dir.path());
+        let server = Server::start(&guest("state"), &["-w", "8", "--keyvalue", &grant]);
+        server.wait_status("all eight workers serving", |s| s.ready == 8);
+        assert_eq!(server.log.count(&["worker failed to boot"]), 0, "round {round}:\n{}", server.log.text());
+        let reply = server.get("/incr/default/boots");
+        assert_eq!(reply.status, 200, "round {round}: {}", reply.text());
+    }
+}

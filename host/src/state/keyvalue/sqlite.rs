@@ -82,6 +82,21 @@ pub fn start(files: Vec<PathBuf>) -> anyhow::Result<SqliteQueue> {
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(path)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
+    // Workers booting together on a new file race to switch it to WAL, and SQLite answers that
+    // race with SQLITE_BUSY without waiting in the busy handler: retry, within the same timeout.
+    let give_up = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match prepare(&connection) {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result.map(|()| connection),
+        }
+    }
+}
+
+/// WAL mode (kept in the file), the sync level, and the table.
+fn prepare(connection: &Connection) -> rusqlite::Result<()> {
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
     connection.execute_batch(
@@ -91,8 +106,14 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
             value BLOB NOT NULL,
             PRIMARY KEY (bucket, key)
         )",
-    )?;
-    Ok(connection)
+    )
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 fn serve(connections: Vec<Connection>, queue: mpsc::Receiver<Job>) {
