@@ -2,6 +2,7 @@
 # Builds every example guest from source into OUT_DIR:
 #   hello.wasm echo.wasm stream.wasm faults.wasm outbound.wasm state.wasm (Rust, cargo --target wasm32-wasip2)
 #   p3.wasm (Rust, WASI 0.3: the wasip3 crate, also for wasm32-wasip2)
+#   wasip3-http-proxy.wasm (the wasip3 crate's own `http-proxy` example, from its published source)
 #   python-app.wasm python-state.wasm              (componentize-py)
 #   python-p3.wasm                                 (componentize-py, WASI 0.3)
 #   js-app.wasm                                    (componentize-js)
@@ -36,6 +37,17 @@ for name in hello echo stream faults outbound state p3; do
     cp -f "$built" "$out/$name.wasm.tmp" && mv -f "$out/$name.wasm.tmp" "$out/$name.wasm"
   fi
 done
+
+# The wasip3 crate's own example, exactly as its users first meet it: built from the crate's
+# published source (the version guest-examples/rust locks), nothing of it copied here.
+wasip3_manifest="$(cd "$here/rust" && cargo metadata --format-version 1 --locked |
+  python3 -c 'import json, sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"] == "wasip3"))')"
+(cd "$here/rust" && cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$wasip3_manifest" \
+  --example http-proxy --target-dir "$here/rust/target/wasip3-example")
+built="$here/rust/target/wasip3-example/wasm32-wasip2/release/examples/http_proxy.wasm"
+if ! cmp -s "$built" "$out/wasip3-http-proxy.wasm"; then
+  cp -f "$built" "$out/wasip3-http-proxy.wasm.tmp" && mv -f "$out/wasip3-http-proxy.wasm.tmp" "$out/wasip3-http-proxy.wasm"
+fi
 
 $rust_only && exit 0
 

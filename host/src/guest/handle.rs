@@ -61,6 +61,9 @@ pub struct AdmittedRequest<B> {
     pub record: Option<AccessRecord>,
     /// What the access log and metrics report about its instance.
     pub figures: Arc<RequestFigures>,
+    /// Held by the guest task until the instance has freed its slot or gone idle (an HTTP/2
+    /// stream's permit, see `http::h2`).
+    pub slot_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What came of an admitted request.
@@ -156,7 +159,7 @@ impl AppRuntime {
                 return crate::guest::p3::handle(self, pre, admitted).await;
             }
         };
-        let AdmittedRequest { request, body_verdict, https, record, figures } = admitted;
+        let AdmittedRequest { request, body_verdict, https, record, figures, slot_permit } = admitted;
         let request_id = self.next_request_id();
         let summary = RequestLine::path_of(&request);
         let clock = RequestClock::new(self.settings.request_timeout, self.settings.max_request_time);
@@ -196,7 +199,7 @@ impl AppRuntime {
             outcome: outcome.clone(),
             latch: latch.clone(),
         };
-        let guest = AbortOnDrop(Some(tokio::spawn(self.clone().run_guest_task(run))));
+        let guest = AbortOnDrop(Some(tokio::spawn(holding(slot_permit, self.clone().run_guest_task(run)))));
         let received = receiver.await;
         if let Some(cut) = body_verdict.get() {
             return Handled::BodyCut(cut, record);
@@ -415,6 +418,14 @@ async fn run_guest(
         .await
         .map_err(|error| GuestFailure::Trap { error, out_of_memory: false })?;
     Ok(proxy)
+}
+
+/// Runs a guest task holding `permit` until it ends: by then the instance has freed its slot or
+/// gone idle (its response body may have ended earlier).
+pub(super) async fn holding<F: std::future::Future>(permit: Option<tokio::sync::OwnedSemaphorePermit>, task: F) -> F::Output {
+    let ended = task.await;
+    drop(permit);
+    ended
 }
 
 /// Why an instantiation failed: no pool slot free, or anything else.

@@ -6,7 +6,7 @@
 use crate::guest::body::GuestOutcome;
 use crate::guest::clock::RequestClock;
 use crate::guest::handle::{
-    failure_response, instantiate_failure, settle, AbortOnDrop, AdmittedRequest, AppRuntime, GuestFailure, GuestHead,
+    failure_response, holding, instantiate_failure, settle, AbortOnDrop, AdmittedRequest, AppRuntime, GuestFailure, GuestHead,
     Handled,
 };
 use crate::guest::store::GuestState;
@@ -51,7 +51,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
-    let AdmittedRequest { request, body_verdict, https, record, figures } = admitted;
+    let AdmittedRequest { request, body_verdict, https, record, figures, slot_permit } = admitted;
     let request_id = app.next_request_id();
     let summary = RequestLine::path_of(&request);
     let clock = RequestClock::new(app.settings.request_timeout, app.settings.max_request_time);
@@ -79,7 +79,7 @@ where
         outcome: outcome.clone(),
         latch: latch.clone(),
     };
-    let guest = AbortOnDrop(Some(tokio::spawn(run_guest_task(app.clone(), run))));
+    let guest = AbortOnDrop(Some(tokio::spawn(holding(slot_permit, run_guest_task(app.clone(), run)))));
     let received = receiver.await;
     if let Some(cut) = body_verdict.get() {
         return Handled::BodyCut(cut, record);
