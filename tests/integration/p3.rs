@@ -149,7 +149,9 @@ fn the_body_limit_holds() {
     assert_eq!(server.post("/consume", &[b'x'; 2000]).status, 413);
     // A chunked body has no declared length: it is cut while the 0.3 guest reads it.
     let chunk = format!("258\r\n{}\r\n", "x".repeat(600));
-    let request = format!("POST /consume HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}{chunk}0\r\n\r\n");
+    let request = format!(
+        "POST /consume HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}{chunk}0\r\n\r\n"
+    );
     assert_eq!(raw_tcp(&server.addr, request.as_bytes()).unwrap().status, 413, "a chunked body over the limit");
     let within = server.post("/consume", &[b'x'; 1000]);
     assert_eq!((within.status, within.text()), (200, "1000 bytes\n".to_string()));
@@ -217,9 +219,7 @@ fn hup_swaps_between_a_0_2_and_a_0_3_app() {
     install(&guest("hello"));
     let server = ServerCommand::new(&app).args(["-w", "1"]).start();
     assert_eq!(server.get("/").text(), "Hello, world!\n");
-    for (generation, from, text) in
-        [(2, p3(), "Hello from WASI 0.3!\n"), (3, guest("hello"), "Hello, world!\n")]
-    {
+    for (generation, from, text) in [(2, p3(), "Hello from WASI 0.3!\n"), (3, guest("hello"), "Hello, world!\n")] {
         install(&from);
         server.signal(libc::SIGHUP);
         server.wait_status("the new generation serving", |s| s.generation == generation && s.state == "running");
@@ -227,11 +227,81 @@ fn hup_swaps_between_a_0_2_and_a_0_3_app() {
     }
 }
 
+/// Starts `count` `/sleep?ms=MS` requests, each once the one before it is inside the guest (the guest prints `sleeping for MS ms` as it starts waiting).
+fn start_sleepers(server: &Server, count: usize, ms: u64) -> Vec<std::thread::JoinHandle<Reply>> {
+    let already = server.log.count(&["sleeping for"]);
+    (0..count)
+        .map(|i| {
+            let addr = server.addr.clone();
+            let sleeper = std::thread::spawn(move || http(&addr, "GET", &format!("/sleep?ms={ms}"), &[], b"").unwrap());
+            server.log.wait_for_nth(&["sleeping for"], already + i + 1, WAIT);
+            sleeper
+        })
+        .collect()
+}
+
 #[test]
-fn instance_reuse_is_for_0_2_apps_and_says_so_for_a_0_3_app() {
+fn with_instance_reuse_one_0_3_instance_serves_up_to_instance_concurrency_requests_at_once() {
+    for (concurrency, count_after) in [("5", "5\n"), ("4", "1\n")] {
+        let args = ["-w", "1", "--instance-reuse", "100", "--instance-concurrency", concurrency];
+        let server = Server::start(&p3(), &args);
+        let sleepers = start_sleepers(&server, 4, 1500);
+        // The fifth request joins the sleepers' instance only if it has a seat left.
+        assert_eq!(server.get("/count").text(), count_after, "--instance-concurrency {concurrency}");
+        for sleeper in sleepers {
+            assert_eq!(sleeper.join().unwrap().text(), "slept\n");
+        }
+    }
     let server = Server::start(&p3(), &["-w", "1", "--instance-reuse", "3"]);
-    server.log.wait_for(&["WARNING", "--instance-reuse 3 applies to WASI 0.2 apps only"], WAIT);
-    for _ in 0..3 {
-        assert_eq!(server.get("/count").text(), "1\n", "a 0.3 request still starts on a fresh instance");
+    let counts: Vec<String> = (0..4).map(|_| server.get("/count").text()).collect();
+    assert_eq!(counts, ["1\n", "2\n", "3\n", "1\n"], "one instance serves --instance-reuse requests, then a fresh one");
+}
+
+#[test]
+fn a_trap_on_a_shared_instance_fails_only_the_requests_on_that_instance() {
+    let server = Server::start(&p3(), &["-w", "1", "--instance-reuse", "100", "--instance-concurrency", "2"]);
+    // Two sleepers fill instance A; the third sleeper and the trap share instance B.
+    let on_a = start_sleepers(&server, 2, 2000);
+    let on_b = start_sleepers(&server, 1, 2000);
+    assert_plain_error(&server.get("/panic"), 500);
+    let lost = on_b.into_iter().next().unwrap().join().unwrap();
+    assert_plain_error(&lost, 500);
+    server.log.wait_for(&["request", "GET /sleep", "failed with its shared instance: the guest trapped"], WAIT);
+    for sleeper in on_a {
+        assert_eq!(sleeper.join().unwrap().text(), "slept\n", "a request on the other instance is served");
+    }
+    assert_eq!(server.get("/").status, 200, "the worker serves on");
+}
+
+#[test]
+fn a_timeout_on_a_shared_instance_is_504_and_drops_the_instance_with_its_other_requests() {
+    let server =
+        Server::start(&p3(), &["-w", "1", "-t", "1", "--instance-reuse", "100", "--instance-concurrency", "4"]);
+    let worker = server.worker_pids();
+    let started = Instant::now();
+    let mut sleepers = start_sleepers(&server, 3, 5000).into_iter();
+    // The first sleeper runs out of time first; the instance goes, and the others with it.
+    assert_plain_error(&sleepers.next().unwrap().join().unwrap(), 504);
+    for sleeper in sleepers {
+        assert_plain_error(&sleeper.join().unwrap(), 500);
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "the others fail with the instance, not after their sleep");
+    server.log.wait_for_nth(&["failed with its shared instance: another request on it ran out of time"], 2, WAIT);
+    assert_eq!(server.get("/count").text(), "1\n", "the next request starts on a fresh instance");
+    // A guest spinning on a shared instance is cut by the epoch deadline too.
+    assert_plain_error(&server.get("/spin"), 504);
+    assert_eq!(server.get("/").status, 200);
+    assert_eq!(server.worker_pids(), worker, "the same worker serves on");
+}
+
+#[test]
+fn a_bad_instance_concurrency_stops_the_start_with_one_line_naming_it() {
+    for value in ["0", "10001", "many"] {
+        let (status, _, stderr) = ServerCommand::new(&p3()).args(["--instance-concurrency", value]).run_to_exit();
+        assert!(!status.success(), "{value}");
+        assert!(!stderr.contains("Booting worker"), "no worker may start:\n{stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+        assert_eq!(errors.len(), 1, "{value}: one error line:\n{stderr}");
+        assert!(errors[0].contains("--instance-concurrency"), "{stderr}");
     }
 }

@@ -39,7 +39,8 @@ impl World {
                 Ok(Payload::Version { .. }) => depth += 1,
                 Ok(Payload::End(_)) => depth = depth.saturating_sub(1),
                 Ok(Payload::ComponentExportSection(exports)) if depth == 1 => {
-                    let service = exports.into_iter().flatten().any(|e| e.name.name.starts_with("wasi:http/handler@0.3."));
+                    let service =
+                        exports.into_iter().flatten().any(|e| e.name.name.starts_with("wasi:http/handler@0.3."));
                     if service {
                         return World::Service03;
                     }

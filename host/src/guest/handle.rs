@@ -2,6 +2,7 @@
 //! kept one with --instance-reuse), the guest run on its own task under the request clock, and every
 //! guest outcome mapped to a response (the guest's own, 500 for faults, 503 for no free instance
 //! slot, 504 for a guest cut off before its head).
+use crate::app::world::AppPre;
 use crate::config::settings::Settings;
 use crate::guest::body::{host_response, GuestOutcome, ResponseBody};
 use crate::guest::clock::{Expiry, RequestClock};
@@ -23,7 +24,6 @@ use tokio::sync::oneshot;
 use wasmtime::component::Resource;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use crate::app::world::AppPre;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::WasiHttpView;
@@ -48,6 +48,8 @@ pub struct AppRuntime {
     pub state: Arc<crate::state::AppState>,
     /// Gives back what unused instance slots keep resident (`--instance-trim-after`).
     pub trim: SlotTrim,
+    /// A WASI 0.3 app's shared instances, with `--instance-reuse` above 1.
+    pub shared: Option<crate::guest::p3::shared::SharedInstances>,
 }
 
 /// A request the HTTP front has admitted: valid, within the limits, with a Host; its body is
@@ -79,7 +81,13 @@ pub(super) enum GuestFailure {
     Timeout(Expiry),
     NoInstanceSlot(wasmtime::Error),
     Instantiate(wasmtime::Error),
-    Trap { error: wasmtime::Error, out_of_memory: bool },
+    /// Its shared WASI 0.3 instance was dropped (another request on it trapped or ran out of
+    /// time; see `p3::shared`): the outcome to count and what happened.
+    InstanceLost(Outcome, Arc<str>),
+    Trap {
+        error: wasmtime::Error,
+        out_of_memory: bool,
+    },
 }
 
 /// The instance a request runs on: a kept (or spare) one, or a fresh store to instantiate in.
@@ -110,6 +118,15 @@ impl AppRuntime {
     pub fn new(pre: AppPre<GuestState>, settings: Arc<Settings>) -> AppRuntime {
         AppRuntime {
             trim: SlotTrim::new(pre.engine()),
+            shared: match &pre {
+                AppPre::Service03(_) if settings.instance_reuse > 1 => {
+                    Some(crate::guest::p3::shared::SharedInstances::new(
+                        settings.instance_reuse,
+                        settings.instance_concurrency,
+                    ))
+                }
+                _ => None,
+            },
             pre,
             kept: KeptInstances::new(settings.instance_reuse, settings.instance_slots),
             settings,
@@ -422,7 +439,10 @@ async fn run_guest(
 
 /// Runs a guest task holding `permit` until it ends: by then the instance has freed its slot or
 /// gone idle (its response body may have ended earlier).
-pub(super) async fn holding<F: std::future::Future>(permit: Option<tokio::sync::OwnedSemaphorePermit>, task: F) -> F::Output {
+pub(super) async fn holding<F: std::future::Future>(
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    task: F,
+) -> F::Output {
     let ended = task.await;
     drop(permit);
     ended
@@ -443,6 +463,7 @@ impl GuestFailure {
         match self {
             GuestFailure::Timeout(_) => Outcome::Timeout,
             GuestFailure::NoInstanceSlot(_) => Outcome::NoInstanceSlot,
+            GuestFailure::InstanceLost(outcome, _) => *outcome,
             GuestFailure::Trap { out_of_memory: true, .. } => Outcome::MemoryLimit,
             GuestFailure::Instantiate(_) | GuestFailure::Trap { .. } => Outcome::Trap,
         }
@@ -479,6 +500,10 @@ pub(super) fn failure_response(
         }
         Some(GuestFailure::Instantiate(e)) => {
             log_error!("request {request_id} {summary}: cannot instantiate the app: {e:#}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+        }
+        Some(GuestFailure::InstanceLost(_, why)) => {
+            log_error!("request {request_id} {summary}: failed with its shared instance: {why}; answered 500");
             (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
         }
         Some(GuestFailure::Trap { error, out_of_memory }) => {

@@ -6,6 +6,7 @@ pub mod balance;
 
 use crate::app::engine::{self, PoolSizing};
 use crate::app::prepare::PreparedApp;
+use crate::app::world::{AppPre, World};
 use crate::config::settings::Settings;
 use crate::guest::handle::AppRuntime;
 use crate::guest::outbound::Outbound;
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
-use crate::app::world::{AppPre, World};
 
 /// Exit status of a worker that could not start (the arbiter does not respawn it in a loop).
 pub const EXIT_BOOT_ERROR: i32 = 3;
@@ -88,12 +88,6 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
     let (engine, component, world) = load_app(spec.app, pool)?;
     let linker = engine::linker(&engine, world)?;
     let pre = AppPre::new(linker.instantiate_pre(&component)?, &spec.app.compiled)?;
-    if pre.world() == World::Service03 && settings.instance_reuse > 1 {
-        crate::log_warning!(
-            "--instance-reuse {} applies to WASI 0.2 apps only: this WASI 0.3 app gets a fresh instance per request",
-            settings.instance_reuse
-        );
-    }
     let access_log = match &settings.access_log {
         Some(target) => Some(Arc::new(AccessLog {
             format: settings.access_log_format.clone(),

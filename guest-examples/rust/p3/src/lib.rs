@@ -8,7 +8,8 @@
 //! | `/panic`                      | panics (a trap) before any response                         |
 //! | `/trap-mid-body`              | head 200 + `partial body\n`, then panics in the body task   |
 //! | `/spin`                       | burns CPU forever before any response                       |
-//! | `/sleep?ms=N`                 | waits N ms (default 1 h) on the host clock, then `slept\n`  |
+//! | `/sleep?ms=N`                 | prints `sleeping for N ms` to stderr, waits N ms (default   |
+//! |                               | 1 h) on the host clock, then `slept\n`                       |
 //! | `/alloc`                      | allocates 1 MiB blocks without bound until the host says no |
 //! | `/consume`                    | reads the whole request body, then 200 `N bytes\n`          |
 //! | `/fetch?authority=A&path=P`   | `client.send` GET http://A/P; 200 `status N\n` + body, or   |
@@ -44,6 +45,7 @@ impl wasip3::exports::http::handler::Guest for P3 {
             "/spin" => spin_forever(),
             "/sleep" => {
                 let ms = param("ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(ONE_HOUR_MS);
+                eprintln!("sleeping for {ms} ms");
                 wasip3::clocks::monotonic_clock::wait_for(ms.saturating_mul(NANOS_PER_MS)).await;
                 Ok(respond(b"slept\n".to_vec()))
             }
