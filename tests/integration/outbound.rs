@@ -97,7 +97,7 @@ fn fetch(server: &Server, authority: &str) -> String {
 
 /// `GET path` for a reply that takes a while (the guest waits on an outbound request): HTTP/1.0,
 /// so the body ends with the connection, and a read interrupted by a signal is retried.
-fn slow_get(server: &Server, path: &str) -> (u16, String) {
+pub(crate) fn slow_get(server: &Server, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(&server.addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", server.addr).as_bytes()).unwrap();

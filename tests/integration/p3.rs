@@ -1,7 +1,11 @@
 //! WASI 0.3 apps (`wasi:http/service@0.3.0`) against the real binary, one test per host
-//! guarantee, on the `p3` guest (the `wasip3` crate): the world is detected, each request gets a
-//! fresh instance, the request clock, traps, the memory cap, the body limit, the outbound policy,
-//! the access log and the metrics hold as for 0.2, and HUP swaps between a 0.2 and a 0.3 app.
+//! guarantee, on the `p3` guest (the `wasip3` crate), the Python 0.3 app and the `wasip3` crate's
+//! own example: the world is detected; each request gets a fresh instance, or with
+//! `--instance-reuse` a seat on a shared one (up to `--instance-concurrency` at once, a trap or
+//! timeout failing only that instance's requests); the request clock, traps, the memory cap, the
+//! body limit and the slow-body bound, the outbound policy and limits, the watchdog,
+//! `--max-requests`, the access log and the metrics hold as for 0.2; HUP and USR2 swap between a
+//! 0.2 and a 0.3 app.
 
 use crate::outbound::{Behaviour, TargetServer};
 use crate::support::*;
@@ -304,4 +308,134 @@ fn a_bad_instance_concurrency_stops_the_start_with_one_line_naming_it() {
         assert_eq!(errors.len(), 1, "{value}: one error line:\n{stderr}");
         assert!(errors[0].contains("--instance-concurrency"), "{stderr}");
     }
+}
+
+#[test]
+fn the_wasip3_crates_own_http_example_serves_fresh_and_shared() {
+    for args in [&["-w", "1"][..], &["-w", "1", "--instance-reuse", "10"]] {
+        let server = Server::start(&guest("wasip3-http-proxy"), args);
+        for _ in 0..3 {
+            let reply = server.get("/");
+            assert_eq!((reply.status, reply.text()), (200, "Hello, WASI!".to_string()), "{args:?}");
+            assert!(reply.complete);
+        }
+    }
+}
+
+#[test]
+fn the_python_0_3_app_serves_on_a_shared_instance() {
+    let server = Server::start(&guest("python-p3"), &["-w", "1", "--instance-reuse", "20", "--instance-concurrency", "4"]);
+    let addr = server.addr.clone();
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let body = format!("client {i} says hello");
+                (http(&addr, "POST", "/echo", &[], body.as_bytes()).unwrap().text(), body)
+            })
+        })
+        .collect();
+    for client in clients {
+        let (echoed, sent) = client.join().unwrap();
+        assert_eq!(echoed, sent);
+    }
+    assert_eq!(server.get("/").text(), "Hello from Python on WASI 0.3!\n");
+}
+
+#[test]
+fn a_trap_after_the_head_on_a_shared_instance_truncates_the_response() {
+    let server = Server::start(&p3(), &["-w", "1", "--instance-reuse", "10"]);
+    let reply = server.get("/trap-mid-body");
+    assert_eq!((reply.status, reply.text()), (200, "partial body\n".to_string()));
+    assert!(!reply.complete, "the client must see a truncated body, not a clean end");
+    assert_eq!(server.get("/count").text(), "1\n", "the trapped instance is gone");
+}
+
+#[test]
+fn the_watchdog_replaces_a_wedged_0_3_worker() {
+    let server = Server::start(&p3(), &["-w", "1", "-t", "2", "--instance-reuse", "10"]);
+    assert_eq!(server.get("/").status, 200);
+    let wedged = server.worker_pids()[0];
+    send_signal(wedged, libc::SIGSTOP);
+    server.log.wait_for(&["WORKER TIMEOUT", &format!("pid:{wedged}")], WAIT);
+    server.wait_status("the wedged worker replaced", |s| !s.has_worker(wedged) && s.serving(1).len() == 1);
+    assert_eq!(server.get("/").text(), "Hello from WASI 0.3!\n");
+}
+
+#[test]
+fn trickling_uploads_to_a_0_3_app_hold_no_instance_slot_and_are_cut_with_408() {
+    let args = ["-w", "1", "--instance-slots", "4", "--body-timeout", "2", "--body-min-rate", "100"];
+    let server = Server::start(&p3(), &args);
+    let mut slow: Vec<_> = (0..12).map(|_| crate::slow_bodies::slow_uploader(&server.addr)).collect();
+    for _ in 0..10 {
+        let reply = server.post("/consume", b"a normal body");
+        assert_eq!((reply.status, reply.text()), (200, "13 bytes\n".to_string()), "beside 12 trickling uploads");
+    }
+    for stream in &mut slow {
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let reply = String::from_utf8_lossy(&read_until_closed(&mut *stream).unwrap()).into_owned();
+        assert!(reply.starts_with("HTTP/1.1 408"), "a trickling upload: {reply:?}");
+    }
+}
+
+#[test]
+fn max_requests_recycles_0_3_workers_with_no_failed_request() {
+    for args in [&["-w", "1", "--max-requests", "40"][..], &["-w", "1", "--max-requests", "40", "--instance-reuse", "25"]] {
+        let server = Server::start(&p3(), args);
+        let load = BackgroundLoad::start(&server.addr, "/", 4);
+        wait_until("two replacements", WAIT, || server.status.workers_seen(server.pid).len() >= 3);
+        let (ok, failures) = load.finish();
+        assert!(ok >= 80, "{args:?}: only {ok} requests");
+        assert!(failures.is_empty(), "{args:?}: {} failed requests while recycling: {failures:?}", failures.len());
+    }
+}
+
+#[test]
+fn usr2_upgrades_between_a_0_2_and_a_0_3_app_with_no_failed_request() {
+    let dir = scratch_dir("p3-usr2");
+    let app = dir.path().join("app.wasm");
+    let install = |from: &std::path::Path| {
+        let tmp = dir.path().join("app.wasm.tmp");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, &app).unwrap();
+    };
+    install(&guest("hello"));
+    let mut old = ServerCommand::new(&app).args(["-w", "1"]).own_process_group().start();
+    let load = BackgroundLoad::start(&old.addr, "/", 2);
+    install(&p3());
+    old.signal(libc::SIGUSR2);
+    let status = old.wait_status("a new arbiter", |s| s.upgrade.starts_with("child:"));
+    let new_pid = number_after(&status.upgrade, "child:");
+    old.status.wait(new_pid, "the new arbiter's worker", WAIT, |s| s.ready == 1);
+    old.signal(libc::SIGWINCH);
+    old.wait_status("target 0", |s| s.target == 0);
+    wait_until("the 0.3 app answers", WAIT, || old.get("/").text() == "Hello from WASI 0.3!\n");
+    let (ok, failures) = load.finish();
+    assert!(ok > 0);
+    assert!(failures.is_empty(), "{} failed requests during the upgrade: {failures:?}", failures.len());
+    old.signal(libc::SIGTERM);
+    assert!(old.wait_exit(WAIT).success());
+    send_signal(new_pid, libc::SIGTERM);
+    wait_until("the new arbiter exits", WAIT, || !process_alive(new_pid));
+}
+
+#[test]
+fn outbound_limits_hold_for_client_send() {
+    let silent = TargetServer::start(Behaviour::Silent);
+    let pattern = format!("http://{}", silent.authority());
+    let args = ["-w", "1", "-t", "3", "--outbound-max-connections", "1", "--allow-outbound", &pattern];
+    let server = Server::start(&p3(), &args);
+    let path = format!("/fetch?authority={}&path=/", silent.authority());
+    let first = {
+        let (server_addr, path) = (server.addr.clone(), path.clone());
+        std::thread::spawn(move || http(&server_addr, "GET", &path, &[], b"").unwrap().text())
+    };
+    wait_until("the first fetch holds the one connection", WAIT, || silent.accepted() == 1);
+    let started = Instant::now();
+    let (_, second) = crate::outbound::slow_get(&server, &path);
+    assert_eq!(second, "error ErrorCode::ConnectionLimitReached\n", "over --outbound-max-connections");
+    assert!(started.elapsed() < Duration::from_secs(2), "refused at once");
+    server.log.wait_for(&["--outbound-max-connections"], WAIT);
+    assert_eq!(first.join().unwrap(), "error ErrorCode::ConnectionReadTimeout\n", "cut by the request clock");
+    assert_eq!(silent.accepted(), 1, "the refused request never connected");
 }
