@@ -12,7 +12,9 @@
 #   Env: BENCH_ROUNDS (alternating rounds, default 3; 1 in smoke), BENCH_WORKERS (default nproc),
 #        BENCH_CONNS (50), BENCH_DURATION (10 s per measured load; 1 s in smoke),
 #        BENCH_GUESTS (guest .wasm directory, default target/guests; built there if stale),
-#        RUSTCORN_BIN (default target/release/rustcorn: e.g. to compare two builds)
+#        RUSTCORN_BIN (default target/release/rustcorn: e.g. to compare two builds),
+#        BENCH_WORKLOADS (comma-separated round workloads, default all; e.g. "p3 GET /,p3 GET / shared"),
+#        BENCH_ROUNDS_ONLY=1 (skip the single runs after the rounds)
 #
 # The markdown report goes to stdout, progress to stderr:
 #   tests/bench/run.sh > tests/bench/RESULTS-draft.md
@@ -28,6 +30,11 @@
 #                native hyper (tests/bench/native-hello), gunicorn -k gevent (a Python WSGI hello)
 #   echo-64k     POST 64 KiB bodies to echo.wasm (tests/bench/post64k.lua)        rustcorn, wasmtime
 #   python GET / and js GET /  (the componentize-py / componentize-js apps)       rustcorn, wasmtime
+#   p3 GET / and python-p3 GET /  (WASI 0.3: the wasip3 hello and the componentize-py 0.3 app)
+#                both fresh per request (wasmtime serve --max-instance-reuse-count 1: its 0.3
+#                default reuses), and "... shared": both reusing, 128 requests per instance, 16 at
+#                once (rustcorn --instance-reuse 128 --instance-concurrency 16, wasmtime serve
+#                --max-instance-reuse-count 128 --max-instance-concurrent-reuse-count 16)
 # CPU: every load run also records the CPU time (utime + stime, all threads, from /proc) of the
 #   server's whole process tree over the measured run, as µs per request, and for rustcorn each
 #   worker's share of it (the busiest worker's share: 50 % is an even split over 2 workers).
@@ -297,7 +304,18 @@ hello_gunicorn()  { start_gunicorn; load hello "gunicorn gevent" /; }
 echo_rustcorn()   { start_rustcorn echo "$guests/echo.wasm" /; check_echo; load echo-64k rustcorn /echo -s "$here/post64k.lua"; }
 echo_wasmtime()   { start_wasmtime echo "$guests/echo.wasm" /; check_echo; load echo-64k "wasmtime serve" /echo -s "$here/post64k.lua"; }
 app_rustcorn()    { start_rustcorn "$1" "$guests/$1.wasm" /; load "$1 GET /" rustcorn /; }
-app_wasmtime()    { start_wasmtime "$1" "$guests/$1.wasm" /; load "$1 GET /" "wasmtime serve" /; }
+# Fresh per request for both worlds (the 0.2 default; the 0.3 default reuses).
+app_wasmtime()    { start_wasmtime "$1" "$guests/$1.wasm" / --max-instance-reuse-count 1; load "$1 GET /" "wasmtime serve" /; }
+shared_args=(128 16)   # requests per instance, at once
+app_rustcorn_shared() {
+  start_rustcorn "$1-shared" "$guests/$1.wasm" / --instance-reuse "${shared_args[0]}" --instance-concurrency "${shared_args[1]}"
+  load "$1 GET / shared" rustcorn /
+}
+app_wasmtime_shared() {
+  start_wasmtime "$1-shared" "$guests/$1.wasm" / --max-instance-reuse-count "${shared_args[0]}" \
+    --max-instance-concurrent-reuse-count "${shared_args[1]}"
+  load "$1 GET / shared" "wasmtime serve" /
+}
 
 cold_rustcorn() {   # APP_NAME
   local app="$1" dir ms i
@@ -390,7 +408,9 @@ fairness() {   # SERVER_LABEL START_FN
 
 # The label of wasmtime serve reusing instances (the report's p99 target names it too).
 reuse_label="wasmtime serve reuse 1000"
-round_workloads=(hello echo-64k "python-app GET /" "js-app GET /")
+round_workloads=(hello echo-64k "python-app GET /" "js-app GET /"
+  "p3 GET /" "p3 GET / shared" "python-p3 GET /" "python-p3 GET / shared")
+if [[ -n "${BENCH_WORKLOADS:-}" ]]; then IFS=',' read -ra round_workloads <<< "$BENCH_WORKLOADS"; fi
 
 # servers_of WORKLOAD: one line per server, "LABEL|FUNCTION [ARG]", rustcorn first; peers that
 # full mode installs (wasmtime, gunicorn) only in full mode. native hyper is built with the
@@ -407,6 +427,9 @@ servers_of() {
     echo-64k)
       echo "rustcorn|echo_rustcorn"
       if $full; then echo "wasmtime serve|echo_wasmtime"; fi ;;
+    *" GET / shared")
+      echo "rustcorn|app_rustcorn_shared ${1% GET / shared}"
+      if $full; then echo "wasmtime serve|app_wasmtime_shared ${1% GET / shared}"; fi ;;
     *" GET /")
       echo "rustcorn|app_rustcorn ${1% GET /}"
       if $full; then echo "wasmtime serve|app_wasmtime ${1% GET /}"; fi ;;
@@ -473,24 +496,26 @@ for ((r = 1; r <= rounds; r++)); do
   for wl in "${round_workloads[@]}"; do run_round "$wl" "$r"; done
 done
 
-step "hello: rustcorn https (h1)" hello_https
-if [[ $mode == full ]] && ! command -v h2load >/dev/null; then
-  log "== installing h2load (apt nghttp2-client)"
-  as_root apt-get install -y nghttp2-client >&2 || { as_root apt-get update >&2 && as_root apt-get install -y nghttp2-client >&2; } || true
+if [[ "${BENCH_ROUNDS_ONLY:-0}" != 1 ]]; then
+  step "hello: rustcorn https (h1)" hello_https
+  if [[ $mode == full ]] && ! command -v h2load >/dev/null; then
+    log "== installing h2load (apt nghttp2-client)"
+    as_root apt-get install -y nghttp2-client >&2 || { as_root apt-get update >&2 && as_root apt-get install -y nghttp2-client >&2; } || true
+  fi
+  if command -v h2load >/dev/null; then step "hello: rustcorn h2" hello_h2; else log "== h2load not installed: no h2 row"; fi
+  step "cold start hello: rustcorn" cold_rustcorn hello
+  peer step "cold start hello: wasmtime serve" cold_wasmtime hello
+  if [[ $mode == full ]]; then
+    step "cold start python-app: rustcorn" cold_rustcorn python-app
+    step "cold start python-app: wasmtime serve" cold_wasmtime python-app
+  fi
+  step "respawn: rustcorn" respawn
+  step "memory: rustcorn -w 1" memory_rustcorn 1
+  step "memory: rustcorn -w 4" memory_rustcorn 4
+  peer step "memory: wasmtime serve" memory_wasmtime
+  step "fairness: rustcorn" fairness rustcorn start_rustcorn
+  peer step "fairness: wasmtime serve" fairness "wasmtime serve" start_wasmtime
 fi
-if command -v h2load >/dev/null; then step "hello: rustcorn h2" hello_h2; else log "== h2load not installed: no h2 row"; fi
-step "cold start hello: rustcorn" cold_rustcorn hello
-peer step "cold start hello: wasmtime serve" cold_wasmtime hello
-if [[ $mode == full ]]; then
-  step "cold start python-app: rustcorn" cold_rustcorn python-app
-  step "cold start python-app: wasmtime serve" cold_wasmtime python-app
-fi
-step "respawn: rustcorn" respawn
-step "memory: rustcorn -w 1" memory_rustcorn 1
-step "memory: rustcorn -w 4" memory_rustcorn 4
-peer step "memory: wasmtime serve" memory_wasmtime
-step "fairness: rustcorn" fairness rustcorn start_rustcorn
-peer step "fairness: wasmtime serve" fairness "wasmtime serve" start_wasmtime
 
 bt record "$results" t=meta load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 bt report "$results"

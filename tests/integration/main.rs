@@ -28,6 +28,7 @@ mod memory_trim;
 mod metrics;
 mod ops_signals;
 mod outbound;
+mod p3;
 mod reload_state;
 mod serving;
 mod slow_bodies;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// What a target server does with a connection.
 #[derive(Clone, Copy)]
-enum Behaviour {
+pub(crate) enum Behaviour {
     /// Reads the request head and answers 200 `target`.
     Answer,
     /// Accepts and holds the connection without ever answering.
@@ -23,14 +23,14 @@ enum Behaviour {
 }
 
 /// A loopback HTTP server that counts the connections it accepts.
-struct TargetServer {
+pub(crate) struct TargetServer {
     port: u16,
     accepted: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
 impl TargetServer {
-    fn start(behaviour: Behaviour) -> TargetServer {
+    pub(crate) fn start(behaviour: Behaviour) -> TargetServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -59,11 +59,11 @@ impl TargetServer {
         TargetServer { port, accepted, stop }
     }
 
-    fn authority(&self) -> String {
+    pub(crate) fn authority(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn accepted(&self) -> usize {
+    pub(crate) fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
 }
@@ -97,7 +97,7 @@ fn fetch(server: &Server, authority: &str) -> String {
 
 /// `GET path` for a reply that takes a while (the guest waits on an outbound request): HTTP/1.0,
 /// so the body ends with the connection, and a read interrupted by a signal is retried.
-fn slow_get(server: &Server, path: &str) -> (u16, String) {
+pub(crate) fn slow_get(server: &Server, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(&server.addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", server.addr).as_bytes()).unwrap();

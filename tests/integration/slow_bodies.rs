@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 const SLOW: usize = 40;
 
-fn slow_uploader(addr: &str) -> TcpStream {
+pub(crate) fn slow_uploader(addr: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).expect("connect an uploader");
     stream.write_all(b"POST /consume HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\nx").unwrap();
     stream

@@ -1,5 +1,7 @@
 //! The wasmtime configuration shared by the compiler child and the workers (compiled code must
-//! match it), and the linker: the WASI CLI world plus `wasi:http`, with no grants by default.
+//! match it), and the linker: the WASI CLI world plus `wasi:http`, 0.2 and 0.3, with no grants by
+//! default.
+use crate::app::world::World;
 use anyhow::Result;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -27,10 +29,20 @@ const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 
 /// Builds the engine configuration. Everything that shapes compiled code is fixed here so a
 /// `.cwasm` compiled by one process loads in every other; `pool` only sizes runtime pools.
-pub fn config(pool: Option<PoolSizing>, parallel_compilation: bool) -> Config {
+/// The app's `world` shapes it too: only a WASI 0.3 app gets the component model's async support
+/// (async exports, streams, futures); a 0.2 app's stores carry none of its per-store state.
+pub fn config(pool: Option<PoolSizing>, parallel_compilation: bool, world: World) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.wasm_component_model(true);
+    match world {
+        World::Service03 => {
+            config.wasm_component_model_async(true);
+        }
+        World::Proxy02 => {
+            config.concurrency_support(false);
+        }
+    }
     config.parallel_compilation(parallel_compilation);
     if let Some(pool) = pool {
         let slots = pool.instance_slots;
@@ -56,8 +68,8 @@ pub fn config(pool: Option<PoolSizing>, parallel_compilation: bool) -> Config {
 }
 
 /// An engine for compiling or loading apps.
-pub fn engine(pool: Option<PoolSizing>, parallel_compilation: bool) -> Result<Engine> {
-    Ok(Engine::new(&config(pool, parallel_compilation))?)
+pub fn engine(pool: Option<PoolSizing>, parallel_compilation: bool, world: World) -> Result<Engine> {
+    Ok(Engine::new(&config(pool, parallel_compilation, world))?)
 }
 
 /// The targets `rustcorn compile --target` is built to compile for (Cranelift backends compiled in).
@@ -66,8 +78,8 @@ pub const CROSS_TARGETS: &[&str] = &["x86_64-unknown-linux-gnu", "aarch64-unknow
 /// An engine that compiles for another machine (`rustcorn compile --target TRIPLE`). Same
 /// configuration as `engine`, so the artifact loads in that machine's workers; Cranelift then
 /// assumes only the architecture's baseline CPU features instead of this machine's.
-pub fn cross_engine(target: &str) -> Result<Engine> {
-    let mut config = config(None, true);
+pub fn cross_engine(target: &str, world: World) -> Result<Engine> {
+    let mut config = config(None, true, world);
     config.target(target).map_err(|e| anyhow::anyhow!("--target {target}: not a target triple ({e})"))?;
     Engine::new(&config).map_err(|e| {
         anyhow::anyhow!("--target {target}: cannot compile for it ({e:#}); supported: {}", CROSS_TARGETS.join(", "))
@@ -77,13 +89,19 @@ pub fn cross_engine(target: &str) -> Result<Engine> {
 /// The host functions a guest may import: the WASI 0.2 CLI world (so ordinary Rust, Python and JS
 /// guests link), `wasi:http`, and `wasi:keyvalue` and `wasi:config` (`state`), for any store data
 /// that offers those contexts.
-pub fn linker<T>(engine: &Engine) -> Result<Linker<T>>
+pub fn linker<T>(engine: &Engine, world: World) -> Result<Linker<T>>
 where
     T: wasmtime_wasi::WasiView + wasmtime_wasi_http::WasiHttpView + crate::state::StateView + 'static,
 {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    // WASI 0.3 apps also get the 0.3 interfaces (`wasi:http/service@0.3.0` and the 0.3 CLI
+    // world), from the same contexts and grants: a 0.3 guest reaches nothing a 0.2 guest could not.
+    if world == World::Service03 {
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    }
     crate::state::add_to_linker(&mut linker)?;
     Ok(linker)
 }

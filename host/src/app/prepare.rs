@@ -4,6 +4,7 @@
 //! never touches wasmtime itself: `prepare` runs in a short-lived forked child, which checks the compiled file's digest on
 //! an open fd, validates it, and passes that fd to the arbiter; every worker maps that same file.
 use crate::app::trust::{self, Owner, Sha256Hex};
+use crate::app::world::{AppPre, World};
 use crate::app::{engine, handoff};
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::File;
@@ -14,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Precompiled};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// A validated, digest-checked compiled app, held open. Workers inherit the open file through
 /// fork and map it (`load`): no path is looked up again after the check, and every worker maps
@@ -190,18 +190,19 @@ impl Compiler {
 /// the compiled code is and the open file it was checked and validated on.
 pub fn prepare_in_process(app: &Path, cache_dir: &Path) -> Result<(Compiled, File)> {
     let (app_file, bytes) = read_app_file(app)?;
-    let engine = engine::engine(None, true)?;
     if bytes.starts_with(ELF_MAGIC) {
-        let component = load_precompiled(&engine, app, &bytes)?;
-        validate_proxy(&engine, &component, app)?;
+        let (engine, component, world) = load_precompiled_any(app, &bytes)?;
+        validate_proxy(&engine, &component, app, world)?;
         let path = std::fs::canonicalize(app).unwrap_or_else(|_| app.to_path_buf());
         return Ok((Compiled::Given { path, sha256: trust::sha256_bytes(&bytes) }, app_file));
     }
     ensure_component(app, &bytes)?;
+    let world = World::of_component(&bytes);
+    let engine = engine::engine(None, true, world)?;
     let dir = trust::open_private_dir(cache_dir)?;
     let name = cache_name(&engine, &bytes);
     if let Some((sha256, component, file)) = cached_entry(&engine, &dir, cache_dir, &name)? {
-        validate_proxy(&engine, &component, app)?;
+        validate_proxy(&engine, &component, app, world)?;
         crate::log_info!("using the compiled app from the cache: {}", cache_dir.join(&name).display());
         return Ok((Compiled::Cached { dir: cache_dir.to_path_buf(), name, sha256 }, file));
     }
@@ -212,7 +213,7 @@ pub fn prepare_in_process(app: &Path, cache_dir: &Path) -> Result<(Compiled, Fil
         .with_context(|| format!("cannot compile {}", app.display()))?;
     // SAFETY: these bytes were just produced by this engine.
     let component = unsafe { Component::deserialize(&engine, &compiled) }?;
-    validate_proxy(&engine, &component, app)?;
+    validate_proxy(&engine, &component, app, world)?;
     let sha256 = trust::sha256_bytes(&compiled);
     write_entry(cache_dir, &name, &compiled, &sha256)
         .with_context(|| format!("cannot write the compiled app to --cache-dir {}", cache_dir.display()))?;
@@ -306,6 +307,22 @@ pub(crate) fn ensure_component(app: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A precompiled app with the engine (and so the world) it was compiled for: its bytes do not say
+/// which, so each world's engine is tried; the error, if none loads it, is the 0.2 engine's.
+pub(crate) fn load_precompiled_any(app: &Path, bytes: &[u8]) -> Result<(Engine, Component, World)> {
+    let mut first_error = None;
+    for world in World::ALL {
+        let engine = engine::engine(None, true, world)?;
+        match load_precompiled(&engine, app, bytes) {
+            Ok(component) => return Ok((engine, component, world)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| anyhow!("{} cannot be loaded", app.display())))
+}
+
 pub(crate) fn load_precompiled(engine: &Engine, app: &Path, bytes: &[u8]) -> Result<Component> {
     match Engine::detect_precompiled(bytes) {
         Some(Precompiled::Component) => {}
@@ -319,19 +336,14 @@ pub(crate) fn load_precompiled(engine: &Engine, app: &Path, bytes: &[u8]) -> Res
         .map_err(|e| anyhow!("{}", crate::app::compat::explain(app, &format!("{:#}", anyhow::Error::from(e)))))
 }
 
-/// Checks that every import is one the host provides and that the app exports the handler.
-pub(crate) fn validate_proxy(engine: &Engine, component: &Component, app: &Path) -> Result<()> {
-    let linker = engine::linker::<engine::LinkCheck>(engine)?;
+/// Checks that every import is one the host provides and that the app exports a wasi:http
+/// handler (0.2 or 0.3); returns the world it serves.
+pub(crate) fn validate_proxy(engine: &Engine, component: &Component, app: &Path, world: World) -> Result<World> {
+    let linker = engine::linker::<engine::LinkCheck>(engine, world)?;
     let pre = linker
         .instantiate_pre(component)
         .map_err(|e| anyhow!("{} imports something rustcorn does not provide: {e}", app.display()))?;
-    ProxyPre::new(pre).map_err(|e| {
-        anyhow!(
-            "{} is not a wasi:http/proxy component: it must export wasi:http/incoming-handler@0.2.x ({e})",
-            app.display()
-        )
-    })?;
-    Ok(())
+    Ok(AppPre::new(pre, app)?.world())
 }
 
 fn cache_name(engine: &Engine, bytes: &[u8]) -> String {

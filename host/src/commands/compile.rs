@@ -11,9 +11,10 @@ pub fn run(args: &crate::config::cli::CompileArgs) -> i32 {
     let result = (|| -> Result<()> {
         let bytes = read_app(&args.app)?;
         ensure_component(&args.app, &bytes)?;
+        let world = crate::app::world::World::of_component(&bytes);
         let engine = match &args.target {
-            Some(target) => engine::cross_engine(target)?,
-            None => engine::engine(None, true)?,
+            Some(target) => engine::cross_engine(target, world)?,
+            None => engine::engine(None, true, world)?,
         };
         let compiled = engine
             .precompile_component(&bytes)
@@ -23,15 +24,15 @@ pub fn run(args: &crate::config::cli::CompileArgs) -> i32 {
         // loaded here, so that case validates a compile for this machine instead (twice the work).
         let foreign = args.target.as_deref().is_some_and(|t| t.split('-').next() != Some(std::env::consts::ARCH));
         if foreign {
-            let host = engine::engine(None, true)?;
+            let host = engine::engine(None, true, world)?;
             let component = Component::new(&host, &bytes)
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("cannot compile {}", args.app.display()))?;
-            validate_proxy(&host, &component, &args.app)?;
+            validate_proxy(&host, &component, &args.app, world)?;
         } else {
             // SAFETY: produced by this engine just now.
             let component = unsafe { Component::deserialize(&engine, &compiled) }?;
-            validate_proxy(&engine, &component, &args.app)?;
+            validate_proxy(&engine, &component, &args.app, world)?;
         }
         // 0644: `serve` and `check` refuse a .cwasm that anyone but its owner can write.
         std::fs::write(&args.output, &compiled)

@@ -70,6 +70,7 @@ pub const LIMIT_REQUEST_FIELD_SIZE: Range =
 /// with 10,000 slots and `--max-memory 4G` boots and serves).
 pub const INSTANCE_SLOTS: Range = Range::new("--instance-slots", 1, 10_000);
 pub const INSTANCE_REUSE: Range = Range::new("--instance-reuse", 1, 1_000_000);
+pub const INSTANCE_CONCURRENCY: Range = Range::new("--instance-concurrency", 1, 10_000);
 pub const INSTANCE_TRIM_AFTER: Range = Range::new("--instance-trim-after", 0, 86_400).seconds().zero_means("never");
 pub const TIMEOUT: Range = Range::new("--timeout", 0, MAX_SECONDS).seconds();
 pub const MAX_REQUEST_TIME: Range = Range::new("--max-request-time", 0, MAX_SECONDS).seconds();
@@ -98,6 +99,7 @@ pub fn check_ranges(args: &ServeArgs) -> Result<(), ConfigError> {
     LIMIT_REQUEST_FIELD_SIZE.check(args.limit_request_field_size)?;
     INSTANCE_SLOTS.check(args.instance_slots)?;
     INSTANCE_REUSE.check(args.instance_reuse)?;
+    INSTANCE_CONCURRENCY.check(args.instance_concurrency)?;
     for (range, value) in [
         (TIMEOUT, args.timeout),
         (MAX_REQUEST_TIME, args.max_request_time),

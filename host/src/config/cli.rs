@@ -237,11 +237,17 @@ pub struct ServeArgs {
     #[arg(long = "instance-trim-after", value_name = "SECS", default_value_t = 20)]
     pub instance_trim_after: u64,
 
-    /// Requests one guest instance may serve, one after another (never two at once), before it
-    /// is dropped; 1 = a fresh instance per request (full isolation). Instances are dropped at
-    /// once after a trap or timeout.
+    /// Requests one guest instance may serve before it is dropped; 1 = a fresh instance per
+    /// request (full isolation). A WASI 0.2 instance serves them one after another; a WASI 0.3
+    /// one up to --instance-concurrency at once. Instances are dropped at once after a trap or
+    /// timeout.
     #[arg(long = "instance-reuse", value_name = "INT", default_value_t = 1)]
     pub instance_reuse: u32,
+
+    /// Requests one WASI 0.3 instance may serve at once, with --instance-reuse above 1. A trap or
+    /// timeout in any of them fails every request on that instance. WASI 0.2 apps: no effect.
+    #[arg(long = "instance-concurrency", value_name = "INT", default_value_t = 16)]
+    pub instance_concurrency: u32,
 
     /// Where compiled apps are cached (created 0700; must be ours and not group/world-writable).
     /// [default: $XDG_CACHE_HOME/rustcorn, ~/.cache/rustcorn, or /var/cache/rustcorn for root]

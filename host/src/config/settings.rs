@@ -85,6 +85,8 @@ pub struct Settings {
     pub instance_slots: u32,
     /// Requests per guest instance (1 = fresh instance per request).
     pub instance_reuse: u32,
+    /// Requests one WASI 0.3 instance serves at once (with `instance_reuse` > 1).
+    pub instance_concurrency: u32,
     /// `--instance-keep-resident` in bytes (at most `max_memory`).
     pub instance_keep_resident: usize,
     /// `--instance-trim-after`; None = never.
@@ -173,6 +175,7 @@ impl Settings {
             max_memory: max_memory(args)?,
             instance_slots: args.instance_slots,
             instance_reuse: args.instance_reuse,
+            instance_concurrency: args.instance_concurrency,
             instance_keep_resident: instance_keep_resident(args)?,
             instance_trim_after: seconds(args.instance_trim_after),
             cache_dir: match &args.cache_dir {

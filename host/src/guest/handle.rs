@@ -2,6 +2,7 @@
 //! kept one with --instance-reuse), the guest run on its own task under the request clock, and every
 //! guest outcome mapped to a response (the guest's own, 500 for faults, 503 for no free instance
 //! slot, 504 for a guest cut off before its head).
+use crate::app::world::AppPre;
 use crate::config::settings::Settings;
 use crate::guest::body::{host_response, GuestOutcome, ResponseBody};
 use crate::guest::clock::{Expiry, RequestClock};
@@ -29,7 +30,8 @@ use wasmtime_wasi_http::WasiHttpView;
 
 /// Everything a worker needs to run its app's guests.
 pub struct AppRuntime {
-    pub pre: ProxyPre<GuestState>,
+    /// The app, in the world it serves (0.2 requests run here, 0.3 ones in `p3`).
+    pub pre: AppPre<GuestState>,
     pub settings: Arc<Settings>,
     next_request_id: AtomicU64,
     /// Instances waiting for their next request; empty unless --instance-reuse > 1.
@@ -46,6 +48,8 @@ pub struct AppRuntime {
     pub state: Arc<crate::state::AppState>,
     /// Gives back what unused instance slots keep resident (`--instance-trim-after`).
     pub trim: SlotTrim,
+    /// A WASI 0.3 app's shared instances, with `--instance-reuse` above 1.
+    pub shared: Option<crate::guest::p3::shared::SharedInstances>,
 }
 
 /// A request the HTTP front has admitted: valid, within the limits, with a Host; its body is
@@ -59,6 +63,9 @@ pub struct AdmittedRequest<B> {
     pub record: Option<AccessRecord>,
     /// What the access log and metrics report about its instance.
     pub figures: Arc<RequestFigures>,
+    /// Held by the guest task until the instance has freed its slot or gone idle (an HTTP/2
+    /// stream's permit, see `http::h2`).
+    pub slot_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What came of an admitted request.
@@ -70,11 +77,17 @@ pub enum Handled {
 }
 
 /// How a guest run ended, as seen by the guest task.
-enum GuestFailure {
+pub(super) enum GuestFailure {
     Timeout(Expiry),
     NoInstanceSlot(wasmtime::Error),
     Instantiate(wasmtime::Error),
-    Trap { error: wasmtime::Error, out_of_memory: bool },
+    /// Its shared WASI 0.3 instance was dropped (another request on it trapped or ran out of
+    /// time; see `p3::shared`): the outcome to count and what happened.
+    InstanceLost(Outcome, Arc<str>),
+    Trap {
+        error: wasmtime::Error,
+        out_of_memory: bool,
+    },
 }
 
 /// The instance a request runs on: a kept (or spare) one, or a fresh store to instantiate in.
@@ -87,6 +100,7 @@ struct Instance {
 
 /// The guest's side of one request, moved into the guest task.
 struct GuestRun {
+    pre: ProxyPre<GuestState>,
     instance: Instance,
     request: Resource<HostIncomingRequest>,
     response_out: Resource<HostResponseOutparam>,
@@ -101,9 +115,18 @@ type GuestAnswer = Result<Response<HyperOutgoingBodyOf>, wasmtime_wasi_http::p2:
 type HyperOutgoingBodyOf = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 impl AppRuntime {
-    pub fn new(pre: ProxyPre<GuestState>, settings: Arc<Settings>) -> AppRuntime {
+    pub fn new(pre: AppPre<GuestState>, settings: Arc<Settings>) -> AppRuntime {
         AppRuntime {
             trim: SlotTrim::new(pre.engine()),
+            shared: match &pre {
+                AppPre::Service03(_) if settings.instance_reuse > 1 => {
+                    Some(crate::guest::p3::shared::SharedInstances::new(
+                        settings.instance_reuse,
+                        settings.instance_concurrency,
+                    ))
+                }
+                _ => None,
+            },
             pre,
             kept: KeptInstances::new(settings.instance_reuse, settings.instance_slots),
             settings,
@@ -146,7 +169,14 @@ impl AppRuntime {
         B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let AdmittedRequest { request, body_verdict, https, record, figures } = admitted;
+        let pre = match &self.pre {
+            AppPre::Proxy02(pre) => pre.clone(),
+            AppPre::Service03(pre) => {
+                let pre = pre.clone();
+                return crate::guest::p3::handle(self, pre, admitted).await;
+            }
+        };
+        let AdmittedRequest { request, body_verdict, https, record, figures, slot_permit } = admitted;
         let request_id = self.next_request_id();
         let summary = RequestLine::path_of(&request);
         let clock = RequestClock::new(self.settings.request_timeout, self.settings.max_request_time);
@@ -176,6 +206,7 @@ impl AppRuntime {
         let outcome = GuestOutcome::new();
         let latch = OutcomeLatch::default();
         let run = GuestRun {
+            pre,
             instance,
             request: guest_request,
             response_out,
@@ -185,7 +216,7 @@ impl AppRuntime {
             outcome: outcome.clone(),
             latch: latch.clone(),
         };
-        let guest = AbortOnDrop(Some(tokio::spawn(self.clone().run_guest_task(run))));
+        let guest = AbortOnDrop(Some(tokio::spawn(holding(slot_permit, self.clone().run_guest_task(run)))));
         let received = receiver.await;
         if let Some(cut) = body_verdict.get() {
             return Handled::BodyCut(cut, record);
@@ -195,7 +226,7 @@ impl AppRuntime {
     }
 
     /// The next request's id (`PID-N`); notifies `quota_reached` at `--max-requests`.
-    fn next_request_id(&self) -> Arc<str> {
+    pub(super) fn next_request_id(&self) -> Arc<str> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         // Ids start at 1, so the id is also the number of requests this worker has taken.
         if id == self.max_requests {
@@ -220,10 +251,20 @@ impl AppRuntime {
             }
             return Ok(Instance { store, kept: Some(idle.proxy), served: idle.served });
         }
+        let store = self.fresh_store(request_id, clock)?;
+        Ok(Instance { store, kept: None, served: 0 })
+    }
+
+    /// A fresh store in a free instance slot.
+    pub(super) fn fresh_store(
+        &self,
+        request_id: &Arc<str>,
+        clock: &Arc<RequestClock>,
+    ) -> Result<Store<GuestState>, GuestFailure> {
         let Some(slot) = self.kept.slot_for_request() else {
             return Err(GuestFailure::NoInstanceSlot(wasmtime::Error::msg("every instance slot is in use")));
         };
-        let store = new_store(
+        new_store(
             self.pre.engine(),
             &self.settings,
             &self.outbound,
@@ -233,29 +274,20 @@ impl AppRuntime {
             self.metrics,
             slot,
         )
-        .map_err(|e| GuestFailure::Instantiate(wasmtime::Error::msg(format!("{e:#}"))))?;
-        Ok(Instance { store, kept: None, served: 0 })
+        .map_err(|e| GuestFailure::Instantiate(wasmtime::Error::msg(format!("{e:#}"))))
     }
 
     /// The guest task: runs the handler under the request clock, records the outcome, keeps or
     /// drops the instance, and starts the spare-instance refill.
     async fn run_guest_task(self: Arc<Self>, run: GuestRun) -> Result<(), GuestFailure> {
-        let GuestRun { instance, request, response_out, figures, clock, request_id, outcome, latch } = run;
+        let GuestRun { pre, instance, request, response_out, figures, clock, request_id, outcome, latch } = run;
         let Instance { mut store, kept, served } = instance;
         let result = tokio::select! {
             biased;
             why = clock.expired() => Err(GuestFailure::Timeout(why)),
-            result = run_guest(&self.pre, &mut store, kept, request, response_out, &figures) => result,
+            result = run_guest(&pre, &mut store, kept, request, response_out, &figures) => result,
         };
-        let result = match result {
-            Err(GuestFailure::Trap { .. }) if clock.is_expired() => {
-                Err(GuestFailure::Timeout(clock.check(std::time::Instant::now()).unwrap_or(Expiry::NoProgress)))
-            }
-            Err(GuestFailure::Trap { error, .. }) => {
-                Err(GuestFailure::Trap { error, out_of_memory: store.data().memory_denied() })
-            }
-            other => other,
-        };
+        let result = settle(result, &clock, store.data().memory_denied());
         // Record the outcome before the store (and with it the response body's sender) is
         // dropped, so the body can tell a finished response from one the guest abandoned.
         outcome.finish(result.is_ok());
@@ -283,9 +315,9 @@ impl AppRuntime {
     }
 
     /// The response once the guest has set one, or why it did not.
-    async fn answer(
+    pub(super) async fn answer<E: std::fmt::Debug>(
         &self,
-        received: Result<GuestAnswer, oneshot::error::RecvError>,
+        received: Result<Result<Response<HyperOutgoingBodyOf>, E>, oneshot::error::RecvError>,
         guest: AbortOnDrop,
         head: GuestHead,
     ) -> Response<ResponseBody> {
@@ -330,13 +362,29 @@ impl AppRuntime {
 }
 
 /// What the response side of a request keeps while the guest runs.
-struct GuestHead {
-    outcome: GuestOutcome,
-    clock: Arc<RequestClock>,
-    latch: OutcomeLatch,
-    request_id: Arc<str>,
-    summary: RequestLine,
-    record: Option<AccessRecord>,
+pub(super) struct GuestHead {
+    pub(super) outcome: GuestOutcome,
+    pub(super) clock: Arc<RequestClock>,
+    pub(super) latch: OutcomeLatch,
+    pub(super) request_id: Arc<str>,
+    pub(super) summary: RequestLine,
+    pub(super) record: Option<AccessRecord>,
+}
+
+/// A guest run's result as the request reports it: a trap after the request ran out of time is
+/// its timeout; a trap after a refused memory grow is the memory cap.
+pub(super) fn settle<R>(
+    result: Result<R, GuestFailure>,
+    clock: &RequestClock,
+    memory_denied: bool,
+) -> Result<R, GuestFailure> {
+    match result {
+        Err(GuestFailure::Trap { .. }) if clock.is_expired() => {
+            Err(GuestFailure::Timeout(clock.check(std::time::Instant::now()).unwrap_or(Expiry::NoProgress)))
+        }
+        Err(GuestFailure::Trap { error, .. }) => Err(GuestFailure::Trap { error, out_of_memory: memory_denied }),
+        other => other,
+    }
 }
 
 /// Hands the request to the store's wasi-http context, with the channel its response comes on.
@@ -356,7 +404,7 @@ where
     Ok((request, response_out))
 }
 
-fn internal_error(record: Option<AccessRecord>) -> Response<ResponseBody> {
+pub(super) fn internal_error(record: Option<AccessRecord>) -> Response<ResponseBody> {
     host_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n", record)
 }
 
@@ -378,13 +426,7 @@ async fn run_guest(
             if instantiated.is_ok() {
                 figures.set_instantiation(started.elapsed());
             }
-            instantiated.map_err(|e| {
-                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
-                    GuestFailure::NoInstanceSlot(e)
-                } else {
-                    GuestFailure::Instantiate(e)
-                }
-            })?
+            instantiated.map_err(instantiate_failure)?
         }
     };
     proxy
@@ -395,19 +437,40 @@ async fn run_guest(
     Ok(proxy)
 }
 
+/// Runs a guest task holding `permit` until it ends: by then the instance has freed its slot or
+/// gone idle (its response body may have ended earlier).
+pub(super) async fn holding<F: std::future::Future>(
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    task: F,
+) -> F::Output {
+    let ended = task.await;
+    drop(permit);
+    ended
+}
+
+/// Why an instantiation failed: no pool slot free, or anything else.
+pub(super) fn instantiate_failure(e: wasmtime::Error) -> GuestFailure {
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        GuestFailure::NoInstanceSlot(e)
+    } else {
+        GuestFailure::Instantiate(e)
+    }
+}
+
 impl GuestFailure {
     /// The metrics outcome (a failed instantiation counts as a trap).
-    fn outcome(&self) -> Outcome {
+    pub(super) fn outcome(&self) -> Outcome {
         match self {
             GuestFailure::Timeout(_) => Outcome::Timeout,
             GuestFailure::NoInstanceSlot(_) => Outcome::NoInstanceSlot,
+            GuestFailure::InstanceLost(outcome, _) => *outcome,
             GuestFailure::Trap { out_of_memory: true, .. } => Outcome::MemoryLimit,
             GuestFailure::Instantiate(_) | GuestFailure::Trap { .. } => Outcome::Trap,
         }
     }
 }
 
-fn failure_response(
+pub(super) fn failure_response(
     failure: Option<GuestFailure>,
     request_id: &str,
     summary: &RequestLine,
@@ -439,6 +502,10 @@ fn failure_response(
             log_error!("request {request_id} {summary}: cannot instantiate the app: {e:#}");
             (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
         }
+        Some(GuestFailure::InstanceLost(_, why)) => {
+            log_error!("request {request_id} {summary}: failed with its shared instance: {why}; answered 500");
+            (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+        }
         Some(GuestFailure::Trap { error, out_of_memory }) => {
             if out_of_memory {
                 log_error!(
@@ -464,7 +531,7 @@ pub fn trap_summary(error: &wasmtime::Error) -> String {
 }
 
 /// Aborts the guest task if the request is abandoned before its response head.
-struct AbortOnDrop(Option<tokio::task::JoinHandle<Result<(), GuestFailure>>>);
+pub(super) struct AbortOnDrop(pub(super) Option<tokio::task::JoinHandle<Result<(), GuestFailure>>>);
 
 impl AbortOnDrop {
     /// Hands the abort duty to the response body: the guest keeps running while it streams.

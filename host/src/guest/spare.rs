@@ -29,6 +29,8 @@ async fn refill(app: &Arc<AppRuntime>) {
     for _ in 0..YIELD_ROUNDS {
         tokio::task::yield_now().await;
     }
+    // Spares are 0.2 instances only: a 0.3 request always instantiates its own.
+    let crate::app::world::AppPre::Proxy02(pre) = &app.pre else { return };
     while app.kept.wants_spare() {
         let id: Arc<str> = Arc::from("spare");
         let clock = RequestClock::new(app.settings.request_timeout, app.settings.max_request_time);
@@ -37,7 +39,7 @@ async fn refill(app: &Arc<AppRuntime>) {
             new_store(app.pre.engine(), &app.settings, &app.outbound, &app.state, &id, clock, app.metrics, slot);
         let Ok(mut store) = store else { return };
         let started = std::time::Instant::now();
-        let Ok(proxy) = app.pre.instantiate_async(&mut store).await else { return };
+        let Ok(proxy) = pre.instantiate_async(&mut store).await else { return };
         // Reported (access log, metrics) by the request that takes the spare, as its own.
         app.kept.add_spare(store, proxy, started.elapsed());
     }

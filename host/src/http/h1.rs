@@ -96,7 +96,7 @@ where
         let turn = cap.count_request();
         let version = request.version();
         async move {
-            let mut response = front.respond(request, &info, state.framing_error()).await;
+            let mut response = front.respond(request, &info, state.framing_error(), None).await;
             if turn == Turn::Last {
                 mark_last(&mut response, version);
             }

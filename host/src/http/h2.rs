@@ -69,11 +69,10 @@ impl Drop for StreamGuard {
     }
 }
 
-/// A response body that keeps its stream counted as open (and its instance-slot permit held).
+/// A response body that keeps its stream counted as open.
 struct TrackedBody {
     inner: ResponseBody,
     _guard: StreamGuard,
-    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Streams a worker runs at once: its instance slots, less those `--instance-reuse` may keep idle.
@@ -125,7 +124,10 @@ fn builder(settings: &Settings) -> http2::Builder<TokioExecutor> {
 }
 
 /// One stream: waits for an instance-slot permit (503 after `--timeout`), then goes through the
-/// front like any request; the response body holds the permit and the stream's activity guard.
+/// front like any request. The permit goes with the request to its guest, which lets go of it
+/// only once its instance has freed its slot (or gone idle): the end of a response body comes
+/// before that, and a stream let in then would find the slot still taken. The response body
+/// holds the stream's activity guard.
 async fn serve_stream(
     front: Arc<Front>,
     info: Arc<ConnectionInfo>,
@@ -136,10 +138,10 @@ async fn serve_stream(
         let record = front.access_record(&request, &info);
         let line = RequestLine::of(&request);
         let response = admission::refuse(Refusal::NO_STREAM_SLOT, &info.remote, &line, record);
-        return response.map(|inner| TrackedBody { inner, _guard: guard, _permit: None });
+        return response.map(|inner| TrackedBody { inner, _guard: guard });
     };
-    let response = front.respond(request, &info, None).await;
-    response.map(|inner| TrackedBody { inner, _guard: guard, _permit: Some(permit) })
+    let response = front.respond(request, &info, None, Some(permit)).await;
+    response.map(|inner| TrackedBody { inner, _guard: guard })
 }
 
 /// Serves HTTP/2 on `io` until the client closes or the worker drains.

@@ -29,7 +29,7 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use request_body::{BodyError, RequestBody};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What a worker's connections share: the app, the settings and the per-connection machinery.
 pub struct Front {
@@ -83,15 +83,17 @@ impl Front {
 
     /// Answers one request of either HTTP version: refused here (framing, validity, limits,
     /// queue time) or admitted and handed to the guest. Never fails: every outcome is a response,
-    /// counted in the metrics from here until its body is done.
+    /// counted in the metrics from here until its body is done. `slot_permit` (an HTTP/2
+    /// stream's) is held until the request's instance has let go of its slot.
     pub async fn respond(
         &self,
         request: Request<Incoming>,
         conn: &ConnectionInfo,
         framing_error: Option<&'static str>,
+        slot_permit: Option<OwnedSemaphorePermit>,
     ) -> Response<ResponseBody> {
         let mut timer = self.app.metrics.request_started(request.method());
-        let mut response = match self.admit(request, conn, framing_error) {
+        let mut response = match self.admit(request, conn, framing_error, slot_permit) {
             Ok(admitted) => self.run_guest(admitted, &conn.remote).await,
             Err(refused) => refused,
         };
@@ -124,6 +126,7 @@ impl Front {
         request: Request<Incoming>,
         conn: &ConnectionInfo,
         framing_error: Option<&'static str>,
+        slot_permit: Option<OwnedSemaphorePermit>,
     ) -> Result<AdmittedRequest<RequestBody>, Response<ResponseBody>> {
         let settings = &self.settings;
         let mut record = self.access_record(&request, conn);
@@ -154,7 +157,7 @@ impl Front {
             record.figures = Some(figures.clone());
         }
         let body_verdict = request.body().verdict();
-        Ok(AdmittedRequest { request, body_verdict, https: conn.https, record, figures })
+        Ok(AdmittedRequest { request, body_verdict, https: conn.https, record, figures, slot_permit })
     }
 
     /// The access log, if it is on.

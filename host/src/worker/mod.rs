@@ -6,6 +6,7 @@ pub mod balance;
 
 use crate::app::engine::{self, PoolSizing};
 use crate::app::prepare::PreparedApp;
+use crate::app::world::{AppPre, World};
 use crate::config::settings::Settings;
 use crate::guest::handle::AppRuntime;
 use crate::guest::outbound::Outbound;
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// Exit status of a worker that could not start (the arbiter does not respawn it in a loop).
 pub const EXIT_BOOT_ERROR: i32 = 3;
@@ -86,11 +86,10 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
         max_memory: settings.max_memory,
         keep_resident: settings.instance_keep_resident,
     };
-    let engine = engine::engine(Some(pool), false).context("cannot create the wasmtime engine")?;
     // The file the arbiter opened and digest-checked, inherited open: no path is re-opened.
-    let component = spec.app.load(&engine)?;
-    let linker = engine::linker(&engine)?;
-    let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
+    let (engine, component, world) = load_app(spec.app, pool)?;
+    let linker = engine::linker(&engine, world)?;
+    let pre = AppPre::new(linker.instantiate_pre(&component)?, &spec.app.compiled)?;
     let access_log = match &settings.access_log {
         Some(target) => Some(Arc::new(AccessLog {
             format: settings.access_log_format.clone(),
@@ -124,6 +123,22 @@ fn boot(spec: &WorkerSpec<'_>) -> Result<(Arc<Front>, Vec<accept::WorkerListener
         .with_state(crate::state::AppState { keyvalue, config });
     let front = Front::new(Arc::new(app), access_log, tls);
     Ok((Arc::new(front), listeners))
+}
+
+/// The engine the compiled app was made for (each world has its own configuration, see
+/// `engine::config`; the 0.2 one is tried first) and the app mapped into it.
+fn load_app(app: &PreparedApp, pool: PoolSizing) -> Result<(wasmtime::Engine, wasmtime::component::Component, World)> {
+    let mut first_error = None;
+    for world in World::ALL {
+        let engine = engine::engine(Some(pool), false, world).context("cannot create the wasmtime engine")?;
+        match app.load(&engine) {
+            Ok(component) => return Ok((engine, component, world)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| anyhow::anyhow!("cannot load {}", app.compiled.display())))
 }
 
 /// Serves until TERM (drain), INT or QUIT (at once), beating the heartbeat and reopening the logs

@@ -101,6 +101,11 @@ impl Guest for Faults {
                 sleep_ms(ms);
                 respond(response_out, 200, b"slept\n");
             }
+            "/linger" => {
+                // The response is whole at once; the guest returns (freeing its instance) later.
+                respond(response_out, 200, b"ok\n");
+                sleep_ms(ms.unwrap_or(0));
+            }
             "/panic" => panic!("guest panic on purpose"),
             "/trap-mid-body" => {
                 let (body, out) = start_response(response_out, 200);
