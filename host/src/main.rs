@@ -6,6 +6,7 @@ use rustcorn::config::layers::{self, LayerError};
 use std::ffi::OsString;
 
 fn main() {
+    keep_library_backtraces_off();
     let argv: Vec<OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|command| command == "serve") {
         // Recorded before anything can change it: HUP and USR2 resolve the settings from here.
@@ -34,4 +35,15 @@ fn main() {
         Command::Check(args) => rustcorn::commands::check::run(&args),
     };
     std::process::exit(code);
+}
+
+/// `RUST_BACKTRACE=1` asks for panic backtraces, and by default also makes every error the
+/// libraries create walk the stack: wasmtime makes (and drops) one each time a WASI 0.3 store goes
+/// with a guest task still parked, i.e. on most 0.3 requests. `RUST_LIB_BACKTRACE=0` keeps panic
+/// backtraces and turns only those off, unless the user set it.
+fn keep_library_backtraces_off() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // Set first thing in main, while this process has only one thread.
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
 }

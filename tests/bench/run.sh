@@ -55,6 +55,9 @@
 # target/guests. Every server it starts runs in its own process group and is stopped on exit.
 set -Eeuo pipefail
 shopt -s inherit_errexit
+# Every server runs as it would by default: with RUST_BACKTRACE set, each error a library makes
+# walks the stack (wasmtime makes one per WASI 0.3 store with a parked task, in every server).
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
