@@ -108,6 +108,15 @@ pub fn max_idle_instances(instance_slots: u32) -> usize {
     (instance_slots / 2).max(1) as usize
 }
 
+/// Requests that can each be sure of a slot at once: the slots less those idle kept instances
+/// (with `--instance-reuse` above 1) and spares may hold, at least one. A spare is made while two
+/// slots are free and holds one until a request takes it, so a request let in beyond this could
+/// find every slot taken.
+pub fn slots_for_requests(instance_slots: u32, instance_reuse: u32) -> usize {
+    let idle = if instance_reuse > 1 { max_idle_instances(instance_slots) } else { 0 };
+    (instance_slots as usize).saturating_sub(idle + SPARE_INSTANCES).max(1)
+}
+
 impl KeptInstances {
     pub fn new(reuse: u32, instance_slots: u32) -> KeptInstances {
         KeptInstances {
@@ -213,6 +222,15 @@ impl KeptInstances {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_sure_of_a_slot_leave_room_for_idle_and_spare_instances() {
+        assert_eq!(slots_for_requests(128, 1), 127, "one spare");
+        assert_eq!(slots_for_requests(128, 3), 63, "64 idle kept instances and one spare");
+        assert_eq!(slots_for_requests(2, 1), 1);
+        assert_eq!(slots_for_requests(1, 1), 1, "one slot: never a spare, and one request still runs");
+        assert_eq!(slots_for_requests(1, 5), 1);
+    }
 
     #[test]
     fn a_spare_never_takes_the_last_free_slot() {

@@ -6,7 +6,7 @@
 //! 503: one client can open many streams at once.
 use crate::config::settings::Settings;
 use crate::guest::body::ResponseBody;
-use crate::guest::instances::max_idle_instances;
+use crate::guest::instances::slots_for_requests;
 use crate::http::admission::{self, Refusal};
 use crate::http::request_cap::{RequestCap, Turn};
 use crate::http::{limits, ConnectionInfo, Front};
@@ -75,11 +75,9 @@ struct TrackedBody {
     _guard: StreamGuard,
 }
 
-/// Streams a worker runs at once: its instance slots, less those `--instance-reuse` may keep idle.
+/// Streams a worker runs at once: the requests that can each be sure of an instance slot.
 pub fn stream_permits(settings: &Settings) -> usize {
-    let slots = settings.instance_slots as usize;
-    let idle = if settings.instance_reuse > 1 { max_idle_instances(settings.instance_slots) } else { 0 };
-    slots.saturating_sub(idle).max(1)
+    slots_for_requests(settings.instance_slots, settings.instance_reuse)
 }
 
 /// Waits for an instance-slot permit, up to `--timeout` (forever with `--timeout 0`).
