@@ -109,18 +109,12 @@ fn a_trap_after_the_head_truncates_the_h1_response() {
 
 #[test]
 fn a_trap_after_the_head_resets_the_h2_stream() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use http_body_util::BodyExt;
     let server = Server::start(&p3(), &["-w", "1", "--http-protocols", "h1,h2"]);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
-        tokio::spawn(connection);
-        let get = |path: &str| {
-            hyper::Request::get(format!("http://{}{path}", server.addr)).body(Empty::<bytes::Bytes>::new()).unwrap()
-        };
+        let mut sender = h2_client(&server.addr).await;
+        let get = |path: &str| h2_get(&server.addr, path);
         let response = sender.send_request(get("/trap-mid-body")).await.unwrap();
         assert_eq!(response.status(), 200);
         let mut body = response.into_body();
@@ -215,11 +209,7 @@ fn access_log_atoms_and_metrics_cover_0_3_requests() {
 fn hup_swaps_between_a_0_2_and_a_0_3_app() {
     let dir = scratch_dir("p3-swap");
     let app = dir.path().join("app.wasm");
-    let install = |from: &std::path::Path| {
-        let tmp = dir.path().join("app.wasm.tmp");
-        std::fs::copy(from, &tmp).unwrap();
-        std::fs::rename(&tmp, &app).unwrap();
-    };
+    let install = |from: &std::path::Path| install_app(&app, from);
     install(&guest("hello"));
     let server = ServerCommand::new(&app).args(["-w", "1"]).start();
     assert_eq!(server.get("/").text(), "Hello, world!\n");
@@ -394,11 +384,7 @@ fn max_requests_recycles_0_3_workers_with_no_failed_request() {
 fn usr2_upgrades_between_a_0_2_and_a_0_3_app_with_no_failed_request() {
     let dir = scratch_dir("p3-usr2");
     let app = dir.path().join("app.wasm");
-    let install = |from: &std::path::Path| {
-        let tmp = dir.path().join("app.wasm.tmp");
-        std::fs::copy(from, &tmp).unwrap();
-        std::fs::rename(&tmp, &app).unwrap();
-    };
+    let install = |from: &std::path::Path| install_app(&app, from);
     install(&guest("hello"));
     let mut old = ServerCommand::new(&app).args(["-w", "1"]).own_process_group().start();
     let load = BackgroundLoad::start(&old.addr, "/", 2);

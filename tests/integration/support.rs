@@ -889,3 +889,25 @@ pub fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
+
+/// An HTTP/2 (prior knowledge) connection to `addr`, driven on the current tokio runtime.
+pub async fn h2_client(addr: &str) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// `GET path` on `addr` for [`h2_client`].
+pub fn h2_get(addr: &str, path: &str) -> hyper::Request<http_body_util::Empty<bytes::Bytes>> {
+    hyper::Request::get(format!("http://{addr}{path}")).body(http_body_util::Empty::new()).unwrap()
+}
+
+/// Replaces `app` with a copy of `from` in one rename, as a deploy would (HUP and USR2 tests).
+pub fn install_app(app: &Path, from: &Path) {
+    let tmp = app.with_extension("wasm.tmp");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, app).unwrap();
+}

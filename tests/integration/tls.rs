@@ -376,21 +376,15 @@ fn h2_streams_beyond_the_instance_slots_wait_for_one_instead_of_503() {
 
 #[test]
 fn an_h2_stream_waits_for_the_instance_that_lingers_after_its_response() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use http_body_util::BodyExt;
     // One instance slot; the first response is whole while its guest runs on for 800 ms. The
     // next stream must wait for that instance to let go of the slot, not take the stream permit
     // the finished response gave back and find the slot still taken (503).
     let server = Server::start(&guest("faults"), &["-w", "1", "--http-protocols", "h1,h2", "--instance-slots", "1"]);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
-        tokio::spawn(connection);
-        let get = |path: &str| {
-            hyper::Request::get(format!("http://{}{path}", server.addr)).body(Empty::<bytes::Bytes>::new()).unwrap()
-        };
+        let mut sender = h2_client(&server.addr).await;
+        let get = |path: &str| h2_get(&server.addr, path);
         let first = sender.send_request(get("/linger?ms=800")).await.unwrap();
         assert_eq!(first.status(), 200);
         assert_eq!(first.into_body().collect().await.unwrap().to_bytes(), &b"ok\n"[..]);
